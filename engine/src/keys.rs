@@ -1,0 +1,158 @@
+//! The key layout of the single keyspace: one prefix byte per view, then the view's own key.
+//!
+//! Lists are named by `(parent URI, resource name)`; parent URIs never contain `\0`, so `\0`
+//! separates components and every list's keys form one contiguous range. Keeping the layout in
+//! this one module is what lets `rebuild` drop "all views" by prefix.
+
+/// The change log: `L` + seq (u64 big-endian) → event envelope. Never rewritten.
+pub const LOG: u8 = b'L';
+/// Objects: `O` + parent `\0` resource `\0` id → current state (tombstones flagged).
+pub const OBJECT: u8 = b'O';
+/// List timestamps: `T` + parent `\0` resource → u64 (the list ETag).
+pub const LIST_TS: u8 = b'T';
+/// Live-object counts: `N` + parent `\0` resource → u64 (`Total-Objects` without a scan).
+pub const COUNT: u8 = b'N';
+/// Changes: `C` + parent `\0` resource `\0` ts (u64 BE) id → empty. One entry per id, at its
+/// latest timestamp: `_since`, `_before` and the default order without a scan of the list.
+pub const CHANGE: u8 = b'C';
+/// ACLs: `A` + object URI → ACL.
+pub const ACL: u8 = b'A';
+/// Principal index: `P` + principal `\0` permission `\0` object URI → empty.
+pub const PRINCIPAL: u8 = b'P';
+/// Engine metadata (applied seq per view, format version).
+pub const META: u8 = b'M';
+
+/// Every view prefix, in the order the digest walks them.
+pub const VIEW_PREFIXES: [u8; 6] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL];
+/// The views that record the seq they have applied.
+pub const VIEW_NAMES: [&str; 5] = ["objects", "timestamps", "changes", "counts", "acl"];
+
+pub fn log(seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(LOG);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn seq_of_log_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+fn list_part(prefix: u8, parent: &str, resource: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + parent.len() + resource.len());
+    k.push(prefix);
+    k.extend_from_slice(parent.as_bytes());
+    k.push(0);
+    k.extend_from_slice(resource.as_bytes());
+    k
+}
+
+pub fn object(parent: &str, resource: &str, id: &str) -> Vec<u8> {
+    let mut k = object_list_prefix(parent, resource);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Prefix of every object of one list.
+pub fn object_list_prefix(parent: &str, resource: &str) -> Vec<u8> {
+    let mut k = list_part(OBJECT, parent, resource);
+    k.push(0);
+    k
+}
+
+pub fn list_ts(parent: &str, resource: &str) -> Vec<u8> {
+    list_part(LIST_TS, parent, resource)
+}
+
+pub fn count(parent: &str, resource: &str) -> Vec<u8> {
+    list_part(COUNT, parent, resource)
+}
+
+pub fn change_list_prefix(parent: &str, resource: &str) -> Vec<u8> {
+    let mut k = list_part(CHANGE, parent, resource);
+    k.push(0);
+    k
+}
+
+pub fn change(parent: &str, resource: &str, ts: u64, id: &str) -> Vec<u8> {
+    let mut k = change_list_prefix(parent, resource);
+    k.extend_from_slice(&ts.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Prefix of the change entries of one list at exactly `ts`.
+pub fn change_at(parent: &str, resource: &str, ts: u64) -> Vec<u8> {
+    let mut k = change_list_prefix(parent, resource);
+    k.extend_from_slice(&ts.to_be_bytes());
+    k
+}
+
+/// Splits a change key of a list (given the list prefix length) into (ts, id).
+pub fn split_change(key: &[u8], prefix_len: usize) -> Option<(u64, String)> {
+    let ts_bytes: [u8; 8] = key.get(prefix_len..prefix_len + 8)?.try_into().ok()?;
+    let id = std::str::from_utf8(key.get(prefix_len + 8..)?).ok()?;
+    Some((u64::from_be_bytes(ts_bytes), id.to_owned()))
+}
+
+pub fn acl(uri: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + uri.len());
+    k.push(ACL);
+    k.extend_from_slice(uri.as_bytes());
+    k
+}
+
+pub fn principal(principal: &str, perm: &str, uri: &str) -> Vec<u8> {
+    let mut k = principal_prefix(principal);
+    k.extend_from_slice(perm.as_bytes());
+    k.push(0);
+    k.extend_from_slice(uri.as_bytes());
+    k
+}
+
+pub fn principal_prefix(principal: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + principal.len());
+    k.push(PRINCIPAL);
+    k.extend_from_slice(principal.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn applied(view: &str) -> Vec<u8> {
+    meta(&format!("applied/{view}"))
+}
+
+/// Key prefixes (for `prefix` in O, T, N, C) under which lists whose parent is `uri` itself or
+/// lies below it are stored: the children purged when `uri` is deleted.
+pub fn descendant_prefixes(prefix: u8, uri: &str) -> [Vec<u8>; 2] {
+    let mut exact = vec![prefix];
+    exact.extend_from_slice(uri.as_bytes());
+    exact.push(0);
+    let mut below = vec![prefix];
+    below.extend_from_slice(uri.as_bytes());
+    below.push(b'/');
+    [exact, below]
+}
+
+/// Prefix of the ACLs of objects strictly below `uri`.
+pub fn acl_descendants(uri: &str) -> Vec<u8> {
+    let mut k = acl(uri);
+    k.push(b'/');
+    k
+}
+
+pub fn u64_value(v: u64) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+pub fn read_u64(bytes: &[u8]) -> Option<u64> {
+    let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(arr))
+}

@@ -1,0 +1,217 @@
+//! Tidemark's event-sourced store. No HTTP.
+//!
+//! Contract:
+//! - The **change log** is the source of truth: every write is an [`Event`] appended under a
+//!   gap-free `seq`, checksummed and hash-chained, never rewritten.
+//! - The **views** (objects, list timestamps, changes index, counts, ACLs and the principal
+//!   index) are derived from the log by one function (`views::apply_event`), written in the same
+//!   atomic batch as the events they reflect, and can be rebuilt from the log alone.
+//! - The **writer** thread is the only mutator; it group-commits and flushes per
+//!   [`FlushPolicy`] before answering. Reads never go through it: they read the views directly.
+//! - After a commit, events are offered to the [`bus::Bus`] without ever waiting on a subscriber.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod bus;
+pub mod clock;
+pub mod error;
+pub mod event;
+mod keys;
+pub mod object;
+mod read;
+mod replay;
+pub mod storage;
+mod txn;
+mod views;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{EngineError, Result};
+pub use event::{Action, Context, Event};
+pub use object::{object_uri, split_uri, Acl, StoredObject};
+pub use read::{ListOrder, ListRange};
+pub use replay::{digest, VerifyReport};
+pub use storage::{MemoryStorage, SledStorage, Storage};
+pub use writer::{command_uri, Command, Expect, Op};
+
+use writer::{Submission, Writer, WriterState};
+
+/// When an acknowledged write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Flush before every acknowledgement (group commit): a 2xx is on disk. The default.
+    Always,
+    /// Flush in the background every N ms: a crash may lose the last N ms of acknowledged writes.
+    IntervalMs(u64),
+    /// Never flush explicitly: a crash may lose any acknowledged write the OS had not written.
+    None,
+}
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub flush: FlushPolicy,
+    pub clock: Arc<dyn Clock>,
+    /// Largest object (compact JSON of its data) the engine accepts.
+    pub max_object_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { flush: FlushPolicy::Always, clock: Arc::new(SystemClock), max_object_bytes: 8 * 1024 * 1024 }
+    }
+}
+
+/// What opening found and did.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenReport {
+    pub last_seq: u64,
+    /// Events replayed onto the views because they lagged the log.
+    pub replayed: u64,
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    submit: Mutex<Option<crossbeam_channel::Sender<Submission>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    bus: Arc<bus::Bus>,
+    failed: Arc<Mutex<Option<String>>>,
+    opened: OpenReport,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.submit.lock().take();
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A handle on the store; cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the sled store in `dir` (created if missing) and recovers it.
+    pub fn open_sled(dir: &Path, config: EngineConfig) -> Result<Engine> {
+        let background = match config.flush {
+            FlushPolicy::IntervalMs(ms) => Some(ms.max(1)),
+            FlushPolicy::Always | FlushPolicy::None => None,
+        };
+        let storage = SledStorage::open(dir, background)?;
+        Engine::open(Arc::new(storage), config)
+    }
+
+    pub fn open_memory(config: EngineConfig) -> Result<Engine> {
+        Engine::open(Arc::new(MemoryStorage::new()), config)
+    }
+
+    /// Checks the log tail, replays what the views lack, and starts the writer.
+    pub fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine> {
+        let (tail, replayed) = replay::recover(storage.as_ref())?;
+        let bus = Arc::new(bus::Bus::default());
+        let failed = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            storage: Arc::clone(&storage),
+            clock: Arc::clone(&config.clock),
+            bus: Arc::clone(&bus),
+            flush: config.flush,
+            max_object_bytes: config.max_object_bytes,
+            state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain },
+            failed: Arc::clone(&failed),
+            ulids: ulid::Generator::new(),
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = std::thread::Builder::new()
+            .name("tidemark-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| EngineError::Storage(format!("cannot start the writer thread: {e}")))?;
+        let opened = OpenReport { last_seq: tail.last_seq, replayed };
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                storage,
+                submit: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                bus,
+                failed,
+                opened,
+            }),
+        })
+    }
+
+    pub fn opened(&self) -> OpenReport {
+        self.inner.opened
+    }
+
+    fn send(&self, commands: Vec<Command>) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Arc<Event>>>>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let guard = self.inner.submit.lock();
+        let tx = guard.as_ref().ok_or(EngineError::Closed)?;
+        tx.send(Submission { commands, reply }).map_err(|_| EngineError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Commits `commands` atomically (all or none) and returns their events in order.
+    pub async fn submit(&self, commands: Vec<Command>) -> Result<Vec<Arc<Event>>> {
+        let rx = self.send(commands)?;
+        rx.await.map_err(|_| EngineError::Closed)?
+    }
+
+    /// [`Engine::submit`] for callers outside an async runtime.
+    pub fn submit_blocking(&self, commands: Vec<Command>) -> Result<Vec<Arc<Event>>> {
+        let rx = self.send(commands)?;
+        rx.blocking_recv().map_err(|_| EngineError::Closed)?
+    }
+
+    /// Why writes are refused, if the engine has failed a write (fail-stop).
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failed.lock().clone()
+    }
+
+    pub fn bus(&self) -> &bus::Bus {
+        &self.inner.bus
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.inner.storage.as_ref()
+    }
+
+    /// Stops the writer after it has committed what it was given, and flushes.
+    pub fn close(&self) {
+        self.inner.submit.lock().take();
+        if let Some(handle) = self.inner.writer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Drops every view and replays the whole log. The engine must not be serving writes.
+    pub fn rebuild(&self) -> Result<u64> {
+        replay::rebuild(self.storage())
+    }
+
+    pub fn verify(&self) -> Result<VerifyReport> {
+        replay::verify(self.storage())
+    }
+
+    pub fn digest(&self) -> Result<String> {
+        replay::digest(self.storage())
+    }
+
+    pub fn export(&self, out: &mut dyn std::io::Write) -> Result<u64> {
+        replay::export(self.storage(), out)
+    }
+
+    /// Restores an export into this (empty) store. Call before serving.
+    pub fn import(&self, input: &mut dyn std::io::BufRead) -> Result<u64> {
+        replay::import(self.storage(), input)
+    }
+}
+
+#[cfg(test)]
+mod tests;

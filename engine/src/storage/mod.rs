@@ -1,0 +1,66 @@
+//! The narrow storage contract the engine needs: an ordered byte keyspace with atomic batches.
+//!
+//! Every view and the log live in one keyspace (prefixes laid out in `keys.rs`), so one commit is
+//! one atomic batch — the fast path measured for sled 0.34.7 (a single-tree `Batch` + flush is
+//! an order of magnitude faster than a multi-tree transaction).
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStorage;
+pub use sled_store::SledStorage;
+
+use crate::error::Result;
+
+/// One atomic write: every put and delete lands, or none does.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+pub trait Storage: Send + Sync + 'static {
+    /// Applies the batch atomically (readers see all of it or none of it).
+    fn apply(&self, batch: WriteBatch) -> Result<()>;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Entries with `start <= key < end`, ascending, or descending when `reverse`; stops after
+    /// `limit` entries when given. Errors are returned, never skipped.
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>>;
+    /// Makes every applied batch durable.
+    fn flush(&self) -> Result<()>;
+    /// Approximate bytes used on disk (0 for memory).
+    fn size_on_disk(&self) -> Result<u64>;
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: no finite upper bound; a key of 0xff bytes longer than any real key works.
+    vec![0xff; prefix.len() + 64]
+}
+
+/// All entries under `prefix`, ascending.
+pub fn scan_prefix(storage: &dyn Storage, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+    storage.range(prefix, &prefix_end(prefix), false, None)
+}

@@ -1,0 +1,426 @@
+//! Engine tests, run on both backends (sled and memory) where the backend matters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::storage::{KeyValue, Storage, WriteBatch};
+use crate::*;
+
+fn data(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn put(parent: &str, resource: &str, id: &str, v: Value) -> Command {
+    Command {
+        resource: resource.into(),
+        parent: parent.into(),
+        id: id.into(),
+        op: Op::Put { data: data(v), permissions: Acl::from([("write".into(), vec!["u".into()])]) },
+        expect: Expect::Any,
+        last_modified: None,
+        context: Context { user_id: Some("u".into()), ..Context::default() },
+    }
+}
+
+fn delete(parent: &str, resource: &str, id: &str) -> Command {
+    Command { op: Op::Delete, ..put(parent, resource, id, json!({})) }
+}
+
+const C: &str = "/buckets/b/collections/c";
+
+fn seed(engine: &Engine) {
+    engine.submit_blocking(vec![put("", "bucket", "b", json!({})), put("/buckets/b", "collection", "c", json!({}))]).expect("seed");
+}
+
+enum Backend {
+    Memory,
+    Sled(tempfile::TempDir),
+}
+
+impl Backend {
+    fn all() -> Vec<Backend> {
+        vec![Backend::Memory, Backend::Sled(tempfile::tempdir().expect("tempdir"))]
+    }
+
+    fn open(&self, config: EngineConfig) -> Engine {
+        match self {
+            Backend::Memory => Engine::open_memory(config).expect("open memory"),
+            Backend::Sled(dir) => Engine::open_sled(dir.path(), config).expect("open sled"),
+        }
+    }
+}
+
+#[test]
+fn writes_become_gap_free_events_and_views() {
+    for backend in Backend::all() {
+        let engine = backend.open(EngineConfig::default());
+        seed(&engine);
+        let events = engine.submit_blocking(vec![put(C, "record", "r1", json!({"x": 1}))]).expect("write");
+        assert_eq!(events[0].seq, 3);
+        assert_eq!(events[0].action, Action::Create);
+        assert_eq!(events[0].prev_seq, None);
+        let updated = engine.submit_blocking(vec![put(C, "record", "r1", json!({"x": 2}))]).expect("update");
+        assert_eq!(updated[0].action, Action::Update);
+        assert_eq!(updated[0].prev_seq, Some(3));
+        let stored = engine.get(C, "record", "r1").expect("get").expect("present");
+        assert_eq!(stored.data["x"], 2);
+        assert_eq!(stored.data["id"], "r1");
+        assert_eq!(stored.last_modified, updated[0].timestamp);
+        assert_eq!(engine.list_timestamp(C, "record").expect("ts"), updated[0].timestamp);
+        assert_eq!(engine.count(C, "record").expect("count"), 1);
+        assert_eq!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl")["write"], vec!["u".to_string()]);
+        assert_eq!(engine.objects_of_principal("u").expect("index").len(), 3);
+        let log = engine.events_from(1, 100).expect("log");
+        assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        let deleted = engine.submit_blocking(vec![delete(C, "record", "r1")]).expect("delete");
+        assert_eq!(deleted[0].data, json!({"id": "r1", "last_modified": deleted[0].timestamp, "deleted": true}));
+        assert_eq!(engine.count(C, "record").expect("count"), 0);
+        assert!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl").is_empty());
+        assert!(engine.verify().expect("verify").ok());
+    }
+}
+
+#[test]
+fn a_submission_commits_all_or_nothing() {
+    for backend in Backend::all() {
+        let engine = backend.open(EngineConfig::default());
+        seed(&engine);
+        let before = engine.digest().expect("digest");
+        let last = engine.last_seq().expect("seq");
+        let mut failing = put(C, "record", "r2", json!({}));
+        failing.expect = Expect::Live;
+        let result = engine.submit_blocking(vec![put(C, "record", "r1", json!({})), failing]);
+        assert!(matches!(result, Err(EngineError::PreconditionFailed { current: None })));
+        assert_eq!(engine.digest().expect("digest"), before);
+        assert_eq!(engine.last_seq().expect("seq"), last);
+        // The next submission reuses the seq the failed one would have taken: no gap.
+        let ok = engine.submit_blocking(vec![put(C, "record", "r1", json!({}))]).expect("write");
+        assert_eq!(ok[0].seq, last + 1);
+    }
+}
+
+#[test]
+fn bad_commands_are_typed_errors() {
+    let engine = Engine::open_memory(EngineConfig { max_object_bytes: 64, ..EngineConfig::default() }).expect("open");
+    seed(&engine);
+    let unknown = engine.submit_blocking(vec![put("/buckets/b/collections/zz", "record", "r", json!({}))]);
+    assert!(matches!(unknown, Err(EngineError::UnknownParent(p)) if p == "/buckets/b/collections/zz"));
+    let big = engine.submit_blocking(vec![put(C, "record", "r", json!({"s": "x".repeat(100)}))]);
+    assert!(matches!(big, Err(EngineError::TooLarge { .. })));
+    let bad = engine.submit_blocking(vec![put(C, "record", "a/b", json!({}))]);
+    assert!(matches!(bad, Err(EngineError::InvalidCommand(_))));
+    let missing = engine.submit_blocking(vec![delete(C, "record", "nope")]);
+    assert!(matches!(missing, Err(EngineError::PreconditionFailed { .. })));
+}
+
+#[test]
+fn deleting_a_collection_purges_everything_below_it() {
+    for backend in Backend::all() {
+        let engine = backend.open(EngineConfig::default());
+        seed(&engine);
+        engine.submit_blocking(vec![put(C, "record", "r1", json!({})), put(C, "record", "r2", json!({}))]).expect("write");
+        engine.submit_blocking(vec![delete(C, "record", "r2")]).expect("delete");
+        engine.submit_blocking(vec![delete("/buckets/b", "collection", "c")]).expect("delete collection");
+        assert!(engine.get(C, "record", "r1").expect("get").is_none());
+        assert!(engine.get(C, "record", "r2").expect("get").is_none(), "child tombstones are purged too");
+        assert!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl").is_empty());
+        assert_eq!(engine.count(C, "record").expect("count"), 0);
+        let tombstone = engine.get("/buckets/b", "collection", "c").expect("get").expect("tombstone");
+        assert!(tombstone.deleted);
+        assert!(engine.verify().expect("verify").ok());
+    }
+}
+
+#[test]
+fn timestamps_strictly_increase_under_concurrent_submitters() {
+    for backend in Backend::all() {
+        let engine = backend.open(EngineConfig { clock: Arc::new(ManualClock::new(1_000)), ..EngineConfig::default() });
+        seed(&engine);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let engine = engine.clone();
+                std::thread::spawn(move || {
+                    (0..100)
+                        .map(|i| engine.submit_blocking(vec![put(C, "record", &format!("t{t}-{i}"), json!({}))]).expect("write")[0].clone())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut events: Vec<Arc<Event>> = threads.into_iter().flat_map(|t| t.join().expect("thread")).collect();
+        events.sort_by_key(|e| e.seq);
+        let stamps: Vec<u64> = events.iter().map(|e| e.timestamp).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "timestamps follow commit order strictly");
+        assert_eq!(events.len(), 800);
+    }
+}
+
+#[test]
+fn timestamps_never_go_back_across_a_restart_with_a_clock_stepped_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let config = || EngineConfig { clock: Arc::new(clock.clone()), ..EngineConfig::default() };
+    let last = {
+        let engine = Engine::open_sled(dir.path(), config()).expect("open");
+        seed(&engine);
+        let e = engine.submit_blocking(vec![put(C, "record", "r1", json!({}))]).expect("write");
+        engine.close();
+        e[0].timestamp
+    };
+    clock.set(1_700_000_000_000 - 5_000);
+    let engine = Engine::open_sled(dir.path(), config()).expect("reopen");
+    let next = engine.submit_blocking(vec![put(C, "record", "r2", json!({}))]).expect("write");
+    assert_eq!(next[0].timestamp, last + 1);
+    assert_eq!(next[0].seq, 4);
+}
+
+#[test]
+fn rebuild_is_byte_identical_and_export_import_round_trips() {
+    for backend in Backend::all() {
+        let engine = backend.open(EngineConfig::default());
+        seed(&engine);
+        for i in 0..50 {
+            engine.submit_blocking(vec![put(C, "record", &format!("r{}", i % 17), json!({"i": i}))]).expect("write");
+            if i % 7 == 0 {
+                let _ = engine.submit_blocking(vec![delete(C, "record", &format!("r{}", i % 5))]);
+            }
+        }
+        engine.submit_blocking(vec![put("/buckets/b", "group", "g", json!({"members": ["u"]}))]).expect("group");
+        let before = engine.digest().expect("digest");
+        let replayed = engine.rebuild().expect("rebuild");
+        assert_eq!(replayed, engine.last_seq().expect("seq"));
+        assert_eq!(engine.digest().expect("digest"), before);
+
+        let mut exported = Vec::new();
+        let count = engine.export(&mut exported).expect("export");
+        assert_eq!(count, replayed);
+        let copy = Engine::open_memory(EngineConfig::default()).expect("open");
+        assert_eq!(copy.import(&mut exported.as_slice()).expect("import"), count);
+        assert_eq!(copy.digest().expect("digest"), before);
+        assert!(copy.verify().expect("verify").ok());
+        // A damaged line is refused.
+        let text = String::from_utf8_lossy(&exported).replace("\"i\":3", "\"i\":4");
+        let damaged = Engine::open_memory(EngineConfig::default()).expect("open");
+        assert!(damaged.import(&mut text.as_bytes()).is_err());
+    }
+}
+
+#[test]
+fn verify_detects_a_damaged_or_missing_event() {
+    let engine = Engine::open_memory(EngineConfig::default()).expect("open");
+    seed(&engine);
+    engine.submit_blocking(vec![put(C, "record", "r1", json!({}))]).expect("write");
+    let storage = engine.storage();
+    let key = crate::keys::log(2);
+    let mut value = storage.get(&key).expect("get").expect("present");
+    let last = value.len() - 1;
+    value[last] ^= 0x01;
+    let mut batch = WriteBatch::default();
+    batch.put(key.clone(), value);
+    storage.apply(batch).expect("apply");
+    let report = engine.verify().expect("verify");
+    assert!(!report.ok());
+    let mut batch = WriteBatch::default();
+    batch.delete(key);
+    storage.apply(batch).expect("apply");
+    let report = engine.verify().expect("verify");
+    assert!(report.problems.iter().any(|p| p.contains("gap")), "{:?}", report.problems);
+}
+
+/// A storage whose flush can be made to fail, for fail-stop tests.
+struct FailingStorage {
+    inner: Arc<dyn Storage>,
+    fail_flush: AtomicBool,
+}
+
+impl Storage for FailingStorage {
+    fn apply(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.apply(batch)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
+        self.inner.range(start, end, reverse, limit)
+    }
+    fn flush(&self) -> Result<()> {
+        if self.fail_flush.load(Ordering::SeqCst) {
+            return Err(EngineError::Storage("injected flush failure".into()));
+        }
+        self.inner.flush()
+    }
+    fn size_on_disk(&self) -> Result<u64> {
+        self.inner.size_on_disk()
+    }
+}
+
+#[test]
+fn a_failed_flush_is_never_acknowledged_and_stops_writes() {
+    let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let failing = Arc::new(FailingStorage { inner: Arc::clone(&inner), fail_flush: AtomicBool::new(false) });
+    let engine = Engine::open(failing.clone(), EngineConfig::default()).expect("open");
+    seed(&engine);
+    failing.fail_flush.store(true, Ordering::SeqCst);
+    let result = engine.submit_blocking(vec![put(C, "record", "r1", json!({"x": 1}))]);
+    assert!(matches!(result, Err(EngineError::Unavailable(_))), "{result:?}");
+    failing.fail_flush.store(false, Ordering::SeqCst);
+    let refused = engine.submit_blocking(vec![put(C, "record", "r2", json!({}))]);
+    assert!(matches!(refused, Err(EngineError::Unavailable(_))), "fail-stop: no write after a failure");
+    assert!(engine.failure().is_some());
+    engine.close();
+    // Restart on what the disk holds: the write is wholly present or wholly absent.
+    let reopened = Engine::open(inner, EngineConfig::default()).expect("reopen");
+    let record = reopened.get(C, "record", "r1").expect("get");
+    let logged = reopened.events_from(1, 100).expect("log").iter().any(|e| e.object_id == "r1");
+    assert_eq!(record.is_some(), logged);
+    assert!(reopened.verify().expect("verify").ok());
+    assert!(reopened.submit_blocking(vec![put(C, "record", "r3", json!({}))]).is_ok());
+}
+
+#[test]
+fn open_replays_a_log_tail_the_views_lack() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let engine = Engine::open(Arc::clone(&storage), EngineConfig::default()).expect("open");
+    seed(&engine);
+    // The views as they stood at seq 2.
+    let not_log = |storage: &dyn Storage| -> Vec<KeyValue> {
+        storage.range(&[0], &[0xff], false, None).expect("scan").into_iter().filter(|(k, _)| k[0] != crate::keys::LOG).collect()
+    };
+    let views_at_2 = not_log(storage.as_ref());
+    engine.submit_blocking(vec![put(C, "record", "r1", json!({}))]).expect("write");
+    let digest = engine.digest().expect("digest");
+    engine.close();
+    drop(engine);
+    // Simulate views that lag the log by one event.
+    let mut batch = WriteBatch::default();
+    for (key, _) in not_log(storage.as_ref()) {
+        batch.delete(key);
+    }
+    for (key, value) in views_at_2 {
+        batch.put(key, value);
+    }
+    storage.apply(batch).expect("apply");
+    let reopened = Engine::open(storage, EngineConfig::default()).expect("reopen");
+    assert_eq!(reopened.opened().replayed, 1);
+    assert_eq!(reopened.digest().expect("digest"), digest);
+}
+
+#[test]
+fn the_bus_gets_every_committed_event_and_flags_a_full_queue() {
+    let engine = Engine::open_memory(EngineConfig::default()).expect("open");
+    let fast = engine.bus().subscribe(1024);
+    let slow = engine.bus().subscribe(2);
+    seed(&engine);
+    for i in 0..10 {
+        engine.submit_blocking(vec![put(C, "record", &format!("r{i}"), json!({}))]).expect("write");
+    }
+    let seqs: Vec<u64> = fast.events.try_iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    assert!(!fast.lagged());
+    assert!(slow.lagged());
+    assert_eq!(slow.events.try_iter().count(), 2);
+}
+
+mod model {
+    //! Random command sequences with reopen points against an in-memory oracle of Kinto's
+    //! semantics: current state, per-list timestamps, and changes since T.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Put { list: usize, id: usize, n: i64 },
+        Delete { list: usize, id: usize },
+        Reopen,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0..2usize, 0..6usize, any::<i64>()).prop_map(|(list, id, n)| Step::Put { list, id, n }),
+            3 => (0..2usize, 0..6usize).prop_map(|(list, id)| Step::Delete { list, id }),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    const LISTS: [&str; 2] = ["/buckets/b/collections/c", "/buckets/b/collections/d"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn engine_matches_the_oracle(steps in proptest::collection::vec(step(), 1..60)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let clock = ManualClock::new(1_000_000);
+            let config = || EngineConfig { clock: Arc::new(clock.clone()), ..EngineConfig::default() };
+            let mut engine = Engine::open_sled(dir.path(), config()).expect("open");
+            engine.submit_blocking(vec![
+                put("", "bucket", "b", json!({})),
+                put("/buckets/b", "collection", "c", json!({})),
+                put("/buckets/b", "collection", "d", json!({})),
+            ]).expect("seed");
+            // oracle: (list, id) -> (n or deleted, last_modified)
+            let mut state: BTreeMap<(usize, String), (Option<i64>, u64)> = BTreeMap::new();
+            let mut list_ts: BTreeMap<usize, u64> = BTreeMap::new();
+            for step in steps {
+                // The clock sometimes stands still, sometimes steps back: order must hold anyway.
+                clock.advance(1);
+                match step {
+                    Step::Put { list, id, n } => {
+                        let id = format!("r{id}");
+                        let events = engine.submit_blocking(vec![put(LISTS[list], "record", &id, json!({"n": n}))]).expect("put");
+                        let ts = events[0].timestamp;
+                        prop_assert!(ts > list_ts.get(&list).copied().unwrap_or(0));
+                        list_ts.insert(list, ts);
+                        state.insert((list, id), (Some(n), ts));
+                    }
+                    Step::Delete { list, id } => {
+                        let id = format!("r{id}");
+                        let live = matches!(state.get(&(list, id.clone())), Some((Some(_), _)));
+                        let result = engine.submit_blocking(vec![delete(LISTS[list], "record", &id)]);
+                        prop_assert_eq!(result.is_ok(), live);
+                        if let Ok(events) = result {
+                            let ts = events[0].timestamp;
+                            prop_assert!(ts > list_ts.get(&list).copied().unwrap_or(0));
+                            list_ts.insert(list, ts);
+                            state.insert((list, id), (None, ts));
+                        }
+                    }
+                    Step::Reopen => {
+                        engine.close();
+                        drop(engine);
+                        clock.set(clock.now_ms() - 3);
+                        engine = Engine::open_sled(dir.path(), config()).expect("reopen");
+                    }
+                }
+            }
+            for ((list, id), (n, ts)) in &state {
+                let stored = engine.get(LISTS[*list], "record", id).expect("get").expect("present");
+                prop_assert_eq!(stored.deleted, n.is_none());
+                prop_assert_eq!(stored.last_modified, *ts);
+                if let Some(n) = n {
+                    prop_assert_eq!(&stored.data["n"], &json!(n));
+                }
+            }
+            for (list, ts) in &list_ts {
+                prop_assert_eq!(engine.list_timestamp(LISTS[*list], "record").expect("ts"), *ts);
+                // changes since T: every id whose last change is after T, newest first.
+                let mid = ts.saturating_sub(3);
+                let mut expected: Vec<(u64, String)> = state
+                    .iter()
+                    .filter(|((l, _), (_, t))| l == list && *t > mid)
+                    .map(|((_, id), (_, t))| (*t, id.clone()))
+                    .collect();
+                expected.sort();
+                expected.reverse();
+                let mut got = Vec::new();
+                engine.walk_list(LISTS[*list], "record", ListRange { since: Some(mid), before: None }, ListOrder::Newest, |o| {
+                    got.push((o.last_modified, o.id().to_owned()));
+                    Ok(true)
+                }).expect("walk");
+                prop_assert_eq!(got, expected);
+            }
+            prop_assert!(engine.verify().expect("verify").ok());
+        }
+    }
+}

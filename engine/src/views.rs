@@ -1,0 +1,142 @@
+//! The derived views and the one function that maps an event onto them.
+//!
+//! `apply_event` is used by the writer (live) and by replay/rebuild alike, so the views are, by
+//! construction, a function of the log. It reads the views as they stand before the event (the
+//! prior state of the object, the old ACL) and stages the changes in a [`Txn`].
+
+use crate::error::{EngineError, Result};
+use crate::event::{Action, Event};
+use crate::keys;
+use crate::object::{decode_acl, encode_acl, object_uri, split_uri, Acl, StoredObject};
+use crate::txn::{KvRead, Txn};
+
+pub(crate) fn read_object<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str, id: &str) -> Result<Option<StoredObject>> {
+    match r.get(&keys::object(parent, resource, id))? {
+        Some(bytes) => Ok(Some(StoredObject::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// The object a URI names, if it is live.
+pub(crate) fn read_live_uri<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Option<StoredObject>> {
+    let Some((parent, resource, id)) = split_uri(uri) else {
+        return Ok(None);
+    };
+    Ok(read_object(r, parent, resource, id)?.filter(|o| !o.deleted))
+}
+
+fn read_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>> {
+    match r.get(key)? {
+        Some(bytes) => keys::read_u64(&bytes)
+            .map(Some)
+            .ok_or_else(|| EngineError::Corrupt("u64 view entry too short".into())),
+        None => Ok(None),
+    }
+}
+
+/// The list timestamp (list ETag): the max `last_modified` of the list's objects and tombstones.
+/// A list never written yet takes its parent's `last_modified` (0 under the root), so it is
+/// stable, derived, and never goes backwards once the first child is written.
+pub(crate) fn list_timestamp<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str) -> Result<u64> {
+    if let Some(ts) = read_u64(r, &keys::list_ts(parent, resource))? {
+        return Ok(ts);
+    }
+    Ok(read_live_uri(r, parent)?.map(|p| p.last_modified).unwrap_or(0))
+}
+
+pub(crate) fn live_count<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str) -> Result<u64> {
+    Ok(read_u64(r, &keys::count(parent, resource))?.unwrap_or(0))
+}
+
+pub(crate) fn read_acl<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Acl> {
+    match r.get(&keys::acl(uri))? {
+        Some(bytes) => decode_acl(&bytes),
+        None => Ok(Acl::new()),
+    }
+}
+
+/// Stages every view change that `event` implies.
+pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
+    let (parent, resource, id) = (event.parent.as_str(), event.resource.as_str(), event.object_id.as_str());
+    let deleted = event.action == Action::Delete;
+    let prior = read_object(txn, parent, resource, id)?;
+
+    // changes: one entry per id, at its latest timestamp
+    if let Some(prior) = &prior {
+        txn.delete(keys::change(parent, resource, prior.last_modified, id));
+    }
+    txn.put(keys::change(parent, resource, event.timestamp, id), Vec::new());
+
+    // objects
+    let data = event
+        .data
+        .as_object()
+        .cloned()
+        .ok_or_else(|| EngineError::Corrupt(format!("event {} carries non-object data", event.seq)))?;
+    let stored = StoredObject { data, last_modified: event.timestamp, deleted, seq: event.seq };
+    txn.put(keys::object(parent, resource, id), stored.encode());
+
+    // list timestamp: never decreases (a past client-chosen timestamp leaves it alone)
+    let current = list_timestamp(txn, parent, resource)?;
+    txn.put(keys::list_ts(parent, resource), keys::u64_value(current.max(event.timestamp)));
+
+    // live count
+    let was_live = prior.as_ref().is_some_and(|p| !p.deleted);
+    if was_live != !deleted {
+        let count_key = keys::count(parent, resource);
+        let count = read_u64(txn, &count_key)?.unwrap_or(0);
+        let count = if deleted { count.saturating_sub(1) } else { count + 1 };
+        txn.put(count_key, keys::u64_value(count));
+    }
+
+    // ACL and principal index
+    let uri = object_uri(parent, resource, id);
+    set_acl(txn, &uri, if deleted { None } else { Some(&event.permissions) })?;
+
+    if deleted {
+        purge_descendants(txn, &uri)?;
+    }
+
+    for view in keys::VIEW_NAMES {
+        txn.put(keys::applied(view), keys::u64_value(event.seq));
+    }
+    Ok(())
+}
+
+fn set_acl(txn: &mut Txn<'_>, uri: &str, acl: Option<&Acl>) -> Result<()> {
+    let old = read_acl(txn, uri)?;
+    for (perm, principals) in &old {
+        for principal in principals {
+            txn.delete(keys::principal(principal, perm, uri));
+        }
+    }
+    match acl.filter(|acl| !acl.is_empty()) {
+        Some(acl) => {
+            for (perm, principals) in acl {
+                for principal in principals {
+                    txn.put(keys::principal(principal, perm, uri), Vec::new());
+                }
+            }
+            txn.put(keys::acl(uri), encode_acl(acl)?);
+        }
+        None => txn.delete(keys::acl(uri)),
+    }
+    Ok(())
+}
+
+/// Kinto's cascade: deleting a bucket or collection hard-deletes everything below it, their
+/// tombstones, list timestamps and ACLs included (no child tombstones remain).
+fn purge_descendants(txn: &mut Txn<'_>, uri: &str) -> Result<()> {
+    for prefix in [keys::OBJECT, keys::LIST_TS, keys::COUNT, keys::CHANGE] {
+        for scan in keys::descendant_prefixes(prefix, uri) {
+            for (key, _) in txn.scan_prefix(&scan)? {
+                txn.delete(key);
+            }
+        }
+    }
+    for (key, _) in txn.scan_prefix(&keys::acl_descendants(uri))? {
+        let child_uri = String::from_utf8_lossy(&key[1..]).into_owned();
+        set_acl(txn, &child_uri, None)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! The only mutator: one thread that turns commands into events, group-committed.
+//!
+//! Loop: take one submission, drain whatever else is waiting, apply each submission
+//! all-or-nothing into an overlay (check expectations, stamp, append to the log, update the
+//! views), write the whole group as one atomic batch, flush once (per policy), then answer every
+//! caller and publish the events. A failed write or flush is never retried: the writer answers
+//! `Unavailable` from then on (fail-stop) and a restart replays the log.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+use ulid::Generator;
+
+use crate::bus::Bus;
+use crate::clock::Clock;
+use crate::error::{EngineError, Result};
+use crate::event::{self, Action, ChainHash, Context, Event};
+use crate::keys;
+use crate::object::{normalize_acl, object_uri, Acl};
+use crate::storage::Storage;
+use crate::txn::{KvRead, Txn};
+use crate::views;
+use crate::FlushPolicy;
+
+/// What the caller expects of the object's current state; checked atomically in the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Any,
+    /// No live object (a tombstone counts as absent).
+    Absent,
+    /// A live object, whatever its version.
+    Live,
+    /// A live object whose `last_modified` is exactly this.
+    Version(u64),
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create or replace: `data` is the full object (its `id`/`last_modified` are set here).
+    Put { data: Map<String, Value>, permissions: Acl },
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub resource: String,
+    pub parent: String,
+    pub id: String,
+    pub op: Op,
+    pub expect: Expect,
+    /// A client-chosen `last_modified`, honoured as Kinto does (kinto-protocol.md §2.4).
+    pub last_modified: Option<u64>,
+    pub context: Context,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Vec<Arc<Event>>>>;
+
+pub(crate) struct Submission {
+    pub commands: Vec<Command>,
+    pub reply: Reply,
+}
+
+/// Bounds one group so a flood of submitters still gets answered in slices.
+const MAX_GROUP_SUBMISSIONS: usize = 512;
+
+pub(crate) struct WriterState {
+    pub next_seq: u64,
+    pub chain: ChainHash,
+}
+
+pub(crate) struct Writer {
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub bus: Arc<Bus>,
+    pub flush: FlushPolicy,
+    pub max_object_bytes: usize,
+    pub state: WriterState,
+    pub failed: Arc<parking_lot::Mutex<Option<String>>>,
+    pub ulids: Generator,
+}
+
+impl Writer {
+    pub fn run(mut self, rx: Receiver<Submission>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_SUBMISSIONS {
+                match rx.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        // Channel closed: the engine is shutting down; make everything durable.
+        if let Err(err) = self.storage.flush() {
+            tracing::error!(error = %err, "final flush failed");
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Submission>) {
+        if let Some(reason) = self.failed.lock().clone() {
+            for submission in group {
+                let _ = submission.reply.send(Err(EngineError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        let storage = Arc::clone(&self.storage);
+        let mut txn = Txn::new(storage.as_ref());
+        let saved = WriterState { next_seq: self.state.next_seq, chain: self.state.chain };
+        let mut outcomes = Vec::with_capacity(group.len());
+        for submission in &group {
+            let (seq, chain) = (self.state.next_seq, self.state.chain);
+            match self.apply_submission(&mut txn, &submission.commands) {
+                Ok(events) => {
+                    txn.commit_pending();
+                    outcomes.push(Ok(events));
+                }
+                Err(err) => {
+                    txn.rollback_pending();
+                    self.state.next_seq = seq;
+                    self.state.chain = chain;
+                    outcomes.push(Err(err));
+                }
+            }
+        }
+
+        if !txn.is_empty() {
+            let batch = txn.into_batch();
+            let written = storage.apply(batch).and_then(|()| match self.flush {
+                FlushPolicy::Always => storage.flush(),
+                FlushPolicy::IntervalMs(_) | FlushPolicy::None => Ok(()),
+            });
+            if let Err(err) = written {
+                let reason = err.to_string();
+                tracing::error!(error = %reason, "write failed: refusing further writes (fail-stop)");
+                *self.failed.lock() = Some(reason.clone());
+                self.state = saved;
+                for submission in group {
+                    let _ = submission.reply.send(Err(EngineError::Unavailable(reason.clone())));
+                }
+                return;
+            }
+        }
+
+        // Subscribers hear of a commit no later than its writer: publish, then answer.
+        let published: Vec<Arc<Event>> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .flat_map(|events| events.iter().cloned())
+            .collect();
+        self.bus.publish(&published);
+        for (submission, outcome) in group.into_iter().zip(outcomes) {
+            // A caller that went away still had its write committed; nothing to undo.
+            let _ = submission.reply.send(outcome);
+        }
+    }
+
+    fn apply_submission(&mut self, txn: &mut Txn<'_>, commands: &[Command]) -> Result<Vec<Arc<Event>>> {
+        let mut events = Vec::with_capacity(commands.len());
+        for command in commands {
+            let event = self.apply_command(txn, command)?;
+            let (bytes, chain) = event::encode(&event, &self.state.chain)?;
+            txn.put(keys::log(event.seq), bytes);
+            views::apply_event(txn, &event)?;
+            self.state.chain = chain;
+            self.state.next_seq += 1;
+            events.push(Arc::new(event));
+        }
+        Ok(events)
+    }
+
+    /// Checks one command against the current state and builds its event (not yet applied).
+    fn apply_command(&mut self, txn: &Txn<'_>, command: &Command) -> Result<Event> {
+        let Command { resource, parent, id, .. } = command;
+        if id.is_empty() || resource.is_empty() || id.contains(['/', '\0']) || parent.contains('\0') {
+            return Err(EngineError::InvalidCommand(format!("bad object address {parent:?} {resource:?} {id:?}")));
+        }
+        let prior = views::read_object(txn, parent, resource, id)?;
+        let live = prior.as_ref().filter(|o| !o.deleted);
+        let holds = match command.expect {
+            Expect::Any => true,
+            Expect::Absent => live.is_none(),
+            Expect::Live => live.is_some(),
+            Expect::Version(v) => live.is_some_and(|o| o.last_modified == v),
+        };
+        let must_exist = matches!(command.op, Op::Delete);
+        if !holds || (must_exist && live.is_none()) {
+            return Err(EngineError::PreconditionFailed { current: live.cloned().map(Box::new) });
+        }
+        if !parent.is_empty() && views::read_live_uri(txn, parent)?.is_none() {
+            return Err(EngineError::UnknownParent(parent.clone()));
+        }
+
+        let timestamp = self.stamp(txn, command, live.map(|o| o.last_modified))?;
+        let (action, data, permissions) = match &command.op {
+            Op::Put { data, permissions } => {
+                let mut data = data.clone();
+                data.insert("id".into(), json!(id));
+                data.insert("last_modified".into(), json!(timestamp));
+                let size = Value::Object(data.clone()).to_string().len();
+                if size > self.max_object_bytes {
+                    return Err(EngineError::TooLarge { size, limit: self.max_object_bytes });
+                }
+                let action = if live.is_some() { Action::Update } else { Action::Create };
+                (action, Value::Object(data), normalize_acl(permissions.clone()))
+            }
+            Op::Delete => (
+                Action::Delete,
+                json!({"id": id, "last_modified": timestamp, "deleted": true}),
+                Acl::new(),
+            ),
+        };
+        let ulid = self
+            .ulids
+            .generate()
+            .map_err(|e| EngineError::InvalidCommand(format!("ulid generator exhausted: {e}")))?;
+        Ok(Event {
+            seq: self.state.next_seq,
+            id: ulid,
+            timestamp,
+            resource: resource.clone(),
+            parent: parent.clone(),
+            object_id: id.clone(),
+            action,
+            data,
+            permissions,
+            prev_seq: prior.map(|o| o.seq),
+            context: command.context.clone(),
+        })
+    }
+
+    /// Kinto's timestamp rule: `max(now, list + 1)`, or a client-chosen value where Kinto
+    /// honours one (create: any value other than the list's; update/delete: only a newer one).
+    fn stamp(&self, txn: &Txn<'_>, command: &Command, current: Option<u64>) -> Result<u64> {
+        let (parent, resource) = (command.parent.as_str(), command.resource.as_str());
+        let prev = views::list_timestamp(txn, parent, resource)?;
+        let now = self.clock.now_ms();
+        let next = if prev >= now { prev + 1 } else { now };
+        let Some(wanted) = command.last_modified else {
+            return Ok(next);
+        };
+        let honoured = wanted != prev && current.is_none_or(|cur| wanted > cur);
+        if !honoured {
+            return Ok(next);
+        }
+        if wanted < prev {
+            // A past timestamp must stay unique within its list.
+            let taken = txn.scan_prefix(&keys::change_at(parent, resource, wanted))?;
+            let prefix_len = keys::change_list_prefix(parent, resource).len();
+            if taken
+                .iter()
+                .filter_map(|(k, _)| keys::split_change(k, prefix_len))
+                .any(|(_, other)| other != command.id)
+            {
+                return Err(EngineError::TimestampTaken(wanted));
+            }
+        }
+        Ok(wanted)
+    }
+}
+
+/// The URI a command addresses (for error messages and authorization).
+pub fn command_uri(command: &Command) -> String {
+    object_uri(&command.parent, &command.resource, &command.id)
+}

@@ -1,0 +1,16 @@
+//! Tidemark's wire: the Kinto HTTP API v1 as pure types and parsers.
+//!
+//! No I/O, no async, no storage. Everything here turns bytes and strings from a request into typed
+//! values, or a typed failure into Kinto's error vocabulary ([`error::ApiError`]). The engine and
+//! the server both depend on this crate; it depends on neither.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod body;
+pub mod error;
+pub mod filter;
+pub mod headers;
+pub mod ids;
+pub mod json;
+pub mod query;
+
+pub use error::{ApiError, Errno, Invalid, Location};

@@ -1,0 +1,183 @@
+//! `POST /v1/batch`: several requests in one, answered in order (kinto-protocol.md §9.7).
+//!
+//! Subrequests run sequentially through the same dispatcher as HTTP requests, with the batch's
+//! own headers (Authorization included) overridden by each subrequest's. A 5xx answer aborts
+//! the batch with that error, as Kinto does.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use tidemark_protocol::{ApiError, Location};
+
+use crate::common::{self, check_content_type};
+use crate::dispatch::dispatch;
+use crate::request::{decode_segments, ApiRequest};
+use crate::response::{ApiResponse, Body};
+use crate::state::AppState;
+
+const METHODS: [&str; 7] = ["GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH"];
+
+fn invalid(name: &str, description: impl Into<String>) -> ApiError {
+    ApiError::invalid_one(Location::Body, Some(name), description)
+}
+
+/// Deep-merges `defaults` under `request` (keys of the request win).
+fn merge_defaults(request: &mut Map<String, Value>, defaults: &Map<String, Value>) {
+    for (key, default) in defaults {
+        match (request.get_mut(key), default) {
+            (Some(Value::Object(target)), Value::Object(default)) => merge_defaults(target, default),
+            (Some(_), _) => {}
+            (None, _) => {
+                request.insert(key.clone(), default.clone());
+            }
+        }
+    }
+}
+
+struct SubRequest {
+    method: Method,
+    path: String,
+    headers: Map<String, Value>,
+    body: Option<Value>,
+}
+
+fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
+    let Value::Object(mut body) = body else {
+        return Err(invalid("", format!("{body} is not a mapping type: Does not implement dict-like functionality.")));
+    };
+    let defaults = match body.remove("defaults") {
+        None => Map::new(),
+        Some(Value::Object(defaults)) => defaults,
+        Some(other) => return Err(invalid("defaults", format!("\"{other}\" is not a mapping type"))),
+    };
+    let requests = match body.remove("requests") {
+        Some(Value::Array(requests)) => requests,
+        Some(other) => return Err(invalid("requests", format!("\"{other}\" is not iterable"))),
+        None => return Err(invalid("requests", "Required")),
+    };
+    if let Some((key, _)) = body.iter().next() {
+        return Err(invalid("", format!("Unrecognized keys in mapping: \"{{'{key}': ...}}\"")));
+    }
+    let max = state.settings.batch_max_requests as usize;
+    if max > 0 && requests.len() > max {
+        return Err(invalid("requests", format!("Number of requests is limited to {max}")));
+    }
+    let mut parsed = Vec::with_capacity(requests.len());
+    for (i, request) in requests.into_iter().enumerate() {
+        let name = format!("requests.{i}");
+        let Value::Object(mut request) = request else {
+            return Err(invalid(&name, "is not a mapping type"));
+        };
+        merge_defaults(&mut request, &defaults);
+        if let Some(key) = request.keys().find(|k| !["path", "method", "headers", "body"].contains(&k.as_str())) {
+            return Err(invalid(&name, format!("Unrecognized keys in mapping: \"{{'{key}': ...}}\"")));
+        }
+        let path = match request.get("path") {
+            Some(Value::String(path)) if path.starts_with('/') => path.clone(),
+            Some(Value::String(_)) => return Err(invalid(&format!("{name}.path"), "String does not match expected pattern")),
+            Some(_) => return Err(invalid(&format!("{name}.path"), "is not a string")),
+            None => return Err(invalid(&format!("{name}.path"), "Required")),
+        };
+        if path.contains("/batch") {
+            return Err(invalid("requests", "Recursive call on /batch endpoint is forbidden."));
+        }
+        let method = match request.get("method") {
+            None => Method::GET,
+            Some(Value::String(m)) if METHODS.contains(&m.to_ascii_uppercase().as_str()) => {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET)
+            }
+            Some(other) => {
+                return Err(invalid(&format!("{name}.method"), format!("{other} is not one of {}", METHODS.join(", "))))
+            }
+        };
+        let headers = match request.get("headers") {
+            None => Map::new(),
+            Some(Value::Object(h)) if h.values().all(Value::is_string) => h.clone(),
+            Some(_) => return Err(invalid(&format!("{name}.headers"), "contains non string value")),
+        };
+        let body = match request.get("body") {
+            None => None,
+            Some(Value::Object(b)) => Some(Value::Object(b.clone())),
+            Some(other) => return Err(invalid(&format!("{name}.body"), format!("{other} is not a mapping type"))),
+        };
+        parsed.push(SubRequest { method, path, headers, body });
+    }
+    Ok(parsed)
+}
+
+fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<ApiRequest, ApiError> {
+    let path = sub.path.strip_prefix("/v1").filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(&sub.path);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let segments = decode_segments(path).ok_or_else(|| invalid("path", "Invalid URL path."))?;
+    let mut headers: HeaderMap = outer.headers.clone();
+    headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (name, value) in &sub.headers {
+        if let (Ok(name), Some(Ok(value))) = (HeaderName::try_from(name.as_str()), value.as_str().map(HeaderValue::from_str)) {
+            headers.insert(name, value);
+        }
+    }
+    let body = match &sub.body {
+        Some(body) => {
+            headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+        }
+        None => Bytes::new(),
+    };
+    Ok(ApiRequest {
+        method: sub.method,
+        path: path.to_owned(),
+        segments,
+        query: query.to_owned(),
+        headers,
+        body,
+        base_url: outer.base_url.clone(),
+        identity: outer.identity.clone(),
+    })
+}
+
+pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    check_content_type(req, &["application/json"])?;
+    let requests = parse(state, common::json_body(req)?)?;
+    let mut responses = Vec::with_capacity(requests.len());
+    for sub in requests {
+        let path = format!("/v1{}", sub.path.strip_prefix("/v1").unwrap_or(&sub.path));
+        let path = path.split('?').next().unwrap_or_default().to_owned();
+        let path = decode_segments(&path).map(|s| format!("/{}", s.join("/"))).unwrap_or(path);
+        let is_head = sub.method == Method::HEAD;
+        let sub_req = sub_request(req, sub)?;
+        let response = dispatch(state, sub_req).await;
+        if response.status.is_server_error() {
+            return Ok(response);
+        }
+        let headers: Map<String, Value> = response
+            .headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (canonical(k.as_str()), json!(v))))
+            .collect();
+        let body = match (&response.body, is_head) {
+            (Body::Json(value), false) => value.clone(),
+            _ => json!(""),
+        };
+        let mut headers = headers;
+        if matches!(response.body, Body::Json(_)) {
+            headers.insert("Content-Type".into(), json!("application/json"));
+        }
+        responses.push(json!({"status": response.status.as_u16(), "path": path, "headers": headers, "body": body}));
+    }
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "responses": responses })))
+}
+
+/// `etag` → `ETag`-like display casing, as Kinto's subresponse headers read.
+fn canonical(name: &str) -> String {
+    match name {
+        "etag" => "ETag".into(),
+        _ => name
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("-"),
+    }
+}

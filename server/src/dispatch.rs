@@ -1,0 +1,64 @@
+//! Routes a request under `/v1` to its handler and renders failures. HTTP requests and batch
+//! subrequests both come through here.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::http::Method;
+use tidemark_protocol::ApiError;
+
+use crate::request::ApiRequest;
+use crate::response::ApiResponse;
+use crate::routes::{self, Route};
+use crate::settings::Plugin;
+use crate::state::AppState;
+use crate::{batch, error, lists, objects, root};
+
+/// Handles one authenticated request; never fails (errors become Kinto error responses).
+pub fn dispatch<'a>(state: &'a AppState, req: ApiRequest) -> Pin<Box<dyn Future<Output = ApiResponse> + Send + 'a>> {
+    Box::pin(async move {
+        match handle(state, &req).await {
+            Ok(response) => response,
+            Err(err) => error::render(&err),
+        }
+    })
+}
+
+async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    let route = routes::parse(&req.segments, state.plugin(Plugin::Flush))?;
+    if !route.allows(req.method.as_str()) {
+        return Err(ApiError::method_not_allowed(route.allowed()));
+    }
+    let writes = !matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if state.settings.readonly && writes {
+        return Err(ApiError::method_not_allowed(""));
+    }
+    let response = match &route {
+        Route::Hello => root::hello(state, req),
+        Route::Heartbeat => root::heartbeat(state),
+        Route::LbHeartbeat => root::lbheartbeat(),
+        Route::Version => root::version(),
+        Route::Contribute => root::contribute(),
+        Route::Flush => root::flush(state).await?,
+        Route::Batch => batch::handle(state, req).await?,
+        Route::List(addr) => lists::handle(state, req, addr).await?,
+        Route::Object(addr) => {
+            let id = addr.id.clone().unwrap_or_default();
+            objects::handle(state, req, addr, &id).await?
+        }
+    };
+    Ok(expose_headers(&route, req, response))
+}
+
+/// `Access-Control-Expose-Headers` as Kinto sends it per kind of endpoint (§9.8).
+fn expose_headers(route: &Route, req: &ApiRequest, mut response: ApiResponse) -> ApiResponse {
+    let base = "Backoff, Retry-After, Alert, Content-Length, Content-Type";
+    let value = match (route, &req.method) {
+        (Route::List(_), &Method::HEAD) => format!("{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma, Total-Objects, Total-Records"),
+        (Route::List(_), &Method::GET) => format!("{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma"),
+        (Route::Object(_), &Method::GET | &Method::HEAD) => format!("{base}, Last-Modified, ETag, Cache-Control, Expires, Pragma"),
+        _ => base.to_owned(),
+    };
+    response.set_header("Access-Control-Expose-Headers", value);
+    response
+}

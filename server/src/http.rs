@@ -1,0 +1,232 @@
+//! The HTTP edge: version prefix and trailing-slash redirects, CORS, body limit, security
+//! headers, panics → 500 in Kinto JSON. Everything under `/v1` goes to [`dispatch`].
+
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::Value;
+use tidemark_protocol::{ApiError, Invalid, Location};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::dispatch::dispatch;
+use crate::error::render;
+use crate::request::{decode_segments, ApiRequest};
+use crate::response::ApiResponse;
+use crate::routes;
+use crate::settings::Plugin;
+use crate::state::AppState;
+
+const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ";
+const BASE_EXPOSE: &str = "Backoff,Retry-After,Alert,Content-Length,Content-Type";
+
+/// The whole application; `main` and the tests build the same thing.
+pub fn app(state: AppState) -> Router {
+    let info_link = state.settings.error_info_link.clone();
+    // Order (outermost last): panics are caught closest to the handler, so the 500 they become
+    // still gets the common headers.
+    Router::new()
+        .fallback(entry)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
+            let response = render(&ApiError::internal(&info_link));
+            with_common_headers(response.into_response(), None, &[])
+        }))
+}
+
+async fn entry(State(state): State<AppState>, request: Request) -> Response {
+    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let cors = state.settings.cors_origins.clone();
+    let response = match route_request(&state, request, origin.as_deref(), &cors).await {
+        Ok(response) | Err(response) => response,
+    };
+    let mut response = with_common_headers(response, origin.as_deref().filter(|o| origin_allowed(&cors, o)), &cors);
+    if let Some(backoff) = state.settings.backoff {
+        if let Ok(value) = HeaderValue::from_str(&backoff.to_string()) {
+            response.headers_mut().insert("Backoff", value);
+        }
+    }
+    response
+}
+
+fn kinto_error(err: &ApiError) -> Response {
+    render(err).into_response()
+}
+
+fn redirect(location: String, ttl: i64) -> Response {
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if ttl >= 0 {
+        let cache = if ttl == 0 { "max-age=0, must-revalidate, no-cache, no-store".to_owned() } else { format!("max-age={ttl}") };
+        if let Ok(value) = HeaderValue::from_str(&cache) {
+            response.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl as u64);
+        if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
+            response.headers_mut().insert(header::EXPIRES, value);
+        }
+    }
+    response
+}
+
+/// `scheme://host/v1` for links in responses (`url`, `Next-Page`, redirects).
+fn base_url(state: &AppState, request: &Request) -> String {
+    let scheme = state.settings.http_scheme.clone().unwrap_or_else(|| "http".into());
+    let host = state
+        .settings
+        .http_host
+        .clone()
+        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+        .unwrap_or_else(|| state.settings.bind.clone());
+    format!("{scheme}://{host}/v1")
+}
+
+async fn route_request(state: &AppState, request: Request, origin: Option<&str>, cors: &[String]) -> Result<Response, Response> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let with_query = |p: &str| match &query {
+        Some(q) => format!("{p}?{q}"),
+        None => p.to_owned(),
+    };
+    let base = base_url(state, &request);
+    let root = base.trim_end_matches("/v1").to_owned();
+
+    if path == "/v1" {
+        return Err(redirect(format!("{root}{}", with_query("/v1/")), state.settings.trailing_slash_redirect_ttl_seconds));
+    }
+    let Some(rest) = path.strip_prefix("/v1/").map(|r| format!("/{r}")) else {
+        let versioned = path.strip_prefix("/v").is_some_and(|r| r.split('/').next().is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())));
+        if versioned {
+            return Err(kinto_error(&ApiError::version_not_available()));
+        }
+        if request.method() == Method::OPTIONS {
+            return Ok(StatusCode::OK.into_response());
+        }
+        if !state.settings.version_prefix_redirect_enabled {
+            return Err(kinto_error(&ApiError::unknown_url()));
+        }
+        return Err(redirect(format!("{root}/v1{}", with_query(&path)), state.settings.version_prefix_redirect_ttl_seconds));
+    };
+    if rest.len() > 1 && rest.ends_with('/') {
+        if !state.settings.trailing_slash_redirect_enabled {
+            return Err(kinto_error(&ApiError::unknown_url()));
+        }
+        let stripped = format!("/v1{}", rest.trim_end_matches('/'));
+        return Err(redirect(format!("{root}{}", with_query(&stripped)), state.settings.trailing_slash_redirect_ttl_seconds));
+    }
+    let Some(segments) = decode_segments(&rest) else {
+        let mut err = ApiError::invalid_one(Location::Path, None, "Invalid URL path.");
+        err.message = Some("Invalid URL path.".into());
+        return Err(kinto_error(&err));
+    };
+    if let Some(origin) = origin {
+        if !origin_allowed(cors, origin) {
+            return Err(kinto_error(&ApiError::invalid_one(Location::Header, Some("Origin"), format!("{origin} not allowed"))));
+        }
+    }
+    if request.method() == Method::OPTIONS {
+        return preflight(state, &request, &segments, origin);
+    }
+
+    let (parts, body) = request.into_parts();
+    let limit = state.settings.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Err(kinto_error(&ApiError::too_large(limit))),
+    };
+    let identity = state.authenticator.authenticate(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()));
+    let api_request = ApiRequest {
+        method: parts.method,
+        path: rest,
+        segments,
+        query: query.unwrap_or_default(),
+        headers: parts.headers,
+        body,
+        base_url: base,
+        identity,
+    };
+    let is_head = api_request.method == Method::HEAD;
+    let response = dispatch(state, api_request).await;
+    let mut response = response.into_response();
+    if is_head {
+        *response.body_mut() = AxumBody::empty();
+    }
+    Ok(response)
+}
+
+/// CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`).
+fn preflight(state: &AppState, request: &Request, segments: &[String], origin: Option<&str>) -> Result<Response, Response> {
+    let requested = request.headers().get("access-control-request-method").and_then(|v| v.to_str().ok());
+    let mut missing = Vec::new();
+    if origin.is_none() {
+        missing.push(Invalid::new(Location::Header, Some("Origin"), "this header is mandatory"));
+    }
+    if requested.is_none() {
+        missing.push(Invalid::new(Location::Header, Some("Access-Control-Request-Method"), "this header is mandatory"));
+    }
+    if !missing.is_empty() {
+        return Err(kinto_error(&ApiError::invalid(missing)));
+    }
+    let route = routes::parse(segments, state.plugin(Plugin::Flush)).map_err(|e| kinto_error(&e))?;
+    let method = requested.unwrap_or_default().to_ascii_uppercase();
+    if !route.allows(&method) {
+        return Err(kinto_error(&ApiError::invalid_one(
+            Location::Header,
+            Some("Access-Control-Request-Method"),
+            "Method not allowed",
+        )));
+    }
+    let mut response = ApiResponse::json(StatusCode::OK, Value::Null);
+    response.set_header("Access-Control-Allow-Methods", route.allowed().replace(", ", ","));
+    let mut allowed_headers = vec!["Authorization", "Content-Type", "If-Match", "If-None-Match", "Response-Behavior"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    if let Some(asked) = request.headers().get("access-control-request-headers").and_then(|v| v.to_str().ok()) {
+        allowed_headers.extend(asked.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()));
+    }
+    response.set_header("Access-Control-Allow-Headers", allowed_headers.join(","));
+    if let Some(max_age) = state.settings.cors_max_age_seconds {
+        response.set_header("Access-Control-Max-Age", max_age.to_string());
+    }
+    Ok(response.into_response())
+}
+
+/// Shell-style patterns (`*` only) from `cors_origins`.
+fn origin_allowed(cors: &[String], origin: &str) -> bool {
+    cors.iter().any(|pattern| wildcard_match(pattern, origin))
+}
+
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head) && {
+                let rest = &text[head.len()..];
+                (0..=rest.len()).any(|i| rest.is_char_boundary(i) && wildcard_match(tail, &rest[i..]))
+            }
+        }
+    }
+}
+
+/// Headers on every response: security headers, base expose list, allowed origin.
+fn with_common_headers(mut response: Response, allowed_origin: Option<&str>, cors: &[String]) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    if !headers.contains_key("Content-Security-Policy") {
+        headers.insert("Content-Security-Policy", HeaderValue::from_static(CSP));
+    }
+    if !headers.contains_key("Access-Control-Expose-Headers") {
+        headers.insert("Access-Control-Expose-Headers", HeaderValue::from_static(BASE_EXPOSE));
+    }
+    if let Some(origin) = allowed_origin {
+        let value = if cors.iter().any(|c| c == "*") { "*" } else { origin };
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert("Access-Control-Allow-Origin", value);
+        }
+    }
+    response
+}

@@ -1,0 +1,98 @@
+//! Tidemark's HTTP layer: Kinto's HTTP API v1 over the engine.
+//!
+//! Handlers only parse (protocol), authorize (against the engine's ACL views), submit commands
+//! to the engine's single writer, and build responses from the committed events. No handler
+//! mutates storage directly. Every error becomes Kinto JSON in one place (`error::render`).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod auth;
+mod authz;
+mod batch;
+mod common;
+mod dispatch;
+pub mod error;
+mod http;
+mod lists;
+mod objects;
+pub mod request;
+pub mod resources;
+pub mod response;
+mod root;
+mod routes;
+pub mod settings;
+pub mod state;
+
+use std::path::Path;
+
+pub use http::app;
+pub use settings::Settings;
+pub use state::AppState;
+
+use tidemark_engine::{Engine, EngineConfig, FlushPolicy};
+
+/// Opens the engine the settings name (sled in `data_dir`, or memory).
+pub fn open_engine(settings: &Settings) -> Result<Engine, String> {
+    let flush = match settings.flush_policy {
+        settings::FlushPolicy::Always => FlushPolicy::Always,
+        settings::FlushPolicy::IntervalMs(ms) => FlushPolicy::IntervalMs(ms),
+        settings::FlushPolicy::None => FlushPolicy::None,
+    };
+    let config = EngineConfig { flush, max_object_bytes: settings.max_body_bytes.max(1024), ..EngineConfig::default() };
+    match settings.storage_backend {
+        settings::Backend::Sled => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .map_err(|e| format!("cannot create data directory {}: {e}", settings.data_dir.display()))?;
+            Engine::open_sled(&settings.data_dir.join("store"), config).map_err(|e| e.to_string())
+        }
+        settings::Backend::Memory => Engine::open_memory(config).map_err(|e| e.to_string()),
+        settings::Backend::Postgresql => {
+            Err("the PostgreSQL backend is not available yet; use the embedded default (sled)".into())
+        }
+    }
+}
+
+/// `userid_hmac_secret`, or one generated on first start and kept in the data directory.
+pub fn hmac_secret(settings: &Settings) -> Result<String, String> {
+    if let Some(secret) = &settings.userid_hmac_secret {
+        return Ok(secret.clone());
+    }
+    let path = settings.data_dir.join("userid_hmac_secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_owned());
+    }
+    if settings.storage_backend == settings::Backend::Memory {
+        tracing::warn!("userid_hmac_secret is not set: using a random secret for this process");
+        return Ok(hex::encode(rand::random::<[u8; 32]>()));
+    }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &secret).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tracing::warn!(path = %path.display(), "userid_hmac_secret is not set: generated one and kept it in the data directory");
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// Serves until `shutdown` resolves, then stops the writer after it has committed.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let engine = state.engine.clone();
+    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    engine.close();
+    result
+}

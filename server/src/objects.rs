@@ -1,0 +1,316 @@
+//! Object endpoints (`/buckets/b`, `…/records/r`): GET, HEAD, PUT, PATCH, DELETE.
+//!
+//! Writes are optimistic: read the current object, decide (preconditions, permissions, the new
+//! state), then submit a command that expects exactly that current version. If another writer
+//! got there first the engine refuses it and the handler decides again on the new state.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+use tidemark_engine::{Acl, Command, EngineError, Expect, Op, StoredObject};
+use tidemark_protocol::body::{self, PermissionsInput};
+use tidemark_protocol::headers::{parse_response_behavior, Preconditions, ResponseBehavior, Verdict};
+use tidemark_protocol::{ApiError, Location};
+
+use crate::authz::Authz;
+use crate::common::{self, check_content_type, object_response, require_parents};
+use crate::error::{from_engine, RETRY_AFTER_SECONDS};
+use crate::request::ApiRequest;
+use crate::resources::Address;
+use crate::response::ApiResponse;
+use crate::state::AppState;
+
+/// How often a write re-decides after losing a race before answering 409.
+const MAX_ATTEMPTS: usize = 16;
+
+pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
+    match req.method {
+        Method::GET | Method::HEAD => get(state, req, addr, id),
+        Method::PUT => put(state, req, addr, id).await,
+        Method::PATCH => patch(state, req, addr, id).await,
+        Method::DELETE => delete(state, req, addr, id).await,
+        _ => Err(ApiError::method_not_allowed(crate::routes::OBJECT_METHODS)),
+    }
+}
+
+fn invalid_id() -> ApiError {
+    ApiError::invalid_one(Location::Path, None, "Invalid object id")
+}
+
+fn preconditions(req: &ApiRequest) -> Result<Preconditions, ApiError> {
+    Preconditions::parse(req.header("if-match"), req.header("if-none-match"))
+}
+
+/// The live object at the address, if any.
+fn current(state: &AppState, addr: &Address, id: &str) -> Result<Option<StoredObject>, ApiError> {
+    let object = state.engine.get(addr.parent_uri(), addr.kind.name, id).map_err(from_engine)?;
+    Ok(object.filter(|o| !o.deleted))
+}
+
+pub(crate) fn precondition_failed(live: Option<&StoredObject>, list_ts: Option<u64>) -> ApiError {
+    let mut err = ApiError::modified_meanwhile(live.map(|o| Value::Object(o.data.clone())));
+    if let Some(ts) = live.map(|o| o.last_modified).or(list_ts) {
+        err = err
+            .with_header("ETag", format!("\"{ts}\""))
+            .with_header("Last-Modified", crate::response::http_date(ts));
+    }
+    err
+}
+
+/// A missing object: 404 if the caller may read the parent (so it may know), else a denial.
+/// A missing bucket is always a denial (Kinto never confirms bucket ids to outsiders).
+fn missing(state: &AppState, authz: &Authz<'_>, addr: &Address, id: &str) -> Result<ApiError, ApiError> {
+    if addr.parents.is_empty() || !authz.allowed(&addr.parents, "read")? {
+        return Ok(authz.deny());
+    }
+    require_parents(&state.engine, &addr.parents)?;
+    Ok(ApiError::object_not_found(addr.kind.name, id))
+}
+
+fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
+    common::check_accept(req)?;
+    let conditions = preconditions(req)?;
+    let authz = state.authz(&req.identity);
+    let chain = addr.chain_with(id);
+    if !authz.allowed(&chain, "read")? {
+        // Without read on the object, one may still learn it is missing if one reads the parent.
+        if current(state, addr, id)?.is_none() {
+            return Err(missing(state, &authz, addr, id)?);
+        }
+        return Err(authz.deny());
+    }
+    if !addr.kind.is_valid_id(id) {
+        return Err(invalid_id());
+    }
+    require_parents(&state.engine, &addr.parents)?;
+    let Some(object) = current(state, addr, id)? else {
+        return Err(ApiError::object_not_found(addr.kind.name, id));
+    };
+    match conditions.evaluate(Some(object.last_modified), true) {
+        Verdict::NotModified => {
+            return Ok(common::cache_headers(ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(object.last_modified)))
+        }
+        Verdict::Failed => return Err(precondition_failed(Some(&object), None)),
+        Verdict::Proceed => {}
+    }
+    let acl = state.engine.acl(&addr.object_uri(id)).map_err(from_engine)?;
+    Ok(common::cache_headers(object_response(StatusCode::OK, &object, &acl, &req.identity)))
+}
+
+/// The caller's principal always ends up in `write` (explicit_permissions).
+fn with_writer(mut acl: Acl, state: &AppState, req: &ApiRequest) -> Acl {
+    if state.explicit_permissions {
+        acl.entry("write".into()).or_default().push(req.identity.writer_principal().to_owned());
+    }
+    acl
+}
+
+fn command(req: &ApiRequest, addr: &Address, id: &str, op: Op, expect: Expect, last_modified: Option<u64>) -> Command {
+    Command {
+        resource: addr.kind.name.to_owned(),
+        parent: addr.parent_uri().to_owned(),
+        id: id.to_owned(),
+        op,
+        expect,
+        last_modified,
+        context: crate::state::context(req),
+    }
+}
+
+fn expect_of(live: Option<&StoredObject>) -> Expect {
+    live.map_or(Expect::Absent, |o| Expect::Version(o.last_modified))
+}
+
+async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
+    if !addr.kind.is_valid_id(id) {
+        return Err(invalid_id());
+    }
+    check_content_type(req, &["application/json"])?;
+    common::check_accept(req)?;
+    let conditions = preconditions(req)?;
+    let envelope = body::parse_envelope(common::json_body(req)?, addr.kind.permissions)?;
+    if let Some(body_id) = envelope.data.as_ref().and_then(|d| d.get("id")) {
+        if body_id.as_str() != Some(id) {
+            return Err(ApiError::invalid_one(Location::Body, Some("id"), "Object id does not match existing object"));
+        }
+    }
+    let authz = state.authz(&req.identity);
+    for _ in 0..MAX_ATTEMPTS {
+        let live = current(state, addr, id)?;
+        let creating = live.is_none() || conditions.if_none_match_any();
+        let permitted = if creating {
+            authz.may_create(&addr.parents, addr.kind.name)?
+        } else {
+            authz.allowed(&addr.chain_with(id), "write")?
+        };
+        if !permitted {
+            return Err(authz.deny());
+        }
+        if conditions.evaluate(live.as_ref().map(|o| o.last_modified), false) == Verdict::Failed {
+            return Err(precondition_failed(live.as_ref(), None));
+        }
+        require_parents(&state.engine, &addr.parents)?;
+        let mut data = match (&envelope.data, &live) {
+            (Some(data), _) => data.clone(),
+            (None, Some(live)) => live.data.clone(),
+            (None, None) => Map::new(),
+        };
+        common::validate_data(addr.kind.name, &mut data)?;
+        let explicit = envelope.data.as_ref().and_then(common::explicit_timestamp);
+        let uri = addr.object_uri(id);
+        let acl = match &live {
+            Some(_) => body::replace_permissions(&state.engine.acl(&uri).map_err(from_engine)?, envelope.permissions.as_ref()),
+            None => body::replace_permissions(&Acl::new(), envelope.permissions.as_ref()),
+        };
+        let acl = with_writer(acl, state, req);
+        let op = Op::Put { data: common::strip_managed(data), permissions: acl };
+        match state.submit(command(req, addr, id, op, expect_of(live.as_ref()), explicit)).await {
+            Ok(event) => {
+                let status = if live.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+                return Ok(written(req, &event, status));
+            }
+            Err(EngineError::PreconditionFailed { .. }) => continue,
+            Err(err) => return Err(from_engine(err)),
+        }
+    }
+    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+}
+
+/// The response of a write: the committed object as the client sees it.
+fn written(req: &ApiRequest, event: &tidemark_engine::Event, status: StatusCode) -> ApiResponse {
+    let data = event.data.as_object().cloned().unwrap_or_default();
+    ApiResponse::json(status, json!({"data": data, "permissions": common::visible_permissions(&event.permissions, &req.identity)}))
+        .timestamp_headers(event.timestamp)
+}
+
+enum PatchBody {
+    Kinto { data: Option<Map<String, Value>>, permissions: Option<PermissionsInput> },
+    MergePatch { data: Option<Map<String, Value>>, permissions: Option<PermissionsInput> },
+    JsonPatch(Value),
+}
+
+fn parse_patch(req: &ApiRequest, addr: &Address) -> Result<PatchBody, ApiError> {
+    let media = check_content_type(
+        req,
+        &["application/json", "application/merge-patch+json", "application/json-patch+json"],
+    )?;
+    let value = common::json_body(req)?;
+    if media == "application/json-patch+json" {
+        return Ok(PatchBody::JsonPatch(value));
+    }
+    let envelope = body::parse_envelope(value, addr.kind.permissions)?;
+    if envelope.data.is_none() && envelope.permissions.is_none() {
+        return Err(ApiError::invalid_one(Location::Body, Some("data"), "Provide at least one of data or permissions"));
+    }
+    Ok(if media == "application/merge-patch+json" {
+        PatchBody::MergePatch { data: envelope.data, permissions: envelope.permissions }
+    } else {
+        PatchBody::Kinto { data: envelope.data, permissions: envelope.permissions }
+    })
+}
+
+async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
+    let patch = parse_patch(req, addr)?;
+    common::check_accept(req)?;
+    let behavior = parse_response_behavior(req.header("response-behavior"))?;
+    let conditions = preconditions(req)?;
+    let authz = state.authz(&req.identity);
+    let uri = addr.object_uri(id);
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(live) = current(state, addr, id)? else {
+            return Err(missing(state, &authz, addr, id)?);
+        };
+        if !authz.allowed(&addr.chain_with(id), "write")? {
+            return Err(authz.deny());
+        }
+        if !addr.kind.is_valid_id(id) {
+            return Err(invalid_id());
+        }
+        if conditions.evaluate(Some(live.last_modified), false) == Verdict::Failed {
+            return Err(precondition_failed(Some(&live), None));
+        }
+        let acl = state.engine.acl(&uri).map_err(from_engine)?;
+        let (mut data, acl, sent_keys): (Map<String, Value>, Acl, Vec<String>) = match &patch {
+            PatchBody::Kinto { data, permissions } => {
+                let changes = data.clone().unwrap_or_default();
+                let keys = changes.keys().cloned().collect();
+                (body::merge_shallow(&live.data, &changes), body::patch_permissions(&acl, permissions.as_ref()), keys)
+            }
+            PatchBody::MergePatch { data, permissions } => {
+                let changes = data.clone().unwrap_or_default();
+                let keys = changes.keys().cloned().collect();
+                (body::merge_patch(&live.data, &changes), body::merge_patch_permissions(&acl, permissions.as_ref()), keys)
+            }
+            PatchBody::JsonPatch(ops) => {
+                let (data, acl) = body::apply_json_patch(&live.data, &acl, ops.clone())?;
+                let keys = data.keys().cloned().collect();
+                (data, acl, keys)
+            }
+        };
+        if data.get("id").and_then(Value::as_str) != Some(id) {
+            return Err(ApiError::invalid_one(Location::Body, Some("id"), "Object id does not match existing object"));
+        }
+        common::validate_data(addr.kind.name, &mut data)?;
+        let explicit = common::explicit_timestamp(&data);
+        let acl = with_writer(acl, state, req);
+        let op = Op::Put { data: common::strip_managed(data), permissions: acl };
+        let event = match state.submit(command(req, addr, id, op, Expect::Version(live.last_modified), explicit)).await {
+            Ok(event) => event,
+            Err(EngineError::PreconditionFailed { .. }) => continue,
+            Err(err) => return Err(from_engine(err)),
+        };
+        let response = match behavior {
+            ResponseBehavior::Full => written(req, &event, StatusCode::OK),
+            ResponseBehavior::Light | ResponseBehavior::Diff => {
+                let new = event.data.as_object().cloned().unwrap_or_default();
+                let sent = match &patch {
+                    PatchBody::Kinto { data, .. } | PatchBody::MergePatch { data, .. } => data.clone().unwrap_or_default(),
+                    PatchBody::JsonPatch(_) => new.clone(),
+                };
+                let mut out = Map::new();
+                for key in sent_keys {
+                    let (old, now) = (live.data.get(&key), new.get(&key));
+                    let changed = old != now;
+                    let differs_from_sent = behavior == ResponseBehavior::Light || sent.get(&key) != now;
+                    if changed && differs_from_sent {
+                        if let Some(value) = now {
+                            out.insert(key, value.clone());
+                        }
+                    }
+                }
+                ApiResponse::json(StatusCode::OK, json!({"data": out})).timestamp_headers(event.timestamp)
+            }
+        };
+        return Ok(response);
+    }
+    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+}
+
+async fn delete(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
+    common::check_accept(req)?;
+    let conditions = preconditions(req)?;
+    let explicit = crate::lists::query_timestamp(req, "last_modified")?;
+    let authz = state.authz(&req.identity);
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(live) = current(state, addr, id)? else {
+            return Err(missing(state, &authz, addr, id)?);
+        };
+        if !authz.allowed(&addr.chain_with(id), "write")? {
+            return Err(authz.deny());
+        }
+        if !addr.kind.is_valid_id(id) {
+            return Err(invalid_id());
+        }
+        if conditions.evaluate(Some(live.last_modified), false) == Verdict::Failed {
+            return Err(precondition_failed(Some(&live), None));
+        }
+        let cmd = command(req, addr, id, Op::Delete, Expect::Version(live.last_modified), explicit);
+        match state.submit(cmd).await {
+            Ok(event) => {
+                return Ok(ApiResponse::json(StatusCode::OK, json!({"data": event.data})).timestamp_headers(event.timestamp))
+            }
+            Err(EngineError::PreconditionFailed { .. }) => continue,
+            Err(err) => return Err(from_engine(err)),
+        }
+    }
+    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+}

@@ -1,0 +1,115 @@
+//! URL → endpoint, and the methods each endpoint allows.
+
+use tidemark_protocol::ApiError;
+
+use crate::resources::{Address, Node, ResourceKind, BUCKET, COLLECTION, GROUP, RECORD};
+
+#[derive(Debug, Clone)]
+pub enum Route {
+    Hello,
+    Heartbeat,
+    LbHeartbeat,
+    Version,
+    Contribute,
+    Batch,
+    Flush,
+    List(Address),
+    Object(Address),
+}
+
+pub const OBJECT_METHODS: &str = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS";
+pub const LIST_METHODS: &str = "HEAD, GET, POST, DELETE, OPTIONS";
+
+impl Route {
+    /// The `Allow` header value for this endpoint.
+    pub fn allowed(&self) -> &'static str {
+        match self {
+            Route::List(_) => LIST_METHODS,
+            Route::Object(_) => OBJECT_METHODS,
+            Route::Batch => "POST, OPTIONS",
+            Route::Flush => "POST, OPTIONS",
+            _ => "GET, HEAD, OPTIONS",
+        }
+    }
+
+    pub fn allows(&self, method: &str) -> bool {
+        self.allowed().split(", ").any(|m| m == method)
+    }
+
+    /// Resource endpoints negotiate content (`Accept`, `Content-Type`); utility views do not.
+    pub fn is_resource(&self) -> bool {
+        matches!(self, Route::List(_) | Route::Object(_) | Route::Batch)
+    }
+}
+
+fn child_kind(parent: &ResourceKind, segment: &str) -> Option<&'static ResourceKind> {
+    [&BUCKET, &COLLECTION, &GROUP, &RECORD]
+        .into_iter()
+        .find(|kind| kind.plural == segment && kind.parent.map(|p| p.name) == Some(parent.name))
+}
+
+/// Parses the decoded segments under `/v1`. Parent ids that are not valid ids give 404 errno
+/// 111 (Kinto); the target id is validated later by the handler (after authorization for GETs).
+pub fn parse(segments: &[String], flush_enabled: bool) -> Result<Route, ApiError> {
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match parts.as_slice() {
+        [] => return Ok(Route::Hello),
+        ["__heartbeat__"] => return Ok(Route::Heartbeat),
+        ["__lbheartbeat__"] => return Ok(Route::LbHeartbeat),
+        ["__version__"] => return Ok(Route::Version),
+        ["contribute.json"] => return Ok(Route::Contribute),
+        ["batch"] => return Ok(Route::Batch),
+        ["__flush__"] if flush_enabled => return Ok(Route::Flush),
+        _ => {}
+    }
+    let (first, rest) = parts.split_first().ok_or_else(ApiError::unknown_url)?;
+    if *first != BUCKET.plural {
+        return Err(ApiError::unknown_url());
+    }
+    let mut kind: &'static ResourceKind = &BUCKET;
+    let mut parents: Vec<Node> = Vec::new();
+    let mut rest = rest;
+    loop {
+        match rest {
+            [] => return Ok(Route::List(Address { kind, parents, id: None })),
+            [id] => return Ok(Route::Object(Address { kind, parents, id: Some((*id).to_owned()) })),
+            [id, plural, tail @ ..] => {
+                let child = child_kind(kind, plural).ok_or_else(ApiError::unknown_url)?;
+                if !kind.is_valid_id(id) {
+                    return Err(ApiError::parent_not_found(kind.name, id));
+                }
+                let parent_uri = parents.last().map(|p| p.uri.as_str()).unwrap_or("");
+                let uri = tidemark_engine::object_uri(parent_uri, kind.name, id);
+                parents.push(Node { kind, id: (*id).to_owned(), uri });
+                kind = child;
+                rest = tail;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(path: &str) -> Vec<String> {
+        path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn records_route_carries_its_parents() {
+        let route = parse(&segs("/buckets/b/collections/c/records/r1"), false);
+        let Ok(Route::Object(address)) = route else { panic!("not an object route") };
+        assert_eq!(address.kind.name, "record");
+        assert_eq!(address.parent_uri(), "/buckets/b/collections/c");
+        assert_eq!(address.id.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn unknown_and_invalid_paths_are_404() {
+        assert!(matches!(parse(&segs("/nope"), false), Err(e) if e.errno as u16 == 111));
+        assert!(matches!(parse(&segs("/buckets/b/records"), false), Err(e) if e.errno as u16 == 111));
+        assert!(matches!(parse(&segs("/buckets/in*valid/collections"), false), Err(e) if e.status == 404));
+        assert!(matches!(parse(&segs("/__flush__"), false), Err(_)));
+    }
+}

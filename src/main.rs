@@ -1,0 +1,162 @@
+//! `tidemark`: serve the Kinto API, or maintain the store (rebuild, verify, export, import).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use tidemark_server::{AppState, Settings};
+
+#[derive(Parser)]
+#[command(name = "tidemark", version, about = "A Kinto-compatible, event-sourced JSON store and sync server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Clone, Default)]
+struct Common {
+    /// Kinto-style INI settings file (default: $KINTO_INI or $TIDEMARK_INI if set).
+    #[arg(long)]
+    ini: Option<PathBuf>,
+    /// Data directory (overrides `data_dir` from the INI and the environment).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on, e.g. 127.0.0.1:8888 (overrides [server:main] and `bind`).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Drop every derived view and replay the whole log; checks the result is byte-identical.
+    Rebuild(Common),
+    /// Check checksums, the hash chain, gap-freedom and views against a fresh replay.
+    Verify(Common),
+    /// Write the log as checksummed NDJSON to FILE (or stdout with `-`).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        file: PathBuf,
+    },
+    /// Restore a log exported with `export` into an empty data directory.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        file: PathBuf,
+    },
+}
+
+fn load_settings(common: &Common, bind: Option<&str>) -> anyhow::Result<Settings> {
+    let ini = common
+        .ini
+        .clone()
+        .or_else(|| std::env::var_os("TIDEMARK_INI").map(PathBuf::from))
+        .or_else(|| std::env::var_os("KINTO_INI").map(PathBuf::from));
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut overrides = Vec::new();
+    if let Some(data) = &common.data {
+        overrides.push(("data_dir".to_owned(), data.display().to_string()));
+    }
+    if let Some(bind) = bind {
+        overrides.push(("bind".to_owned(), bind.to_owned()));
+    }
+    let settings = Settings::load(ini.as_deref(), &env, &overrides).context("cannot load settings")?;
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(settings)
+}
+
+fn open(common: &Common) -> anyhow::Result<tidemark_engine::Engine> {
+    let settings = load_settings(common, None)?;
+    tidemark_server::open_engine(&settings).map_err(anyhow::Error::msg)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { common: Common::default(), bind: None }) {
+        Command::Serve { common, bind } => serve(&common, bind.as_deref()),
+        Command::Rebuild(common) => {
+            let engine = open(&common)?;
+            let before = engine.digest()?;
+            let started = std::time::Instant::now();
+            let events = engine.rebuild()?;
+            let after = engine.digest()?;
+            println!("rebuilt views from {events} events in {:.3}s", started.elapsed().as_secs_f64());
+            if before != after {
+                bail!("views differ after rebuild: {before} before, {after} after (the rebuilt ones are kept)");
+            }
+            println!("views digest {after} (unchanged)");
+            Ok(())
+        }
+        Command::Verify(common) => {
+            let report = open(&common)?.verify()?;
+            println!("{}", serde_json_report(&report));
+            if !report.ok() {
+                bail!("verification failed: {}", report.problems.join("; "));
+            }
+            Ok(())
+        }
+        Command::Export { common, file } => {
+            let engine = open(&common)?;
+            let count = if file.as_os_str() == "-" {
+                engine.export(&mut std::io::stdout().lock())?
+            } else {
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&file).with_context(|| format!("cannot create {}", file.display()))?);
+                engine.export(&mut out)?
+            };
+            eprintln!("exported {count} events");
+            Ok(())
+        }
+        Command::Import { common, file } => {
+            let engine = open(&common)?;
+            let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let count = engine.import(&mut std::io::BufReader::new(input))?;
+            println!("imported {count} events");
+            Ok(())
+        }
+    }
+}
+
+fn serde_json_report(report: &tidemark_engine::VerifyReport) -> String {
+    format!(
+        "events: {}\nviews digest: {}\nreplay digest: {}\nproblems: {}",
+        report.events,
+        report.views_digest,
+        report.replay_digest,
+        if report.problems.is_empty() { "none".to_owned() } else { report.problems.join("; ") }
+    )
+}
+
+fn serve(common: &Common, bind: Option<&str>) -> anyhow::Result<()> {
+    let settings = load_settings(common, bind)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let engine = tidemark_server::open_engine(&settings).map_err(anyhow::Error::msg)?;
+        let opened = engine.opened();
+        tracing::info!(last_seq = opened.last_seq, replayed = opened.replayed, data_dir = %settings.data_dir.display(), "engine opened");
+        let secret = tidemark_server::hmac_secret(&settings).map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(&settings.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        tracing::info!("listening on http://{}/v1/", listener.local_addr()?);
+        let state = AppState::new(engine, settings, secret);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        tidemark_server::serve(listener, state, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,165 @@
+//! A real server on 127.0.0.1:0 per test, and a small HTTP client around reqwest.
+
+use std::net::SocketAddr;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tidemark_server::{AppState, Settings};
+
+pub const ALICE: &str = "alice:secret";
+pub const BOB: &str = "bob:secret";
+
+/// Which engine backend the suite runs on: `TM_TEST_BACKEND=memory|sled` (default sled).
+pub fn backend() -> String {
+    std::env::var("TM_TEST_BACKEND").unwrap_or_else(|_| "sled".into())
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn etag(&self) -> u64 {
+        self.header("etag").and_then(|v| v.trim_matches('"').parse().ok()).unwrap_or(0)
+    }
+
+    pub fn errno(&self) -> u64 {
+        self.body["errno"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// Starts with settings given as (key, value) overrides on top of a test configuration.
+    pub async fn start_with(overrides: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut all: Vec<(String, String)> = vec![
+            ("data_dir".into(), dir.path().display().to_string()),
+            ("userid_hmac_secret".into(), "some-secret".into()),
+            ("multiauth.policies".into(), "basicauth".into()),
+            ("includes".into(), "kinto.plugins.flush".into()),
+        ];
+        if backend() == "memory" {
+            all.push(("storage_backend".into(), "kinto.core.storage.memory".into()));
+        }
+        all.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = Settings::load(None, &[], &all).expect("settings");
+        let engine = tidemark_server::open_engine(&settings).expect("engine");
+        let secret = tidemark_server::hmac_secret(&settings).expect("secret");
+        let state = AppState::new(engine, settings, secret);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = tidemark_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Server { addr, base: format!("http://{addr}/v1"), client, shutdown: Some(tx), task: Some(task), _dir: dir }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Sends a request; `auth` is `user:password` for Basic auth.
+    pub async fn call(&self, method: &str, path: &str, auth: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{}", self.base, path) };
+        let mut request = self.client.request(Method::from_bytes(method.as_bytes()).expect("method"), url);
+        if let Some(auth) = auth {
+            let (user, password) = auth.split_once(':').expect("user:password");
+            request = request.basic_auth(user, Some(password));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let raw = response.bytes().await.expect("body").to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Reply { status, headers, body, raw }
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, auth: Option<&str>, body: Vec<u8>, headers: &[(&str, &str)]) -> Reply {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.client.request(Method::from_bytes(method.as_bytes()).expect("method"), url).body(body);
+        if let Some(auth) = auth {
+            let (user, password) = auth.split_once(':').expect("user:password");
+            request = request.basic_auth(user, Some(password));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let raw = response.bytes().await.expect("body").to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Reply { status, headers, body, raw }
+    }
+
+    pub async fn get(&self, path: &str, auth: Option<&str>) -> Reply {
+        self.call("GET", path, auth, None, &[]).await
+    }
+
+    pub async fn put(&self, path: &str, auth: Option<&str>, body: Value) -> Reply {
+        self.call("PUT", path, auth, Some(body), &[]).await
+    }
+
+    pub async fn post(&self, path: &str, auth: Option<&str>, body: Value) -> Reply {
+        self.call("POST", path, auth, Some(body), &[]).await
+    }
+
+    pub async fn patch(&self, path: &str, auth: Option<&str>, body: Value) -> Reply {
+        self.call("PATCH", path, auth, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str, auth: Option<&str>) -> Reply {
+        self.call("DELETE", path, auth, None, &[]).await
+    }
+
+    /// Bucket `b` and collection `c` owned by alice.
+    pub async fn seed(&self) {
+        assert_eq!(self.put("/buckets/b", Some(ALICE), serde_json::json!({})).await.status, 201);
+        assert_eq!(self.put("/buckets/b/collections/c", Some(ALICE), serde_json::json!({})).await.status, 201);
+    }
+}
+
+/// `basicauth:<hmac>` for a `user:password` under the test secret.
+pub fn user_id(auth: &str) -> String {
+    format!("basicauth:{}", tidemark_server::auth::hmac_hex("some-secret", auth))
+}

@@ -1,0 +1,108 @@
+//! Durability over HTTP: the real binary, 8 concurrent writers, `kill -9`, restart.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::common::ALICE;
+
+struct Process {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18888)
+}
+
+async fn spawn(data: &std::path::Path, ini: &std::path::Path) -> Process {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["serve", "--ini"])
+        .arg(ini)
+        .arg("--data")
+        .arg(data)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tidemark");
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if client.get(format!("{base}/__lbheartbeat__")).send().await.is_ok() {
+            return Process { child, base };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("tidemark did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = dir.path().join("tidemark.ini");
+    std::fs::write(
+        &ini,
+        "[app:main]\nkinto.userid_hmac_secret = s3cret\nmultiauth.policies = basicauth\nkinto.bucket_create_principals = system.Authenticated\n",
+    )
+    .expect("ini");
+    let data = dir.path().join("data");
+    let mut server = spawn(&data, &ini).await;
+    let client = reqwest::Client::new();
+    let (user, password) = ALICE.split_once(':').unwrap_or_default();
+    for path in ["/buckets/b", "/buckets/b/collections/c"] {
+        let r = client.put(format!("{}{path}", server.base)).basic_auth(user, Some(password)).send().await.expect("seed");
+        assert!(r.status().is_success());
+    }
+
+    let acked: Arc<Mutex<HashMap<String, (u64, i64)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (client, base, acked) = (client.clone(), server.base.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = format!("w{w}-{i}");
+                let url = format!("{base}/buckets/b/collections/c/records/{id}");
+                let sent = client.put(url).basic_auth("alice", Some("secret")).json(&json!({"data": {"n": i}})).send().await;
+                let Ok(response) = sent else { break };
+                if !response.status().is_success() {
+                    break;
+                }
+                let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).and_then(|v| v.trim_matches('"').parse().ok());
+                let Ok(body) = response.json::<serde_json::Value>().await else { break };
+                if let Some(etag) = etag {
+                    acked.lock().await.insert(id, (etag, i));
+                }
+                let _ = body;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.child.kill().expect("kill -9");
+    let _ = server.child.wait();
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let acked = acked.lock().await.clone();
+    assert!(acked.len() > 50, "only {} writes were acknowledged", acked.len());
+
+    let mut restarted = spawn(&data, &ini).await;
+    for (id, (etag, n)) in &acked {
+        let url = format!("{}/buckets/b/collections/c/records/{id}", restarted.base);
+        let r = client.get(url).basic_auth(user, Some(password)).send().await.expect("get");
+        assert_eq!(r.status(), 200, "acknowledged write {id} is missing after kill -9");
+        let got = r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(got, format!("\"{etag}\""), "{id}");
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["data"]["n"], *n);
+    }
+    let _ = restarted.child.kill();
+    let _ = restarted.child.wait();
+}

@@ -1,0 +1,125 @@
+//! Bad input: every failure is Kinto JSON, never a 500, and never changes the log.
+
+use serde_json::json;
+
+use crate::common::{Server, ALICE};
+
+const R: &str = "/buckets/b/collections/c/records";
+
+#[tokio::test]
+async fn invalid_ids_in_the_path_are_400_invalid_object_id() {
+    let s = Server::start().await;
+    s.seed().await;
+    let long = "a".repeat(1000);
+    for id in ["in*valid", "a%2Fb", "a%00b", "%C3%A9", long.as_str()] {
+        let r = s.put(&format!("{R}/{id}"), Some(ALICE), json!({})).await;
+        assert_eq!(r.status, 400, "{id}");
+        assert_eq!(r.errno(), 107);
+        assert_eq!(r.body["message"], "path: Invalid object id");
+        assert_eq!(r.body["details"][0], json!({"location": "path", "name": null, "description": "Invalid object id"}));
+    }
+    // A 300-character id is fine, as in Kinto.
+    assert_eq!(s.put(&format!("{R}/{}", "b".repeat(300)), Some(ALICE), json!({})).await.status, 201);
+    let post = s.post(R, Some(ALICE), json!({"data": {"id": "in*valid"}})).await;
+    assert_eq!(post.body["message"], "path: Invalid object id");
+    let parent = s.get("/buckets/in*valid/collections", Some(ALICE)).await;
+    assert_eq!(parent.status, 404);
+    assert_eq!(parent.errno(), 111);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_json_bodies_are_400_and_leave_no_trace() {
+    let s = Server::start().await;
+    s.seed().await;
+    let before = s.get(R, Some(ALICE)).await.etag();
+    let nested = "[".repeat(10_000);
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{bad".to_vec(),
+        b"{\"data\": {}} trailing".to_vec(),
+        vec![0xff, 0xfe, 0x7b],
+        b"{\"data\": {\"s\": \"\xff\"}}".to_vec(),
+        nested.into_bytes(),
+        b"{\"data\": NaN}".to_vec(),
+    ];
+    for body in bodies {
+        let r = s.raw("PUT", &format!("{R}/r1"), Some(ALICE), body.clone(), &[("Content-Type", "application/json")]).await;
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&body));
+        assert_eq!(r.errno(), 107);
+        assert!(r.body["message"].as_str().unwrap_or_default().contains("Invalid JSON"));
+    }
+    let shapes = [json!([1, 2]), json!({"data": [1]}), json!({"data": {}, "foo": 1}), json!({"permissions": {"read": "abc"}})];
+    for body in shapes {
+        let r = s.put(&format!("{R}/r1"), Some(ALICE), body.clone()).await;
+        assert_eq!(r.status, 400, "{body}");
+        assert_eq!(r.errno(), 107);
+    }
+    assert_eq!(s.get(R, Some(ALICE)).await.etag(), before, "rejected requests never change the log");
+    assert_eq!(s.get(&format!("{R}/r1"), Some(ALICE)).await.status, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_in_kinto_json() {
+    let s = Server::start_with(&[("max_body_bytes", "1024")]).await;
+    s.seed().await;
+    let big = json!({"data": {"s": "x".repeat(4096)}});
+    let r = s.put(&format!("{R}/big"), Some(ALICE), big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.errno(), 113);
+    assert_eq!(r.body["code"], 413);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn negotiation_errors_are_406_and_415() {
+    let s = Server::start().await;
+    s.seed().await;
+    let html = s.call("GET", "/buckets", Some(ALICE), None, &[("Accept", "text/html")]).await;
+    assert_eq!(html.status, 406);
+    assert_eq!(html.errno(), 107);
+    assert_eq!(html.body["details"][0]["name"], "Accept");
+    let fine = s.call("GET", "/buckets", Some(ALICE), None, &[("Accept", "text/html,application/json;q=0.9")]).await;
+    assert_eq!(fine.status, 200);
+    let text = s.raw("PUT", "/buckets/x", Some(ALICE), b"{}".to_vec(), &[("Content-Type", "text/plain")]).await;
+    assert_eq!(text.status, 415);
+    assert_eq!(text.body["details"][0]["name"], "Content-Type");
+    let none = s.raw("PUT", "/buckets/x", Some(ALICE), b"{}".to_vec(), &[]).await;
+    assert_eq!(none.status, 201, "a missing Content-Type is accepted");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_urls_methods_and_versions() {
+    let s = Server::start().await;
+    let nope = s.get("/nope", Some(ALICE)).await;
+    assert_eq!(nope.status, 404);
+    assert_eq!(nope.body["message"], "The resource you are looking for could not be found.");
+    assert_eq!(nope.errno(), 111);
+    let patch = s.patch("/buckets", Some(ALICE), json!({})).await;
+    assert_eq!(patch.status, 405);
+    assert_eq!(patch.errno(), 115);
+    assert_eq!(patch.header("allow"), Some("HEAD, GET, POST, DELETE, OPTIONS"));
+    let post = s.post("/buckets/b", Some(ALICE), json!({})).await;
+    assert_eq!(post.header("allow"), Some("GET, HEAD, PUT, PATCH, DELETE, OPTIONS"));
+    let v2 = s.get(&format!("http://{}/v2/buckets", s.addr), None).await;
+    assert_eq!(v2.status, 404);
+    assert_eq!(v2.errno(), 116);
+    let bad_utf8 = s.raw("GET", "/buckets/%FF", Some(ALICE), Vec::new(), &[]).await;
+    assert_eq!(bad_utf8.status, 400);
+    assert_eq!(bad_utf8.body["message"], "Invalid URL path.");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let s = Server::start().await;
+    for path in ["/", "/buckets", "/nope"] {
+        let r = s.get(path, None).await;
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert!(r.header("content-security-policy").is_some_and(|v| v.starts_with("default-src 'none'")));
+        assert!(r.header("access-control-expose-headers").is_some());
+    }
+    s.stop().await;
+}

@@ -1,0 +1,112 @@
+//! ETags, 304 and 412 (kinto-protocol.md §3).
+
+use serde_json::json;
+
+use crate::common::{Server, ALICE};
+
+const R: &str = "/buckets/b/collections/c/records";
+
+#[tokio::test]
+async fn get_with_matching_if_none_match_returns_304() {
+    let s = Server::start().await;
+    s.seed().await;
+    let r1 = s.put(&format!("{R}/r1"), Some(ALICE), json!({})).await;
+    let etag = format!("\"{}\"", r1.etag());
+    let cached = s.call("GET", &format!("{R}/r1"), Some(ALICE), None, &[("If-None-Match", &etag)]).await;
+    assert_eq!(cached.status, 304);
+    assert!(cached.raw.is_empty());
+    assert_eq!(cached.etag(), r1.etag());
+    let list_etag = format!("\"{}\"", s.get(R, Some(ALICE)).await.etag());
+    let list = s.call("GET", &format!("{R}?x=1"), Some(ALICE), None, &[("If-None-Match", &list_etag)]).await;
+    assert_eq!(list.status, 304);
+    let star = s.call("GET", R, Some(ALICE), None, &[("If-None-Match", "*")]).await;
+    assert_eq!(star.status, 412);
+    assert!(star.body.get("details").is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn patch_with_stale_if_match_returns_412_with_the_current_object() {
+    let s = Server::start().await;
+    s.seed().await;
+    let r1 = s.put(&format!("{R}/r1"), Some(ALICE), json!({"data": {"v": 1}})).await;
+    let stale = format!("\"{}\"", r1.etag() - 1);
+    let refused = s.call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-Match", &stale)]).await;
+    assert_eq!(refused.status, 412);
+    assert_eq!(refused.errno(), 114);
+    assert_eq!(refused.body["message"], "Resource was modified meanwhile");
+    assert_eq!(refused.body["details"]["existing"]["v"], 1);
+    assert!(refused.body["details"]["existing"].get("permissions").is_none());
+    assert_eq!(refused.etag(), r1.etag());
+    let current = format!("\"{}\"", r1.etag());
+    let accepted = s.call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-Match", &current)]).await;
+    assert_eq!(accepted.status, 200);
+    assert_eq!(s.get(&format!("{R}/r1"), Some(ALICE)).await.body["data"]["v"], 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn put_with_if_none_match_star_is_safe_creation() {
+    let s = Server::start().await;
+    s.seed().await;
+    s.put(&format!("{R}/r1"), Some(ALICE), json!({"data": {"v": 1}})).await;
+    let refused = s.call("PUT", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-None-Match", "*")]).await;
+    assert_eq!(refused.status, 412);
+    assert_eq!(refused.body["details"]["existing"]["v"], 1);
+    let created = s.call("PUT", &format!("{R}/new"), Some(ALICE), Some(json!({})), &[("If-None-Match", "*")]).await;
+    assert_eq!(created.status, 201);
+    let missing = s.call("PUT", &format!("{R}/new2"), Some(ALICE), Some(json!({})), &[("If-Match", "*")]).await;
+    assert_eq!(missing.status, 412);
+    assert!(missing.body.get("details").is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn list_preconditions_compare_with_the_list_timestamp() {
+    let s = Server::start().await;
+    s.seed().await;
+    s.put(&format!("{R}/r1"), Some(ALICE), json!({})).await;
+    let list_etag = format!("\"{}\"", s.get(R, Some(ALICE)).await.etag());
+    let post = s.call("POST", R, Some(ALICE), Some(json!({})), &[("If-Match", &list_etag)]).await;
+    assert_eq!(post.status, 412, "POST without id and any If-Match: 412 (Kinto)");
+    let stale = s.call("DELETE", R, Some(ALICE), None, &[("If-Match", "\"1\"")]).await;
+    assert_eq!(stale.status, 412);
+    let deleted = s.call("DELETE", R, Some(ALICE), None, &[("If-Match", &list_etag)]).await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.body["data"][0]["deleted"], true);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_preconditions_are_400_and_modified_since_is_ignored() {
+    let s = Server::start().await;
+    s.seed().await;
+    let bad = s.call("GET", R, Some(ALICE), None, &[("If-Match", "abc")]).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.body["message"], "If-Match in header: The value should be integer between double quotes.");
+    let ignored = s.call("GET", R, Some(ALICE), None, &[("If-Modified-Since", "Mon, 23 Nov 2026 07:54:41 GMT")]).await;
+    assert_eq!(ignored.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_if_match_updates_let_exactly_one_win() {
+    let s = Server::start().await;
+    s.seed().await;
+    let r1 = s.put(&format!("{R}/r1"), Some(ALICE), json!({"data": {"n": 0}})).await;
+    let etag = format!("\"{}\"", r1.etag());
+    let mut tasks = Vec::new();
+    let s = std::sync::Arc::new(s);
+    for i in 0..8 {
+        let (s, etag) = (s.clone(), etag.clone());
+        tasks.push(tokio::spawn(async move {
+            s.call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"n": i}})), &[("If-Match", &etag)]).await.status.as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap_or(0));
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), 7, "{statuses:?}");
+}

@@ -1,0 +1,87 @@
+//! The utility endpoints and the version-prefix redirects.
+
+use serde_json::json;
+
+use crate::common::{user_id, Server, ALICE};
+
+#[tokio::test]
+async fn hello_describes_the_server_and_the_user() {
+    let s = Server::start().await;
+    let anonymous = s.get("/", None).await;
+    assert_eq!(anonymous.status, 200);
+    assert_eq!(anonymous.body["http_api_version"], "1.23");
+    assert_eq!(anonymous.body["url"], format!("{}/", s.base));
+    assert_eq!(anonymous.body["settings"]["batch_max_requests"], 25);
+    assert!(anonymous.body["capabilities"].get("basicauth").is_some());
+    assert!(anonymous.body.get("user").is_none());
+    let alice = s.get("/", Some(ALICE)).await;
+    assert_eq!(alice.body["user"]["id"], user_id(ALICE));
+    let principals = alice.body["user"]["principals"].as_array().cloned().unwrap_or_default();
+    assert_eq!(principals[0], json!(user_id(ALICE)));
+    assert!(principals.contains(&json!("system.Authenticated")));
+    assert!(principals.contains(&json!("system.Everyone")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeats_version_and_contribute_answer() {
+    let s = Server::start().await;
+    let heartbeat = s.get("/__heartbeat__", None).await;
+    assert_eq!(heartbeat.status, 200);
+    assert_eq!(heartbeat.body, json!({"storage": true, "permission": true, "cache": true}));
+    assert_eq!(s.get("/__lbheartbeat__", None).await.body, json!({}));
+    assert_eq!(s.get("/__version__", None).await.body["name"], "tidemark");
+    assert!(s.get("/contribute.json", None).await.body.get("repository").is_some());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unprefixed_paths_redirect_to_v1_keeping_method_and_query() {
+    let s = Server::start().await;
+    let root = format!("http://{}", s.addr);
+    let r = s.call("GET", &format!("{root}/buckets?x=1"), None, None, &[]).await;
+    assert_eq!(r.status, 307);
+    assert_eq!(r.header("location"), Some(format!("{root}/v1/buckets?x=1").as_str()));
+    assert!(r.header("cache-control").is_none());
+    let put = s.call("PUT", &format!("{root}/accounts/bob"), None, Some(json!({})), &[]).await;
+    assert_eq!(put.status, 307);
+    assert_eq!(put.header("location"), Some(format!("{root}/v1/accounts/bob").as_str()));
+    let v1 = s.call("GET", &format!("{root}/v1"), None, None, &[]).await;
+    assert_eq!(v1.status, 307);
+    assert_eq!(v1.header("location"), Some(format!("{root}/v1/").as_str()));
+    assert_eq!(v1.header("cache-control"), Some("max-age=3600"));
+    let slash = s.get("/buckets/", Some(ALICE)).await;
+    assert_eq!(slash.status, 307);
+    assert_eq!(slash.header("location"), Some(format!("{root}/v1/buckets").as_str()));
+    let bare = s.call("GET", &format!("{root}/"), None, None, &[]).await;
+    assert_eq!(bare.header("location"), Some(format!("{root}/v1/").as_str()));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cors_preflight_and_simple_requests() {
+    let s = Server::start().await;
+    let pre = s
+        .call("OPTIONS", "/buckets/b", None, None, &[("Origin", "http://example.org"), ("Access-Control-Request-Method", "PUT")])
+        .await;
+    assert_eq!(pre.status, 200);
+    assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
+    assert!(pre.header("access-control-allow-methods").is_some_and(|m| m.contains("PUT")));
+    assert_eq!(pre.header("access-control-max-age"), Some("3600"));
+    let missing = s.call("OPTIONS", "/buckets/b", None, None, &[]).await;
+    assert_eq!(missing.status, 400);
+    let simple = s.call("GET", "/", None, None, &[("Origin", "http://example.org")]).await;
+    assert_eq!(simple.header("access-control-allow-origin"), Some("*"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn flush_endpoint_empties_the_server() {
+    let s = Server::start().await;
+    s.seed().await;
+    let flushed = s.post("/__flush__", None, json!({})).await;
+    assert_eq!(flushed.status, 202);
+    assert_eq!(s.get("/buckets/b", Some(ALICE)).await.status, 403);
+    assert_eq!(s.put("/buckets/b", Some(ALICE), json!({})).await.status, 201);
+    s.stop().await;
+}
