@@ -114,7 +114,9 @@ fn main() -> anyhow::Result<()> {
             let count = if file.as_os_str() == "-" {
                 engine.export(&mut std::io::stdout().lock())?
             } else {
-                let mut out = std::io::BufWriter::new(std::fs::File::create(&file).with_context(|| format!("cannot create {}", file.display()))?);
+                let mut out = std::io::BufWriter::new(
+                    std::fs::File::create(&file).with_context(|| format!("cannot create {}", file.display()))?,
+                );
                 engine.export(&mut out)?
             };
             eprintln!("exported {count} events");

@@ -85,7 +85,8 @@ pub fn chain_next(prev: &ChainHash, payload: &[u8]) -> ChainHash {
 
 /// Encodes an event chained to `prev`; returns the bytes and the event's own chain hash.
 pub fn encode(event: &Event, prev: &ChainHash) -> Result<(Vec<u8>, ChainHash)> {
-    let payload = rmp_serde::to_vec_named(event).map_err(|e| EngineError::InvalidCommand(format!("event encoding: {e}")))?;
+    let payload =
+        rmp_serde::to_vec_named(event).map_err(|e| EngineError::InvalidCommand(format!("event encoding: {e}")))?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.push(FORMAT_V1);
     out.extend_from_slice(&[0; 4]);
@@ -118,7 +119,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
     let mut prev_hash = [0u8; 16];
     prev_hash.copy_from_slice(&bytes[5..HEADER_LEN]);
     let payload = &bytes[HEADER_LEN..];
-    let event: Event = rmp_serde::from_slice(payload).map_err(|e| EngineError::Corrupt(format!("log entry payload: {e}")))?;
+    let event: Event =
+        rmp_serde::from_slice(payload).map_err(|e| EngineError::Corrupt(format!("log entry payload: {e}")))?;
     Ok(Decoded { hash: chain_next(&prev_hash, payload), event, prev_hash })
 }
 

@@ -315,7 +315,7 @@ pub(crate) fn import(storage: &dyn Storage, input: &mut dyn BufRead) -> Result<u
         txn.commit_pending();
         chain = next_chain;
         expected += 1;
-        if expected % REPLAY_CHUNK as u64 == 0 {
+        if expected.is_multiple_of(REPLAY_CHUNK as u64) {
             storage.apply(std::mem::replace(&mut txn, Txn::new(storage)).into_batch())?;
         }
     }

@@ -32,7 +32,9 @@ fn delete(parent: &str, resource: &str, id: &str) -> Command {
 const C: &str = "/buckets/b/collections/c";
 
 fn seed(engine: &Engine) {
-    engine.submit_blocking(vec![put("", "bucket", "b", json!({})), put("/buckets/b", "collection", "c", json!({}))]).expect("seed");
+    engine
+        .submit_blocking(vec![put("", "bucket", "b", json!({})), put("/buckets/b", "collection", "c", json!({}))])
+        .expect("seed");
 }
 
 enum Backend {
@@ -121,7 +123,9 @@ fn deleting_a_collection_purges_everything_below_it() {
     for backend in Backend::all() {
         let engine = backend.open(EngineConfig::default());
         seed(&engine);
-        engine.submit_blocking(vec![put(C, "record", "r1", json!({})), put(C, "record", "r2", json!({}))]).expect("write");
+        engine
+            .submit_blocking(vec![put(C, "record", "r1", json!({})), put(C, "record", "r2", json!({}))])
+            .expect("write");
         engine.submit_blocking(vec![delete(C, "record", "r2")]).expect("delete");
         engine.submit_blocking(vec![delete("/buckets/b", "collection", "c")]).expect("delete collection");
         assert!(engine.get(C, "record", "r1").expect("get").is_none());
@@ -144,7 +148,12 @@ fn timestamps_strictly_increase_under_concurrent_submitters() {
                 let engine = engine.clone();
                 std::thread::spawn(move || {
                     (0..100)
-                        .map(|i| engine.submit_blocking(vec![put(C, "record", &format!("t{t}-{i}"), json!({}))]).expect("write")[0].clone())
+                        .map(|i| {
+                            engine
+                                .submit_blocking(vec![put(C, "record", &format!("t{t}-{i}"), json!({}))])
+                                .expect("write")[0]
+                                .clone()
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -286,7 +295,12 @@ fn open_replays_a_log_tail_the_views_lack() {
     seed(&engine);
     // The views as they stood at seq 2.
     let not_log = |storage: &dyn Storage| -> Vec<KeyValue> {
-        storage.range(&[0], &[0xff], false, None).expect("scan").into_iter().filter(|(k, _)| k[0] != crate::keys::LOG).collect()
+        storage
+            .range(&[0], &[0xff], false, None)
+            .expect("scan")
+            .into_iter()
+            .filter(|(k, _)| k[0] != crate::keys::LOG)
+            .collect()
     };
     let views_at_2 = not_log(storage.as_ref());
     engine.submit_blocking(vec![put(C, "record", "r1", json!({}))]).expect("write");

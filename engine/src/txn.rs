@@ -83,12 +83,8 @@ impl KvRead for Txn<'_> {
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
         let end = prefix_end(prefix);
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
-            .storage
-            .range(prefix, &end, false, None)?
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            self.storage.range(prefix, &end, false, None)?.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for layer in [&self.group, &self.pending] {
             let bounds = (Bound::Included(prefix.to_vec()), Bound::Excluded(end.clone()));
             for (k, v) in layer.range(bounds) {

@@ -10,7 +10,12 @@ use crate::keys;
 use crate::object::{decode_acl, encode_acl, object_uri, split_uri, Acl, StoredObject};
 use crate::txn::{KvRead, Txn};
 
-pub(crate) fn read_object<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str, id: &str) -> Result<Option<StoredObject>> {
+pub(crate) fn read_object<R: KvRead + ?Sized>(
+    r: &R,
+    parent: &str,
+    resource: &str,
+    id: &str,
+) -> Result<Option<StoredObject>> {
     match r.get(&keys::object(parent, resource, id))? {
         Some(bytes) => Ok(Some(StoredObject::decode(&bytes)?)),
         None => Ok(None),
@@ -27,9 +32,9 @@ pub(crate) fn read_live_uri<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Opti
 
 fn read_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>> {
     match r.get(key)? {
-        Some(bytes) => keys::read_u64(&bytes)
-            .map(Some)
-            .ok_or_else(|| EngineError::Corrupt("u64 view entry too short".into())),
+        Some(bytes) => {
+            keys::read_u64(&bytes).map(Some).ok_or_else(|| EngineError::Corrupt("u64 view entry too short".into()))
+        }
         None => Ok(None),
     }
 }
@@ -82,7 +87,7 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
 
     // live count
     let was_live = prior.as_ref().is_some_and(|p| !p.deleted);
-    if was_live != !deleted {
+    if was_live == deleted {
         let count_key = keys::count(parent, resource);
         let count = read_u64(txn, &count_key)?.unwrap_or(0);
         let count = if deleted { count.saturating_sub(1) } else { count + 1 };

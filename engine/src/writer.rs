@@ -39,7 +39,10 @@ pub enum Expect {
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Create or replace: `data` is the full object (its `id`/`last_modified` are set here).
-    Put { data: Map<String, Value>, permissions: Acl },
+    Put {
+        data: Map<String, Value>,
+        permissions: Acl,
+    },
     Delete,
 }
 
@@ -145,11 +148,8 @@ impl Writer {
         }
 
         // Subscribers hear of a commit no later than its writer: publish, then answer.
-        let published: Vec<Arc<Event>> = outcomes
-            .iter()
-            .filter_map(|o| o.as_ref().ok())
-            .flat_map(|events| events.iter().cloned())
-            .collect();
+        let published: Vec<Arc<Event>> =
+            outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|events| events.iter().cloned()).collect();
         self.bus.publish(&published);
         for (submission, outcome) in group.into_iter().zip(outcomes) {
             // A caller that went away still had its write committed; nothing to undo.
@@ -206,16 +206,10 @@ impl Writer {
                 let action = if live.is_some() { Action::Update } else { Action::Create };
                 (action, Value::Object(data), normalize_acl(permissions.clone()))
             }
-            Op::Delete => (
-                Action::Delete,
-                json!({"id": id, "last_modified": timestamp, "deleted": true}),
-                Acl::new(),
-            ),
+            Op::Delete => (Action::Delete, json!({"id": id, "last_modified": timestamp, "deleted": true}), Acl::new()),
         };
-        let ulid = self
-            .ulids
-            .generate()
-            .map_err(|e| EngineError::InvalidCommand(format!("ulid generator exhausted: {e}")))?;
+        let ulid =
+            self.ulids.generate().map_err(|e| EngineError::InvalidCommand(format!("ulid generator exhausted: {e}")))?;
         Ok(Event {
             seq: self.state.next_seq,
             id: ulid,
@@ -249,10 +243,7 @@ impl Writer {
             // A past timestamp must stay unique within its list.
             let taken = txn.scan_prefix(&keys::change_at(parent, resource, wanted))?;
             let prefix_len = keys::change_list_prefix(parent, resource).len();
-            if taken
-                .iter()
-                .filter_map(|(k, _)| keys::split_change(k, prefix_len))
-                .any(|(_, other)| other != command.id)
+            if taken.iter().filter_map(|(k, _)| keys::split_change(k, prefix_len)).any(|(_, other)| other != command.id)
             {
                 return Err(EngineError::TimestampTaken(wanted));
             }

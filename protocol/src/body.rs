@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, Invalid, Location};
+use crate::pyrepr::{pyrepr, pystr};
 
 /// Permission name → principals, as stored.
 pub type Permissions = BTreeMap<String, Vec<String>>;
@@ -18,7 +19,10 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         return Ok(Value::Object(Map::new()));
     }
     serde_json::from_slice(bytes).map_err(|err| {
-        ApiError::invalid(vec![Invalid::new(Location::Body, None, format!("Invalid JSON: {err}"))])
+        ApiError::invalid(vec![
+            Invalid::new(Location::Body, Some(""), format!("Invalid JSON: {err}")),
+            Invalid::new(Location::Body, Some(""), "Required"),
+        ])
     })
 }
 
@@ -28,11 +32,11 @@ pub struct Envelope {
     pub permissions: Option<PermissionsInput>,
 }
 
-fn not_a_mapping(name: &str, value: &Value) -> ApiError {
+pub fn not_a_mapping(name: &str, value: &Value) -> ApiError {
     ApiError::invalid_one(
         Location::Body,
         Some(name),
-        format!("\"{value}\" is not a mapping type: Does not implement dict-like functionality."),
+        format!("\"{}\" is not a mapping type: Does not implement dict-like functionality.", pystr(value)),
     )
 }
 
@@ -56,7 +60,7 @@ pub fn parse_envelope(body: Value, allowed_permissions: &[&str]) -> Result<Envel
         return Err(ApiError::invalid_one(
             Location::Body,
             Some(""),
-            format!("Unrecognized keys in mapping: \"{rest}\""),
+            format!("Unrecognized keys in mapping: \"{}\"", pyrepr(&rest)),
         ));
     }
     Ok(Envelope { data, permissions })
@@ -93,7 +97,11 @@ fn parse_permissions(value: Value, allowed: &[&str]) -> Result<PermissionsInput,
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             other => {
-                return Err(ApiError::invalid_one(Location::Body, Some(&field), format!("\"{other}\" is not iterable")))
+                return Err(ApiError::invalid_one(
+                    Location::Body,
+                    Some(&field),
+                    format!("\"{}\" is not iterable", pystr(&other)),
+                ))
             }
         };
         out.insert(name, list);
@@ -124,10 +132,9 @@ pub fn merge_patch(existing: &Map<String, Value>, changes: &Map<String, Value>) 
 /// absent or all-null leaves it unchanged.
 pub fn replace_permissions(existing: &Permissions, input: Option<&PermissionsInput>) -> Permissions {
     match input {
-        Some(input) if input.values().any(Option::is_some) => input
-            .iter()
-            .filter_map(|(name, list)| list.clone().map(|l| (name.clone(), l)))
-            .collect(),
+        Some(input) if input.values().any(Option::is_some) => {
+            input.iter().filter_map(|(name, list)| list.clone().map(|l| (name.clone(), l))).collect()
+        }
         _ => existing.clone(),
     }
 }
@@ -182,7 +189,10 @@ pub fn apply_json_patch(
         }
         let path = op.get("path").and_then(Value::as_str).unwrap_or_default().to_owned();
         // Permission entries are principal→principal maps: the value may be omitted.
-        if path.starts_with("/permissions/") && !op.contains_key("value") && matches!(name.as_str(), "add" | "replace" | "test") {
+        if path.starts_with("/permissions/")
+            && !op.contains_key("value")
+            && matches!(name.as_str(), "add" | "replace" | "test")
+        {
             let principal = path.rsplit('/').next().unwrap_or_default();
             op.insert("value".into(), Value::String(principal.replace("~1", "/").replace("~0", "~")));
         }
@@ -196,10 +206,10 @@ pub fn apply_json_patch(
         perms_doc.insert(name.clone(), Value::Object(entries));
     }
     let mut doc = serde_json::json!({"data": data, "permissions": perms_doc});
-    let failed = |why: String| {
-        ApiError::invalid_one(Location::Body, None, format!("JSON Patch operation failed: {why}"))
-    };
-    let patch: json_patch::Patch = serde_json::from_value(Value::Array(operations)).map_err(|e| failed(e.to_string()))?;
+    let failed =
+        |why: String| ApiError::invalid_one(Location::Body, None, format!("JSON Patch operation failed: {why}"));
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(operations)).map_err(|e| failed(e.to_string()))?;
     json_patch::patch(&mut doc, &patch).map_err(|e| failed(e.to_string()))?;
     let new_data = match doc.get("data") {
         Some(Value::Object(map)) => map.clone(),
@@ -275,7 +285,11 @@ mod tests {
         let (data, perms) = apply_json_patch(&data, &perms, ops).unwrap_or_default();
         assert_eq!(Value::Object(data), json!({"n": 1, "m": 2}));
         assert_eq!(perms, Permissions::from([("read".into(), vec!["system.Everyone".into()])]));
-        let err = apply_json_patch(&obj(json!({"n": 1})), &Permissions::new(), json!([{"op": "test", "path": "/data/n", "value": 2}]));
+        let err = apply_json_patch(
+            &obj(json!({"n": 1})),
+            &Permissions::new(),
+            json!([{"op": "test", "path": "/data/n", "value": 2}]),
+        );
         assert!(err.err().and_then(|e| e.message).is_some_and(|m| m.starts_with("body: JSON Patch operation failed")));
         let err = apply_json_patch(&Map::new(), &Permissions::new(), json!([{"op": "bogus", "path": "/data/n"}]));
         assert!(err.is_err());

@@ -60,11 +60,7 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(location: Location, name: Option<&str>, description: impl Into<String>) -> Self {
-        Invalid {
-            location,
-            name: name.map(str::to_owned),
-            description: description.into(),
-        }
+        Invalid { location, name: name.map(str::to_owned), description: description.into() }
     }
 
     fn to_json(&self) -> Value {
@@ -147,7 +143,7 @@ impl ApiError {
 
     /// Validation error with another status (406 for Accept, 415 for Content-Type).
     pub fn invalid_with_status(status: u16, mut entries: Vec<Invalid>) -> Self {
-        entries.sort_by(|a, b| name_key(&a.name).cmp(&name_key(&b.name)));
+        entries.sort_by_key(|entry| name_key(&entry.name));
         let message = entries.first().map(|first| match &first.name {
             Some(name) if first.description.contains(name.as_str()) => first.description.clone(),
             Some(name) => format!("{} in {}: {}", name, first.location.as_str(), first.description),
@@ -182,16 +178,11 @@ impl ApiError {
 
     /// A parent (e.g. the collection of records) does not exist (errno 111, no message).
     pub fn parent_not_found(resource_name: &str, id: &str) -> Self {
-        ApiError::new(404, Errno::MissingResource, None)
-            .with_details(json!({"id": id, "resource_name": resource_name}))
+        ApiError::new(404, Errno::MissingResource, None).with_details(json!({"id": id, "resource_name": resource_name}))
     }
 
     pub fn unknown_url() -> Self {
-        ApiError::new(
-            404,
-            Errno::MissingResource,
-            Some("The resource you are looking for could not be found.".into()),
-        )
+        ApiError::new(404, Errno::MissingResource, Some("The resource you are looking for could not be found.".into()))
     }
 
     pub fn version_not_available() -> Self {
@@ -301,6 +292,9 @@ mod tests {
     #[test]
     fn body_omits_absent_message_and_details() {
         let body = ApiError::object_not_found("record", "r1").body();
-        assert_eq!(body, json!({"code":404,"errno":110,"error":"Not Found","details":{"id":"r1","resource_name":"record"}}));
+        assert_eq!(
+            body,
+            json!({"code":404,"errno":110,"error":"Not Found","details":{"id":"r1","resource_name":"record"}})
+        );
     }
 }

@@ -168,11 +168,7 @@ pub fn resolve_field<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
         return Some(value);
     }
     // Candidate roots are the prefixes ending just before a dot, longest first.
-    let root = dotted
-        .match_indices('.')
-        .map(|(i, _)| &dotted[..i])
-        .rev()
-        .find(|prefix| map.contains_key(*prefix))?;
+    let root = dotted.match_indices('.').map(|(i, _)| &dotted[..i]).rev().find(|prefix| map.contains_key(*prefix))?;
     let inner = map.get(root)?;
     if !inner.is_object() {
         return None;
@@ -228,10 +224,9 @@ fn compare_json(a: &Value, b: &Value) -> Ordering {
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Number(x), Value::Number(y)) => compare_numbers(x, y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        (Value::Array(x), Value::Array(y)) => x
-            .len()
-            .cmp(&y.len())
-            .then_with(|| x.iter().zip(y).map(|(p, q)| compare_json(p, q)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)),
+        (Value::Array(x), Value::Array(y)) => x.len().cmp(&y.len()).then_with(|| {
+            x.iter().zip(y).map(|(p, q)| compare_json(p, q)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        }),
         (Value::Object(x), Value::Object(y)) => x.len().cmp(&y.len()).then_with(|| {
             let (xs, ys) = (pg_key_order(x), pg_key_order(y));
             xs.iter()
@@ -718,7 +713,17 @@ mod tests {
 
     #[test]
     fn total_order_is_null_string_number_boolean_array_object_missing() {
-        let ordered = [json!(null), json!("b"), json!(-1), json!(1.5), json!(2), json!(false), json!(true), json!([1]), json!({"a": 1})];
+        let ordered = [
+            json!(null),
+            json!("b"),
+            json!(-1),
+            json!(1.5),
+            json!(2),
+            json!(false),
+            json!(true),
+            json!([1]),
+            json!({"a": 1}),
+        ];
         for (i, a) in ordered.iter().enumerate() {
             for (j, b) in ordered.iter().enumerate() {
                 assert_eq!(compare_values(Some(a), Some(b)), i.cmp(&j), "{a} vs {b}");
@@ -753,7 +758,7 @@ mod tests {
 
     #[test]
     fn mixed_type_ascending_sort_puts_missing_last() {
-        let mut records = vec![
+        let mut records = [
             json!({"id": "missing", "last_modified": 1}),
             json!({"id": "object", "v": {"a": 1}, "last_modified": 2}),
             json!({"id": "array", "v": [1], "last_modified": 3}),
@@ -773,14 +778,14 @@ mod tests {
 
     #[test]
     fn boolean_ascending_sort_is_false_first() {
-        let mut records = vec![json!({"b": true}), json!({"b": false})];
+        let mut records = [json!({"b": true}), json!({"b": false})];
         records.sort_by(|a, b| compare_objects(a, b, &sort(&[("b", false)])));
         assert_eq!(records[0]["b"], false);
     }
 
     #[test]
     fn sort_with_tie_breaker_on_last_modified() {
-        let mut records = vec![
+        let mut records = [
             json!({"id": "a", "n": 1, "last_modified": 1}),
             json!({"id": "b", "n": 2, "last_modified": 2}),
             json!({"id": "c", "n": 1, "last_modified": 3}),
@@ -796,7 +801,7 @@ mod tests {
     #[test]
     fn keyset_rule_yields_strictly_following_objects() {
         let keys = sort(&[("n", false), ("last_modified", true)]);
-        let mut records = vec![
+        let mut records = [
             json!({"id": "a", "n": 1, "last_modified": 10}),
             json!({"id": "b", "n": 1, "last_modified": 5}),
             json!({"id": "c", "n": 2, "last_modified": 7}),

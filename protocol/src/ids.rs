@@ -4,7 +4,9 @@
 pub fn is_valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     match chars.next() {
-        Some(first) if first.is_ascii_alphanumeric() => chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        Some(first) if first.is_ascii_alphanumeric() => {
+            chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }
         _ => false,
     }
 }

@@ -4,6 +4,8 @@
 //! values, or a typed failure into Kinto's error vocabulary ([`error::ApiError`]). The engine and
 //! the server both depend on this crate; it depends on neither.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+// ApiError is large (it carries the whole Kinto error body) but only travels on failure paths.
+#![allow(clippy::result_large_err)]
 
 pub mod body;
 pub mod error;
@@ -11,6 +13,7 @@ pub mod filter;
 pub mod headers;
 pub mod ids;
 pub mod json;
+pub mod pyrepr;
 pub mod query;
 
 pub use error::{ApiError, Errno, Invalid, Location};

@@ -25,7 +25,10 @@ impl Identity {
     }
 
     pub fn user(user_id: String) -> Self {
-        Identity { principals: vec![user_id.clone(), EVERYONE.to_owned(), AUTHENTICATED.to_owned()], user_id: Some(user_id) }
+        Identity {
+            principals: vec![user_id.clone(), EVERYONE.to_owned(), AUTHENTICATED.to_owned()],
+            user_id: Some(user_id),
+        }
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -127,7 +130,9 @@ mod tests {
         let auth = Authenticator::new(vec![Policy::Basic], "s".into());
         let empty_user = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(":pw"));
         let no_colon = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("nocolon"));
-        for header in [&b"Basic !!!"[..], b"Bearer x", b"Basic", empty_user.as_bytes(), no_colon.as_bytes(), b"\xff\xfe"] {
+        for header in
+            [&b"Basic !!!"[..], b"Bearer x", b"Basic", empty_user.as_bytes(), no_colon.as_bytes(), b"\xff\xfe"]
+        {
             assert_eq!(auth.authenticate(Some(header)), Identity::anonymous());
         }
     }

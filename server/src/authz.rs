@@ -18,7 +18,9 @@ use crate::resources::Node;
 fn granting(kind: &str, perm: &str) -> &'static [(&'static str, &'static str)] {
     match (kind, perm) {
         ("bucket", "write") => &[("bucket", "write")],
-        ("bucket", "read") => &[("bucket", "write"), ("bucket", "read"), ("bucket", "collection:create"), ("bucket", "group:create")],
+        ("bucket", "read") => {
+            &[("bucket", "write"), ("bucket", "read"), ("bucket", "collection:create"), ("bucket", "group:create")]
+        }
         ("bucket", "collection:create") => &[("bucket", "write"), ("bucket", "collection:create")],
         ("bucket", "group:create") => &[("bucket", "write"), ("bucket", "group:create")],
         ("group", "write") => &[("bucket", "write"), ("group", "write")],
@@ -31,7 +33,9 @@ fn granting(kind: &str, perm: &str) -> &'static [(&'static str, &'static str)] {
             ("collection", "read"),
             ("collection", "record:create"),
         ],
-        ("collection", "record:create") => &[("bucket", "write"), ("collection", "write"), ("collection", "record:create")],
+        ("collection", "record:create") => {
+            &[("bucket", "write"), ("collection", "write"), ("collection", "record:create")]
+        }
         ("record", "write") => &[("bucket", "write"), ("collection", "write"), ("record", "write")],
         ("record", "read") => &[
             ("bucket", "write"),
@@ -64,9 +68,7 @@ pub struct Authz<'a> {
 impl Authz<'_> {
     fn in_ace(&self, uri: &str, perm: &str) -> Result<bool, ApiError> {
         let acl = self.engine.acl(uri).map_err(from_engine)?;
-        Ok(acl
-            .get(perm)
-            .is_some_and(|principals| principals.iter().any(|p| self.identity.principals.contains(p))))
+        Ok(acl.get(perm).is_some_and(|principals| principals.iter().any(|p| self.identity.principals.contains(p))))
     }
 
     fn any_ace(&self, chain: &[Node], aces: &[(&str, &str)], skip_level: Option<&str>) -> Result<bool, ApiError> {

@@ -7,6 +7,8 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use tidemark_protocol::body::not_a_mapping;
+use tidemark_protocol::pyrepr::pyrepr;
 use tidemark_protocol::{ApiError, Location};
 
 use crate::common::{self, check_content_type};
@@ -43,20 +45,25 @@ struct SubRequest {
 
 fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
     let Value::Object(mut body) = body else {
-        return Err(invalid("", format!("{body} is not a mapping type: Does not implement dict-like functionality.")));
+        return Err(not_a_mapping("", &body));
     };
     let defaults = match body.remove("defaults") {
         None => Map::new(),
         Some(Value::Object(defaults)) => defaults,
-        Some(other) => return Err(invalid("defaults", format!("\"{other}\" is not a mapping type"))),
+        Some(other) => return Err(not_a_mapping("defaults", &other)),
     };
     let requests = match body.remove("requests") {
         Some(Value::Array(requests)) => requests,
-        Some(other) => return Err(invalid("requests", format!("\"{other}\" is not iterable"))),
+        Some(other) => {
+            return Err(invalid(
+                "requests",
+                format!("\"{}\" is not iterable", tidemark_protocol::pyrepr::pystr(&other)),
+            ))
+        }
         None => return Err(invalid("requests", "Required")),
     };
-    if let Some((key, _)) = body.iter().next() {
-        return Err(invalid("", format!("Unrecognized keys in mapping: \"{{'{key}': ...}}\"")));
+    if !body.is_empty() {
+        return Err(invalid("", format!("Unrecognized keys in mapping: \"{}\"", pyrepr(&Value::Object(body)))));
     }
     let max = state.settings.batch_max_requests as usize;
     if max > 0 && requests.len() > max {
@@ -66,15 +73,25 @@ fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
     for (i, request) in requests.into_iter().enumerate() {
         let name = format!("requests.{i}");
         let Value::Object(mut request) = request else {
-            return Err(invalid(&name, "is not a mapping type"));
+            return Err(not_a_mapping(&name, &request));
         };
         merge_defaults(&mut request, &defaults);
-        if let Some(key) = request.keys().find(|k| !["path", "method", "headers", "body"].contains(&k.as_str())) {
-            return Err(invalid(&name, format!("Unrecognized keys in mapping: \"{{'{key}': ...}}\"")));
+        let unknown: Map<String, Value> = request
+            .iter()
+            .filter(|(k, _)| !["path", "method", "headers", "body"].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(invalid(
+                &name,
+                format!("Unrecognized keys in mapping: \"{}\"", pyrepr(&Value::Object(unknown))),
+            ));
         }
         let path = match request.get("path") {
             Some(Value::String(path)) if path.starts_with('/') => path.clone(),
-            Some(Value::String(_)) => return Err(invalid(&format!("{name}.path"), "String does not match expected pattern")),
+            Some(Value::String(_)) => {
+                return Err(invalid(&format!("{name}.path"), "String does not match expected pattern"))
+            }
             Some(_) => return Err(invalid(&format!("{name}.path"), "is not a string")),
             None => return Err(invalid(&format!("{name}.path"), "Required")),
         };
@@ -87,18 +104,24 @@ fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
                 Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET)
             }
             Some(other) => {
-                return Err(invalid(&format!("{name}.method"), format!("{other} is not one of {}", METHODS.join(", "))))
+                let shown = other.as_str().map_or_else(|| other.to_string(), |s| format!("\"{s}\""));
+                return Err(invalid(
+                    &format!("{name}.method"),
+                    format!("{shown} is not one of {}", METHODS.join(", ")),
+                ));
             }
         };
         let headers = match request.get("headers") {
             None => Map::new(),
             Some(Value::Object(h)) if h.values().all(Value::is_string) => h.clone(),
-            Some(_) => return Err(invalid(&format!("{name}.headers"), "contains non string value")),
+            Some(other) => {
+                return Err(invalid(&format!("{name}.headers"), format!("{} contains non string value", pyrepr(other))))
+            }
         };
         let body = match request.get("body") {
             None => None,
             Some(Value::Object(b)) => Some(Value::Object(b.clone())),
-            Some(other) => return Err(invalid(&format!("{name}.body"), format!("{other} is not a mapping type"))),
+            Some(other) => return Err(not_a_mapping(&format!("{name}.body"), other)),
         };
         parsed.push(SubRequest { method, path, headers, body });
     }
@@ -112,13 +135,16 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<ApiRequest, ApiErr
     let mut headers: HeaderMap = outer.headers.clone();
     headers.remove(axum::http::header::CONTENT_LENGTH);
     for (name, value) in &sub.headers {
-        if let (Ok(name), Some(Ok(value))) = (HeaderName::try_from(name.as_str()), value.as_str().map(HeaderValue::from_str)) {
+        if let (Ok(name), Some(Ok(value))) =
+            (HeaderName::try_from(name.as_str()), value.as_str().map(HeaderValue::from_str))
+        {
             headers.insert(name, value);
         }
     }
     let body = match &sub.body {
         Some(body) => {
-            headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            headers
+                .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
             Bytes::from(serde_json::to_vec(body).unwrap_or_default())
         }
         None => Bytes::new(),

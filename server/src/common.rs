@@ -22,9 +22,7 @@ pub fn require_parents(engine: &Engine, parents: &[Node]) -> Result<(), ApiError
 
 /// The object's own ACL, shown only to its explicit writers (§2.1).
 pub fn visible_permissions(acl: &Acl, identity: &Identity) -> Value {
-    let is_writer = acl
-        .get("write")
-        .is_some_and(|writers| writers.iter().any(|w| identity.principals.contains(w)));
+    let is_writer = acl.get("write").is_some_and(|writers| writers.iter().any(|w| identity.principals.contains(w)));
     if is_writer {
         json!(acl)
     } else {
@@ -36,7 +34,12 @@ pub fn envelope(data: &Map<String, Value>, acl: &Acl, identity: &Identity) -> Va
     json!({"data": data, "permissions": visible_permissions(acl, identity)})
 }
 
-pub fn object_response(status: axum::http::StatusCode, object: &StoredObject, acl: &Acl, identity: &Identity) -> ApiResponse {
+pub fn object_response(
+    status: axum::http::StatusCode,
+    object: &StoredObject,
+    acl: &Acl,
+    identity: &Identity,
+) -> ApiResponse {
     ApiResponse::json(status, envelope(&object.data, acl, identity)).timestamp_headers(object.last_modified)
 }
 
@@ -62,7 +65,8 @@ pub fn check_accept(req: &ApiRequest) -> Result<(), ApiError> {
     let acceptable = accept.split(',').any(|item| {
         let mut parts = item.split(';');
         let media = parts.next().unwrap_or_default().trim();
-        let refused = parts.any(|p| matches!(p.trim().strip_prefix("q="), Some(q) if q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)));
+        let refused = parts
+            .any(|p| matches!(p.trim().strip_prefix("q="), Some(q) if q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)));
         !refused && matches!(media, "*/*" | "application/*" | "application/json" | "")
     });
     if acceptable {
@@ -102,17 +106,31 @@ pub fn validate_data(kind: &str, data: &mut Map<String, Value>) -> Result<(), Ap
     }
     let members = data.entry("members").or_insert_with(|| json!([]));
     let Value::Array(items) = members else {
-        return Err(ApiError::invalid_one(Location::Body, Some("data.members"), format!("{members} is not of type 'array'")));
+        let shown = tidemark_protocol::pyrepr::pystr(members);
+        return Err(ApiError::invalid_one(
+            Location::Body,
+            Some("data.members"),
+            format!("\"{shown}\" is not iterable"),
+        ));
     };
     for (i, item) in items.iter().enumerate() {
         let name = format!("data.members.{i}");
         match item {
             Value::String(s) if s == "system.Everyone" || s.starts_with("/buckets/") => {
-                return Err(ApiError::invalid_one(Location::Body, Some(&name), format!("'{s}' is not a valid user ID.")));
+                return Err(ApiError::invalid_one(
+                    Location::Body,
+                    Some(&name),
+                    format!("'{s}' is not a valid user ID."),
+                ));
             }
             Value::String(_) => {}
             other => {
-                return Err(ApiError::invalid_one(Location::Body, Some(&name), format!("{other} is not of type 'string'")));
+                let shown = tidemark_protocol::pyrepr::pyrepr(other);
+                return Err(ApiError::invalid_one(
+                    Location::Body,
+                    Some(&name),
+                    format!("{shown} is not a string: {{'': ''}}"),
+                ));
             }
         }
     }

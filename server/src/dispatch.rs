@@ -54,9 +54,15 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
 fn expose_headers(route: &Route, req: &ApiRequest, mut response: ApiResponse) -> ApiResponse {
     let base = "Backoff, Retry-After, Alert, Content-Length, Content-Type";
     let value = match (route, &req.method) {
-        (Route::List(_), &Method::HEAD) => format!("{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma, Total-Objects, Total-Records"),
-        (Route::List(_), &Method::GET) => format!("{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma"),
-        (Route::Object(_), &Method::GET | &Method::HEAD) => format!("{base}, Last-Modified, ETag, Cache-Control, Expires, Pragma"),
+        (Route::List(_), &Method::HEAD) => format!(
+            "{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma, Total-Objects, Total-Records"
+        ),
+        (Route::List(_), &Method::GET) => {
+            format!("{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma")
+        }
+        (Route::Object(_), &Method::GET | &Method::HEAD) => {
+            format!("{base}, Last-Modified, ETag, Cache-Control, Expires, Pragma")
+        }
         _ => base.to_owned(),
     };
     response.set_header("Access-Control-Expose-Headers", value);

@@ -22,7 +22,9 @@ pub fn render(err: &ApiError) -> ApiResponse {
 /// (they retry or answer 412) and only land here if they escape a retry loop.
 pub fn from_engine(err: EngineError) -> ApiError {
     match err {
-        EngineError::PreconditionFailed { .. } | EngineError::TimestampTaken(_) => ApiError::conflict(RETRY_AFTER_SECONDS),
+        EngineError::PreconditionFailed { .. } | EngineError::TimestampTaken(_) => {
+            ApiError::conflict(RETRY_AFTER_SECONDS)
+        }
         EngineError::UnknownParent(uri) => {
             let (resource, id) = tidemark_engine::split_uri(&uri)
                 .map(|(_, resource, id)| (resource.to_owned(), id.to_owned()))

@@ -26,13 +26,12 @@ pub fn app(state: AppState) -> Router {
     let info_link = state.settings.error_info_link.clone();
     // Order (outermost last): panics are caught closest to the handler, so the 500 they become
     // still gets the common headers.
-    Router::new()
-        .fallback(entry)
-        .with_state(state)
-        .layer(CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
+    Router::new().fallback(entry).with_state(state).layer(CatchPanicLayer::custom(
+        move |_: Box<dyn std::any::Any + Send>| {
             let response = render(&ApiError::internal(&info_link));
             with_common_headers(response.into_response(), None, &[])
-        }))
+        },
+    ))
 }
 
 async fn entry(State(state): State<AppState>, request: Request) -> Response {
@@ -60,7 +59,11 @@ fn redirect(location: String, ttl: i64) -> Response {
         response.headers_mut().insert(header::LOCATION, value);
     }
     if ttl >= 0 {
-        let cache = if ttl == 0 { "max-age=0, must-revalidate, no-cache, no-store".to_owned() } else { format!("max-age={ttl}") };
+        let cache = if ttl == 0 {
+            "max-age=0, must-revalidate, no-cache, no-store".to_owned()
+        } else {
+            format!("max-age={ttl}")
+        };
         if let Ok(value) = HeaderValue::from_str(&cache) {
             response.headers_mut().insert(header::CACHE_CONTROL, value);
         }
@@ -84,7 +87,12 @@ fn base_url(state: &AppState, request: &Request) -> String {
     format!("{scheme}://{host}/v1")
 }
 
-async fn route_request(state: &AppState, request: Request, origin: Option<&str>, cors: &[String]) -> Result<Response, Response> {
+async fn route_request(
+    state: &AppState,
+    request: Request,
+    origin: Option<&str>,
+    cors: &[String],
+) -> Result<Response, Response> {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let with_query = |p: &str| match &query {
@@ -95,10 +103,15 @@ async fn route_request(state: &AppState, request: Request, origin: Option<&str>,
     let root = base.trim_end_matches("/v1").to_owned();
 
     if path == "/v1" {
-        return Err(redirect(format!("{root}{}", with_query("/v1/")), state.settings.trailing_slash_redirect_ttl_seconds));
+        return Err(redirect(
+            format!("{root}{}", with_query("/v1/")),
+            state.settings.trailing_slash_redirect_ttl_seconds,
+        ));
     }
     let Some(rest) = path.strip_prefix("/v1/").map(|r| format!("/{r}")) else {
-        let versioned = path.strip_prefix("/v").is_some_and(|r| r.split('/').next().is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())));
+        let versioned = path.strip_prefix("/v").is_some_and(|r| {
+            r.split('/').next().is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        });
         if versioned {
             return Err(kinto_error(&ApiError::version_not_available()));
         }
@@ -108,14 +121,20 @@ async fn route_request(state: &AppState, request: Request, origin: Option<&str>,
         if !state.settings.version_prefix_redirect_enabled {
             return Err(kinto_error(&ApiError::unknown_url()));
         }
-        return Err(redirect(format!("{root}/v1{}", with_query(&path)), state.settings.version_prefix_redirect_ttl_seconds));
+        return Err(redirect(
+            format!("{root}/v1{}", with_query(&path)),
+            state.settings.version_prefix_redirect_ttl_seconds,
+        ));
     };
     if rest.len() > 1 && rest.ends_with('/') {
         if !state.settings.trailing_slash_redirect_enabled {
             return Err(kinto_error(&ApiError::unknown_url()));
         }
         let stripped = format!("/v1{}", rest.trim_end_matches('/'));
-        return Err(redirect(format!("{root}{}", with_query(&stripped)), state.settings.trailing_slash_redirect_ttl_seconds));
+        return Err(redirect(
+            format!("{root}{}", with_query(&stripped)),
+            state.settings.trailing_slash_redirect_ttl_seconds,
+        ));
     }
     let Some(segments) = decode_segments(&rest) else {
         let mut err = ApiError::invalid_one(Location::Path, None, "Invalid URL path.");
@@ -124,7 +143,11 @@ async fn route_request(state: &AppState, request: Request, origin: Option<&str>,
     };
     if let Some(origin) = origin {
         if !origin_allowed(cors, origin) {
-            return Err(kinto_error(&ApiError::invalid_one(Location::Header, Some("Origin"), format!("{origin} not allowed"))));
+            return Err(kinto_error(&ApiError::invalid_one(
+                Location::Header,
+                Some("Origin"),
+                format!("{origin} not allowed"),
+            )));
         }
     }
     if request.method() == Method::OPTIONS {
@@ -158,7 +181,12 @@ async fn route_request(state: &AppState, request: Request, origin: Option<&str>,
 }
 
 /// CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`).
-fn preflight(state: &AppState, request: &Request, segments: &[String], origin: Option<&str>) -> Result<Response, Response> {
+fn preflight(
+    state: &AppState,
+    request: &Request,
+    segments: &[String],
+    origin: Option<&str>,
+) -> Result<Response, Response> {
     let requested = request.headers().get("access-control-request-method").and_then(|v| v.to_str().ok());
     let mut missing = Vec::new();
     if origin.is_none() {

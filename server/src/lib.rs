@@ -4,6 +4,8 @@
 //! to the engine's single writer, and build responses from the committed events. No handler
 //! mutates storage directly. Every error becomes Kinto JSON in one place (`error::render`).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+// ApiError is large (it carries the whole Kinto error body) but only travels on failure paths.
+#![allow(clippy::result_large_err)]
 
 pub mod auth;
 mod authz;
@@ -64,7 +66,8 @@ pub fn hmac_secret(settings: &Settings) -> Result<String, String> {
         tracing::warn!("userid_hmac_secret is not set: using a random secret for this process");
         return Ok(hex::encode(rand::random::<[u8; 32]>()));
     }
-    std::fs::create_dir_all(&settings.data_dir).map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
     write_private(&path, &secret).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     tracing::warn!(path = %path.display(), "userid_hmac_secret is not set: generated one and kept it in the data directory");

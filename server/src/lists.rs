@@ -93,13 +93,8 @@ struct Selection {
     more: bool,
 }
 
-fn effective_limit(state: &AppState, requested: Option<u64>) -> usize {
-    let mut limit = requested.or(state.settings.paginate_by);
-    if let (Some(requested), Some(page)) = (requested, state.settings.paginate_by) {
-        limit = Some(requested.min(page));
-    }
-    let max = state.settings.storage_max_fetch_size;
-    limit.map_or(max, |l| l.min(max)) as usize
+fn effective_limit(state: &AppState, q: &ListQuery) -> usize {
+    q.effective_limit(state.settings.paginate_by, state.settings.storage_max_fetch_size) as usize
 }
 
 fn is_default_order(q: &ListQuery) -> bool {
@@ -113,7 +108,9 @@ fn range_of(q: &ListQuery) -> ListRange {
         let Some(v) = f.value.as_u64() else { continue };
         match f.op {
             FilterOp::Gt => range.since = Some(range.since.map_or(v, |s| s.max(v))),
-            FilterOp::Min => range.since = Some(range.since.map_or(v.saturating_sub(1), |s| s.max(v.saturating_sub(1)))),
+            FilterOp::Min => {
+                range.since = Some(range.since.map_or(v.saturating_sub(1), |s| s.max(v.saturating_sub(1))))
+            }
             FilterOp::Lt => range.before = Some(range.before.map_or(v, |b| b.min(v))),
             FilterOp::Max => range.before = Some(range.before.map_or(v + 1, |b| b.min(v + 1))),
             _ => {}
@@ -122,11 +119,19 @@ fn range_of(q: &ListQuery) -> ListRange {
     range
 }
 
-fn select(state: &AppState, addr: &Address, q: &ListQuery, visible: &Visibility, limit: Option<usize>) -> Result<Selection, ApiError> {
+fn select(
+    state: &AppState,
+    addr: &Address,
+    q: &ListQuery,
+    visible: &Visibility,
+    limit: Option<usize>,
+) -> Result<Selection, ApiError> {
     let mut range = range_of(q);
     let default_order = is_default_order(q);
     let token = q.token.as_ref();
-    if let (true, Some(lm)) = (default_order, token.and_then(|t| t.last_object.get("last_modified")).and_then(Value::as_u64)) {
+    if let (true, Some(lm)) =
+        (default_order, token.and_then(|t| t.last_object.get("last_modified")).and_then(Value::as_u64))
+    {
         range.before = Some(range.before.map_or(lm, |b| b.min(lm)));
     }
     let mut objects = Vec::new();
@@ -170,7 +175,14 @@ fn parse_query(req: &ApiRequest) -> Result<(Vec<(String, String)>, ListQuery), A
     Ok((pairs, q))
 }
 
-fn next_page(req: &ApiRequest, pairs: &[(String, String)], q: &ListQuery, selection: &Selection, limit: usize, offset: u64) -> Option<String> {
+fn next_page(
+    req: &ApiRequest,
+    pairs: &[(String, String)],
+    q: &ListQuery,
+    selection: &Selection,
+    limit: usize,
+    offset: u64,
+) -> Option<String> {
     if !selection.more {
         return None;
     }
@@ -207,7 +219,7 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
             .header("Total-Objects", total.to_string())
             .header("Total-Records", total.to_string())
     } else {
-        let limit = effective_limit(state, q.limit);
+        let limit = effective_limit(state, &q);
         let selection = select(state, addr, &q, &visible, Some(limit))?;
         let offset = q.token.as_ref().map_or(0, |t| t.offset) + selection.objects.len() as u64 + 1;
         let next = next_page(req, &pairs, &q, &selection, limit, offset);
@@ -228,7 +240,8 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
     if q.deprecated_to {
         response.set_header(
             "Alert",
-            json!({"code": "soft-eol", "message": "_to is now deprecated, you should use _before instead", "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html#list-of-available-url-parameters"}).to_string(),
+            json!({"code": "soft-eol", "message": query::TO_DEPRECATION_MESSAGE, "url": query::TO_DEPRECATION_URL})
+                .to_string(),
         );
     }
     Ok(common::cache_headers(response.timestamp_headers(list_ts)))
@@ -248,7 +261,8 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
     let authz = state.authz(&req.identity);
     let id = given_id.clone().unwrap_or_else(|| addr.kind.generate_id());
     for _ in 0..MAX_ATTEMPTS {
-        let existing = state.engine.get(addr.parent_uri(), addr.kind.name, &id).map_err(from_engine)?.filter(|o| !o.deleted);
+        let existing =
+            state.engine.get(addr.parent_uri(), addr.kind.name, &id).map_err(from_engine)?.filter(|o| !o.deleted);
         if let Some(existing) = existing {
             // POST of an existing id returns it untouched, to readers only.
             if !authz.allowed(&addr.chain_with(&id), "read")? {
@@ -310,7 +324,7 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
         if conditions.evaluate(Some(list_ts), false) == Verdict::Failed {
             return Err(precondition_failed(None, Some(list_ts)));
         }
-        let limit = effective_limit(state, q.limit);
+        let limit = effective_limit(state, &q);
         let selection = select(state, addr, &live_only, &visible, Some(limit))?;
         if selection.objects.is_empty() {
             return Ok(ApiResponse::json(StatusCode::OK, json!({"data": []})).timestamp_headers(list_ts));

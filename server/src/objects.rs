@@ -49,9 +49,7 @@ fn current(state: &AppState, addr: &Address, id: &str) -> Result<Option<StoredOb
 pub(crate) fn precondition_failed(live: Option<&StoredObject>, list_ts: Option<u64>) -> ApiError {
     let mut err = ApiError::modified_meanwhile(live.map(|o| Value::Object(o.data.clone())));
     if let Some(ts) = live.map(|o| o.last_modified).or(list_ts) {
-        err = err
-            .with_header("ETag", format!("\"{ts}\""))
-            .with_header("Last-Modified", crate::response::http_date(ts));
+        err = err.with_header("ETag", format!("\"{ts}\"")).with_header("Last-Modified", crate::response::http_date(ts));
     }
     err
 }
@@ -59,7 +57,8 @@ pub(crate) fn precondition_failed(live: Option<&StoredObject>, list_ts: Option<u
 /// A missing object: 404 if the caller may read the parent (so it may know), else a denial.
 /// A missing bucket is always a denial (Kinto never confirms bucket ids to outsiders).
 fn missing(state: &AppState, authz: &Authz<'_>, addr: &Address, id: &str) -> Result<ApiError, ApiError> {
-    if addr.parents.is_empty() || !authz.allowed(&addr.parents, "read")? {
+    // "Read on the parent" here is the right to list its children: create rights do not count.
+    if addr.parents.is_empty() || !authz.allowed_on_list(&addr.parents, addr.kind.name, "read")? {
         return Ok(authz.deny());
     }
     require_parents(&state.engine, &addr.parents)?;
@@ -87,7 +86,9 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
     };
     match conditions.evaluate(Some(object.last_modified), true) {
         Verdict::NotModified => {
-            return Ok(common::cache_headers(ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(object.last_modified)))
+            return Ok(common::cache_headers(
+                ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(object.last_modified),
+            ))
         }
         Verdict::Failed => return Err(precondition_failed(Some(&object), None)),
         Verdict::Proceed => {}
@@ -158,7 +159,9 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
         let explicit = envelope.data.as_ref().and_then(common::explicit_timestamp);
         let uri = addr.object_uri(id);
         let acl = match &live {
-            Some(_) => body::replace_permissions(&state.engine.acl(&uri).map_err(from_engine)?, envelope.permissions.as_ref()),
+            Some(_) => {
+                body::replace_permissions(&state.engine.acl(&uri).map_err(from_engine)?, envelope.permissions.as_ref())
+            }
             None => body::replace_permissions(&Acl::new(), envelope.permissions.as_ref()),
         };
         let acl = with_writer(acl, state, req);
@@ -178,8 +181,11 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
 /// The response of a write: the committed object as the client sees it.
 fn written(req: &ApiRequest, event: &tidemark_engine::Event, status: StatusCode) -> ApiResponse {
     let data = event.data.as_object().cloned().unwrap_or_default();
-    ApiResponse::json(status, json!({"data": data, "permissions": common::visible_permissions(&event.permissions, &req.identity)}))
-        .timestamp_headers(event.timestamp)
+    ApiResponse::json(
+        status,
+        json!({"data": data, "permissions": common::visible_permissions(&event.permissions, &req.identity)}),
+    )
+    .timestamp_headers(event.timestamp)
 }
 
 enum PatchBody {
@@ -189,10 +195,8 @@ enum PatchBody {
 }
 
 fn parse_patch(req: &ApiRequest, addr: &Address) -> Result<PatchBody, ApiError> {
-    let media = check_content_type(
-        req,
-        &["application/json", "application/merge-patch+json", "application/json-patch+json"],
-    )?;
+    let media =
+        check_content_type(req, &["application/json", "application/merge-patch+json", "application/json-patch+json"])?;
     let value = common::json_body(req)?;
     if media == "application/json-patch+json" {
         return Ok(PatchBody::JsonPatch(value));
@@ -238,7 +242,11 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
             PatchBody::MergePatch { data, permissions } => {
                 let changes = data.clone().unwrap_or_default();
                 let keys = changes.keys().cloned().collect();
-                (body::merge_patch(&live.data, &changes), body::merge_patch_permissions(&acl, permissions.as_ref()), keys)
+                (
+                    body::merge_patch(&live.data, &changes),
+                    body::merge_patch_permissions(&acl, permissions.as_ref()),
+                    keys,
+                )
             }
             PatchBody::JsonPatch(ops) => {
                 let (data, acl) = body::apply_json_patch(&live.data, &acl, ops.clone())?;
@@ -253,7 +261,8 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
         let explicit = common::explicit_timestamp(&data);
         let acl = with_writer(acl, state, req);
         let op = Op::Put { data: common::strip_managed(data), permissions: acl };
-        let event = match state.submit(command(req, addr, id, op, Expect::Version(live.last_modified), explicit)).await {
+        let event = match state.submit(command(req, addr, id, op, Expect::Version(live.last_modified), explicit)).await
+        {
             Ok(event) => event,
             Err(EngineError::PreconditionFailed { .. }) => continue,
             Err(err) => return Err(from_engine(err)),
@@ -263,7 +272,9 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
             ResponseBehavior::Light | ResponseBehavior::Diff => {
                 let new = event.data.as_object().cloned().unwrap_or_default();
                 let sent = match &patch {
-                    PatchBody::Kinto { data, .. } | PatchBody::MergePatch { data, .. } => data.clone().unwrap_or_default(),
+                    PatchBody::Kinto { data, .. } | PatchBody::MergePatch { data, .. } => {
+                        data.clone().unwrap_or_default()
+                    }
                     PatchBody::JsonPatch(_) => new.clone(),
                 };
                 let mut out = Map::new();
@@ -306,7 +317,9 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) ->
         let cmd = command(req, addr, id, Op::Delete, Expect::Version(live.last_modified), explicit);
         match state.submit(cmd).await {
             Ok(event) => {
-                return Ok(ApiResponse::json(StatusCode::OK, json!({"data": event.data})).timestamp_headers(event.timestamp))
+                return Ok(
+                    ApiResponse::json(StatusCode::OK, json!({"data": event.data})).timestamp_headers(event.timestamp)
+                )
             }
             Err(EngineError::PreconditionFailed { .. }) => continue,
             Err(err) => return Err(from_engine(err)),

@@ -33,10 +33,7 @@ impl ApiRequest {
 
 /// Splits a percent-encoded path into decoded segments; `None` when a segment is not UTF-8.
 pub fn decode_segments(path: &str) -> Option<Vec<String>> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s))
-        .collect()
+    path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect()
 }
 
 fn percent_decode(segment: &str) -> Option<String> {

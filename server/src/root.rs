@@ -61,10 +61,7 @@ fn config_info(state: &AppState) -> Value {
     };
     use sha2::Digest;
     let hash = hex::encode(sha2::Sha256::digest(&bytes));
-    let modified = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map(httpdate::fmt_http_date)
-        .unwrap_or_default();
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).map(httpdate::fmt_http_date).unwrap_or_default();
     json!({"path": path.display().to_string(), "hash": hash, "modified": modified})
 }
 

@@ -35,11 +35,6 @@ impl Route {
     pub fn allows(&self, method: &str) -> bool {
         self.allowed().split(", ").any(|m| m == method)
     }
-
-    /// Resource endpoints negotiate content (`Accept`, `Content-Type`); utility views do not.
-    pub fn is_resource(&self) -> bool {
-        matches!(self, Route::List(_) | Route::Object(_) | Route::Batch)
-    }
 }
 
 fn child_kind(parent: &ResourceKind, segment: &str) -> Option<&'static ResourceKind> {

@@ -70,29 +70,15 @@ const TYPED_KEYS: &[&str] = &[
 ];
 
 /// Tidemark's own settings (no Kinto equivalent).
-const TIDEMARK_KEYS: &[&str] = &[
-    "data_dir",
-    "flush_policy",
-    "flush_interval_ms",
-    "bind",
-    "max_body_bytes",
-];
+const TIDEMARK_KEYS: &[&str] = &["data_dir", "flush_policy", "flush_interval_ms", "bind", "max_body_bytes"];
 
-const PRINCIPAL_RESOURCES: &[&str] = &[
-    "bucket",
-    "collection",
-    "group",
-    "record",
-    "account",
-    "permissions",
-];
+const PRINCIPAL_RESOURCES: &[&str] = &["bucket", "collection", "group", "record", "account", "permissions"];
 const PRINCIPAL_PERMS: &[&str] = &["create", "read", "write"];
 const USER_DATA_DELETE_PRINCIPALS: &str = "user-data_delete_principals";
 
 const WHY_BACKEND: &str = "Tidemark keeps permissions and its cache in its engine";
 const WHY_POOL: &str = "Tidemark's engine has no connection pool";
-const WHY_MONITORING: &str =
-    "Tidemark logs through RUST_LOG and has no statsd/Sentry/New Relic hooks";
+const WHY_MONITORING: &str = "Tidemark logs through RUST_LOG and has no statsd/Sentry/New Relic hooks";
 const WHY_PYTHON: &str = "it configures Kinto's Python/Pyramid internals";
 const WHY_FIXED: &str = "Tidemark does not make this configurable";
 const WHY_LISTENERS: &str = "Tidemark publishes changes on its own notification bus";
@@ -254,41 +240,19 @@ impl Plugin {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("cannot read settings file {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}: {message}", .path.display())]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Syntax { path: PathBuf, line: usize, message: String },
     #[error("{}: no [app:main] section (Tidemark reads Kinto's settings from it)", .path.display())]
     MissingAppMain { path: PathBuf },
     #[error("{}:{line}: cannot expand [{section}] {key}: {message}", .path.display())]
-    Interpolation {
-        path: PathBuf,
-        line: usize,
-        section: String,
-        key: String,
-        message: String,
-    },
+    Interpolation { path: PathBuf, line: usize, section: String, key: String, message: String },
     #[error("settings {names} are in conflict (define only one of them)")]
     Conflict { path: PathBuf, names: String },
     #[error("invalid value {value:?} for setting '{key}' (from {origin}): expected {expected}")]
-    InvalidValue {
-        key: String,
-        value: String,
-        origin: String,
-        expected: String,
-    },
+    InvalidValue { key: String, value: String, origin: String, expected: String },
     #[error("unknown Tidemark setting '{key}' (from {origin}){hint}")]
-    UnknownSetting {
-        key: String,
-        origin: String,
-        hint: String,
-    },
+    UnknownSetting { key: String, origin: String, hint: String },
     #[error("inconsistent settings: {0}")]
     Inconsistent(String),
 }
@@ -374,10 +338,7 @@ impl Settings {
         let bucket_create = vec!["system.Authenticated".to_owned()];
         let mut permission_principals = BTreeMap::new();
         permission_principals.insert("bucket_create_principals".to_owned(), bucket_create.clone());
-        permission_principals.insert(
-            "permissions_read_principals".to_owned(),
-            vec!["system.Everyone".to_owned()],
-        );
+        permission_principals.insert("permissions_read_principals".to_owned(), vec!["system.Everyone".to_owned()]);
         let mut multiauth_policy_uses = BTreeMap::new();
         multiauth_policy_uses.insert("basicauth".to_owned(), BASICAUTH_POLICY.to_owned());
         Settings {
@@ -441,9 +402,7 @@ impl Settings {
             .rev()
             .find(|(key, _)| key.trim() == HTTP_PORT_OVERRIDE)
             .map(|(_, value)| value.trim().to_owned());
-        let mut http_port = http_port_override
-            .clone()
-            .unwrap_or_else(|| DEFAULT_HTTP_PORT.to_string());
+        let mut http_port = http_port_override.clone().unwrap_or_else(|| DEFAULT_HTTP_PORT.to_string());
 
         let mut values = BTreeMap::new();
         let mut server = ServerMain::default();
@@ -473,10 +432,7 @@ impl Settings {
             Some(entry) if !entry.text.trim().is_empty() => check_bind(entry.text.trim(), entry)?,
             _ => server.bind(&http_port)?,
         };
-        settings.raw = values
-            .into_iter()
-            .map(|(key, entry)| (key, entry.text))
-            .collect();
+        settings.raw = values.into_iter().map(|(key, entry)| (key, entry.text)).collect();
         settings.warnings = notes.0;
         settings.ini_path = ini_file.map(|f| f.path);
         Ok(settings)
@@ -485,26 +441,16 @@ impl Settings {
     /// Principals granted `perm` on every object of `resource` by settings, e.g.
     /// `("bucket", "create")` → `bucket_create_principals`. Empty when unset.
     pub fn principals(&self, resource: &str, perm: &str) -> &[String] {
-        self.permission_principals
-            .get(&format!("{resource}_{perm}_principals"))
-            .map_or(&[], Vec::as_slice)
+        self.permission_principals.get(&format!("{resource}_{perm}_principals")).map_or(&[], Vec::as_slice)
     }
 
-    fn apply(
-        &mut self,
-        v: &Values<'_>,
-        ini_dir: Option<&Path>,
-        notes: &mut Notes,
-    ) -> Result<(), SettingsError> {
+    fn apply(&mut self, v: &Values<'_>, ini_dir: Option<&Path>, notes: &mut Notes) -> Result<(), SettingsError> {
         for (key, field) in [
             ("project_name", &mut self.project_name),
             ("project_version", &mut self.project_version),
             ("project_docs", &mut self.project_docs),
             ("error_info_link", &mut self.error_info_link),
-            (
-                "default_bucket_hmac_secret",
-                &mut self.default_bucket_hmac_secret,
-            ),
+            ("default_bucket_hmac_secret", &mut self.default_bucket_hmac_secret),
         ] {
             if let Some(text) = v.string(key) {
                 *field = text;
@@ -524,22 +470,10 @@ impl Settings {
         for (key, field) in [
             ("readonly", &mut self.readonly),
             ("explicit_permissions", &mut self.explicit_permissions),
-            (
-                "experimental_collection_schema_validation",
-                &mut self.experimental_collection_schema_validation,
-            ),
-            (
-                "experimental_permissions_endpoint",
-                &mut self.experimental_permissions_endpoint,
-            ),
-            (
-                "trailing_slash_redirect_enabled",
-                &mut self.trailing_slash_redirect_enabled,
-            ),
-            (
-                "version_prefix_redirect_enabled",
-                &mut self.version_prefix_redirect_enabled,
-            ),
+            ("experimental_collection_schema_validation", &mut self.experimental_collection_schema_validation),
+            ("experimental_permissions_endpoint", &mut self.experimental_permissions_endpoint),
+            ("trailing_slash_redirect_enabled", &mut self.trailing_slash_redirect_enabled),
+            ("version_prefix_redirect_enabled", &mut self.version_prefix_redirect_enabled),
         ] {
             if let Some(flag) = v.flag(key)? {
                 *field = flag;
@@ -548,10 +482,7 @@ impl Settings {
         for (key, field) in [
             ("batch_max_requests", &mut self.batch_max_requests),
             ("storage_max_fetch_size", &mut self.storage_max_fetch_size),
-            (
-                "heartbeat_timeout_seconds",
-                &mut self.heartbeat_timeout_seconds,
-            ),
+            ("heartbeat_timeout_seconds", &mut self.heartbeat_timeout_seconds),
             ("retry_after_seconds", &mut self.retry_after_seconds),
         ] {
             if let Some(n) = v.unsigned(key)? {
@@ -559,14 +490,8 @@ impl Settings {
             }
         }
         for (key, field) in [
-            (
-                "trailing_slash_redirect_ttl_seconds",
-                &mut self.trailing_slash_redirect_ttl_seconds,
-            ),
-            (
-                "version_prefix_redirect_ttl_seconds",
-                &mut self.version_prefix_redirect_ttl_seconds,
-            ),
+            ("trailing_slash_redirect_ttl_seconds", &mut self.trailing_slash_redirect_ttl_seconds),
+            ("version_prefix_redirect_ttl_seconds", &mut self.version_prefix_redirect_ttl_seconds),
         ] {
             if let Some(n) = v.signed(key)? {
                 *field = n;
@@ -579,9 +504,7 @@ impl Settings {
             self.cors_max_age_seconds = v.unsigned("cors_max_age_seconds")?;
         }
         self.backoff_percentage =
-            v.parse("backoff_percentage", "a percentage (0 to 100)", |t| {
-                t.parse::<u8>().ok().filter(|p| *p <= 100)
-            })?;
+            v.parse("backoff_percentage", "a percentage (0 to 100)", |t| t.parse::<u8>().ok().filter(|p| *p <= 100))?;
         if let Some(n) = v.parse("max_body_bytes", "a number of bytes", |t| t.parse().ok())? {
             self.max_body_bytes = n;
         }
@@ -601,9 +524,7 @@ impl Settings {
                 let path = PathBuf::from(text);
                 // Relative paths in the ini mean "next to the ini", wherever Tidemark is started.
                 self.data_dir = match (&entry.origin, ini_dir) {
-                    (Origin::Ini { .. }, Some(dir)) if path.is_relative() => {
-                        without_dot_components(&dir.join(path))
-                    }
+                    (Origin::Ini { .. }, Some(dir)) if path.is_relative() => without_dot_components(&dir.join(path)),
                     _ => path,
                 };
             }
@@ -627,9 +548,7 @@ impl Settings {
                 Some(plugin) => {
                     self.plugins.insert(plugin);
                 }
-                None => notes.warn(format!(
-                    "include '{include}' is not a Kinto plugin Tidemark knows; ignored"
-                )),
+                None => notes.warn(format!("include '{include}' is not a Kinto plugin Tidemark knows; ignored")),
             }
         }
     }
@@ -637,12 +556,9 @@ impl Settings {
     fn apply_auth(&mut self, v: &Values<'_>, notes: &mut Notes) -> Result<(), SettingsError> {
         self.multiauth_policies = v.list("multiauth.policies").unwrap_or_default();
         for (key, entry) in v.0 {
-            let name = key
-                .strip_prefix("multiauth.policy.")
-                .and_then(|rest| rest.strip_suffix(".use"));
+            let name = key.strip_prefix("multiauth.policy.").and_then(|rest| rest.strip_suffix(".use"));
             if let Some(name) = name.filter(|n| !n.is_empty()) {
-                self.multiauth_policy_uses
-                    .insert(name.to_owned(), entry.text.trim().to_owned());
+                self.multiauth_policy_uses.insert(name.to_owned(), entry.text.trim().to_owned());
             }
         }
         let mut policies = Vec::new();
@@ -664,10 +580,7 @@ impl Settings {
                 )),
                 AuthPolicyKind::Basic | AuthPolicyKind::Account => {}
             }
-            policies.push(AuthPolicy {
-                name: name.clone(),
-                kind,
-            });
+            policies.push(AuthPolicy { name: name.clone(), kind });
         }
         self.auth_policies = policies;
         Ok(())
@@ -678,10 +591,8 @@ impl Settings {
         if !self.plugins.contains(&Plugin::Accounts) {
             return Ok(());
         }
-        let has_policy = self
-            .multiauth_policy_uses
-            .values()
-            .any(|dotted| policy_kind(dotted) == AuthPolicyKind::Account);
+        let has_policy =
+            self.multiauth_policy_uses.values().any(|dotted| policy_kind(dotted) == AuthPolicyKind::Account);
         if !has_policy {
             return Err(SettingsError::Inconsistent(
                 "kinto.plugins.accounts is included but no multiauth.policy.<name>.use is \
@@ -723,11 +634,7 @@ impl fmt::Debug for Settings {
             .raw
             .iter()
             .map(|(key, value)| {
-                let shown = if is_sensitive(key) {
-                    "<redacted>"
-                } else {
-                    value.as_str()
-                };
+                let shown = if is_sensitive(key) { "<redacted>" } else { value.as_str() };
                 (key.as_str(), shown)
             })
             .collect();
@@ -742,37 +649,16 @@ impl fmt::Debug for Settings {
             .field("paginate_by", &self.paginate_by)
             .field("storage_max_fetch_size", &self.storage_max_fetch_size)
             .field("explicit_permissions", &self.explicit_permissions)
-            .field(
-                "experimental_collection_schema_validation",
-                &self.experimental_collection_schema_validation,
-            )
-            .field(
-                "experimental_permissions_endpoint",
-                &self.experimental_permissions_endpoint,
-            )
-            .field(
-                "trailing_slash_redirect_enabled",
-                &self.trailing_slash_redirect_enabled,
-            )
-            .field(
-                "trailing_slash_redirect_ttl_seconds",
-                &self.trailing_slash_redirect_ttl_seconds,
-            )
-            .field(
-                "version_prefix_redirect_enabled",
-                &self.version_prefix_redirect_enabled,
-            )
-            .field(
-                "version_prefix_redirect_ttl_seconds",
-                &self.version_prefix_redirect_ttl_seconds,
-            )
+            .field("experimental_collection_schema_validation", &self.experimental_collection_schema_validation)
+            .field("experimental_permissions_endpoint", &self.experimental_permissions_endpoint)
+            .field("trailing_slash_redirect_enabled", &self.trailing_slash_redirect_enabled)
+            .field("trailing_slash_redirect_ttl_seconds", &self.trailing_slash_redirect_ttl_seconds)
+            .field("version_prefix_redirect_enabled", &self.version_prefix_redirect_enabled)
+            .field("version_prefix_redirect_ttl_seconds", &self.version_prefix_redirect_ttl_seconds)
             .field("heartbeat_timeout_seconds", &self.heartbeat_timeout_seconds)
             .field("error_info_link", &self.error_info_link)
             .field("userid_hmac_secret", &hidden(&self.userid_hmac_secret))
-            .field(
-                "default_bucket_hmac_secret",
-                &(!self.default_bucket_hmac_secret.is_empty()).then_some("<redacted>"),
-            )
+            .field("default_bucket_hmac_secret", &(!self.default_bucket_hmac_secret.is_empty()).then_some("<redacted>"))
             .field("bucket_create_principals", &self.bucket_create_principals)
             .field("permission_principals", &self.permission_principals)
             .field("multiauth_policies", &self.multiauth_policies)
@@ -813,11 +699,7 @@ fn is_sensitive(key: &str) -> bool {
 
 #[derive(Debug, Clone)]
 enum Origin {
-    Ini {
-        path: PathBuf,
-        line: usize,
-        key: String,
-    },
+    Ini { path: PathBuf, line: usize, key: String },
     Env(String),
     Override(String),
 }
@@ -856,24 +738,16 @@ impl<'a> Values<'a> {
     }
 
     fn string(&self, key: &str) -> Option<String> {
-        self.entry(key)
-            .map(|e| e.text.trim())
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
+        self.entry(key).map(|e| e.text.trim()).filter(|t| !t.is_empty()).map(str::to_owned)
     }
 
     /// Kinto splits lists on whitespace only: `a,b` is one item.
     fn list(&self, key: &str) -> Option<Vec<String>> {
-        self.entry(key)
-            .map(|e| e.text.split_whitespace().map(str::to_owned).collect())
+        self.entry(key).map(|e| e.text.split_whitespace().map(str::to_owned).collect())
     }
 
     fn flag(&self, key: &str) -> Result<Option<bool>, SettingsError> {
-        self.parse(
-            key,
-            "a boolean (true/false, yes/no, on/off, 1/0)",
-            parse_bool,
-        )
+        self.parse(key, "a boolean (true/false, yes/no, on/off, 1/0)", parse_bool)
     }
 
     fn unsigned(&self, key: &str) -> Result<Option<u64>, SettingsError> {
@@ -897,9 +771,7 @@ impl<'a> Values<'a> {
         if text.is_empty() {
             return Ok(None);
         }
-        parse(text)
-            .map(Some)
-            .ok_or_else(|| invalid(key, entry, expected))
+        parse(text).map(Some).ok_or_else(|| invalid(key, entry, expected))
     }
 }
 
@@ -942,27 +814,16 @@ fn storage_backend(v: &Values<'_>) -> Result<Backend, SettingsError> {
     match entry.text.trim() {
         "" | "sled" | "tidemark.sled" => Ok(Backend::Sled),
         "kinto.core.storage.memory" | "memory" | "tidemark.memory" => Ok(Backend::Memory),
-        "kinto.core.storage.postgresql" | "postgresql" | "tidemark.postgresql" => {
-            Ok(Backend::Postgresql)
-        }
-        _ => Err(invalid(
-            "storage_backend",
-            entry,
-            "kinto.core.storage.memory, kinto.core.storage.postgresql or sled",
-        )),
+        "kinto.core.storage.postgresql" | "postgresql" | "tidemark.postgresql" => Ok(Backend::Postgresql),
+        _ => Err(invalid("storage_backend", entry, "kinto.core.storage.memory, kinto.core.storage.postgresql or sled")),
     }
 }
 
 fn flush_policy(v: &Values<'_>, notes: &mut Notes) -> Result<FlushPolicy, SettingsError> {
-    let interval = v.parse(
-        "flush_interval_ms",
-        "a positive number of milliseconds",
-        |t| t.parse::<u64>().ok().filter(|ms| *ms > 0),
-    )?;
-    let Some(entry) = v
-        .entry("flush_policy")
-        .filter(|e| !e.text.trim().is_empty())
-    else {
+    let interval = v.parse("flush_interval_ms", "a positive number of milliseconds", |t| {
+        t.parse::<u64>().ok().filter(|ms| *ms > 0)
+    })?;
+    let Some(entry) = v.entry("flush_policy").filter(|e| !e.text.trim().is_empty()) else {
         // Setting only the interval is how DESIGN.md names the interval policy.
         return Ok(interval.map_or(FlushPolicy::Always, FlushPolicy::IntervalMs));
     };
@@ -978,9 +839,7 @@ fn flush_policy(v: &Values<'_>, notes: &mut Notes) -> Result<FlushPolicy, Settin
         },
     };
     if interval.is_some() && written != "interval" {
-        notes.warn(format!(
-            "flush_interval_ms is ignored: flush_policy is '{written}'"
-        ));
+        notes.warn(format!("flush_interval_ms is ignored: flush_policy is '{written}'"));
     }
     Ok(policy)
 }
@@ -989,9 +848,7 @@ fn policy_kind(dotted: &str) -> AuthPolicyKind {
     match dotted {
         BASICAUTH_POLICY => AuthPolicyKind::Basic,
         "kinto.plugins.accounts.AccountsPolicy"
-        | "kinto.plugins.accounts.authentication.AccountsAuthenticationPolicy" => {
-            AuthPolicyKind::Account
-        }
+        | "kinto.plugins.accounts.authentication.AccountsAuthenticationPolicy" => AuthPolicyKind::Account,
         "kinto.plugins.openid.OpenIDConnectPolicy" => AuthPolicyKind::OpenId,
         other => AuthPolicyKind::Unknown(other.to_owned()),
     }
@@ -999,9 +856,7 @@ fn policy_kind(dotted: &str) -> AuthPolicyKind {
 
 /// Checks a `host:port` bind address (`[::1]:8888` for IPv6).
 fn check_bind(text: &str, entry: &Entry) -> Result<String, SettingsError> {
-    let ok = text
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    let ok = text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if ok {
         Ok(text.to_owned())
     } else {
@@ -1010,9 +865,7 @@ fn check_bind(text: &str, entry: &Entry) -> Result<String, SettingsError> {
 }
 
 fn without_dot_components(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
+    path.components().filter(|c| !matches!(c, Component::CurDir)).collect()
 }
 
 #[derive(Default)]
@@ -1038,11 +891,7 @@ enum Known {
 fn principal_keys() -> impl Iterator<Item = String> {
     PRINCIPAL_RESOURCES
         .iter()
-        .flat_map(|res| {
-            PRINCIPAL_PERMS
-                .iter()
-                .map(move |perm| format!("{res}_{perm}_principals"))
-        })
+        .flat_map(|res| PRINCIPAL_PERMS.iter().map(move |perm| format!("{res}_{perm}_principals")))
         .chain(std::iter::once(USER_DATA_DELETE_PRINCIPALS.to_owned()))
 }
 
@@ -1082,9 +931,7 @@ fn classify(key: &str) -> Known {
 }
 
 fn strip_project_prefix(key: &str) -> &str {
-    key.strip_prefix("kinto.")
-        .or_else(|| key.strip_prefix("tidemark."))
-        .unwrap_or(key)
+    key.strip_prefix("kinto.").or_else(|| key.strip_prefix("tidemark.")).unwrap_or(key)
 }
 
 /// Kinto's env name for a key: upper case, `.` and `-` become `_`.
@@ -1101,10 +948,7 @@ fn did_you_mean(key: &str) -> String {
     if matches!(key, "host" | "port") {
         return "; set `bind = host:port` (TIDEMARK_BIND) instead".to_owned();
     }
-    let best = exact_known_keys()
-        .into_iter()
-        .map(|known| (edit_distance(key, &known), known))
-        .min();
+    let best = exact_known_keys().into_iter().map(|known| (edit_distance(key, &known), known)).min();
     match best {
         Some((distance, known)) if distance <= 2 && distance < key.len() => {
             format!("; did you mean '{known}'?")
@@ -1160,38 +1004,21 @@ fn overlay_env(values: &mut BTreeMap<String, Entry>, env: &[(String, String)]) -
         }
     }
     for (key, var) in chosen {
-        values.insert(
-            key,
-            Entry {
-                text: native_text(&var.value),
-                origin: Origin::Env(var.name),
-            },
-        );
+        values.insert(key, Entry { text: native_text(&var.value), origin: Origin::Env(var.name) });
     }
     leftovers
 }
 
 fn parse_env_var(name: &str, value: &str) -> Option<EnvVar> {
-    let (rank, suffix) = if let Some(suffix) = name.strip_prefix("TIDEMARK_") {
-        (2, suffix)
-    } else {
-        (1, name.strip_prefix("KINTO_")?)
-    };
+    let (rank, suffix) =
+        if let Some(suffix) = name.strip_prefix("TIDEMARK_") { (2, suffix) } else { (1, name.strip_prefix("KINTO_")?) };
     if suffix.is_empty() || NON_SETTING_ENV.contains(&suffix) {
         return None;
     }
-    Some(EnvVar {
-        rank,
-        name: name.to_owned(),
-        suffix: suffix.to_owned(),
-        value: value.to_owned(),
-    })
+    Some(EnvVar { rank, name: name.to_owned(), suffix: suffix.to_owned(), value: value.to_owned() })
 }
 
-fn apply_overrides(
-    values: &mut BTreeMap<String, Entry>,
-    overrides: &[(String, String)],
-) -> Result<(), SettingsError> {
+fn apply_overrides(values: &mut BTreeMap<String, Entry>, overrides: &[(String, String)]) -> Result<(), SettingsError> {
     for (written, value) in overrides {
         let written = written.trim();
         if written == HTTP_PORT_OVERRIDE {
@@ -1205,13 +1032,7 @@ fn apply_overrides(
                 hint: did_you_mean(key),
             });
         }
-        values.insert(
-            key.to_owned(),
-            Entry {
-                text: native_text(value),
-                origin: Origin::Override(written.to_owned()),
-            },
-        );
+        values.insert(key.to_owned(), Entry { text: native_text(value), origin: Origin::Override(written.to_owned()) });
     }
     Ok(())
 }
@@ -1224,27 +1045,18 @@ fn overlay_policy_env(
     mut leftovers: Vec<EnvVar>,
     notes: &mut Notes,
 ) -> Result<(), SettingsError> {
-    let policies: Vec<String> = Values(values)
-        .list("multiauth.policies")
-        .unwrap_or_default();
+    let policies: Vec<String> = Values(values).list("multiauth.policies").unwrap_or_default();
     // KINTO_ first so TIDEMARK_ overwrites it.
     leftovers.sort_by_key(|var| var.rank);
     for var in leftovers {
         let key = policies.iter().find_map(|policy| {
-            let rest = var
-                .suffix
-                .strip_prefix(&format!("MULTIAUTH_POLICY_{}_", env_name(policy)))?;
+            let rest = var.suffix.strip_prefix(&format!("MULTIAUTH_POLICY_{}_", env_name(policy)))?;
             (!rest.is_empty()).then(|| format!("multiauth.policy.{policy}.{}", rest.to_lowercase()))
         });
         if let Some(key) = key {
-            let overridden = values
-                .get(&key)
-                .is_some_and(|e| matches!(e.origin, Origin::Override(_)));
+            let overridden = values.get(&key).is_some_and(|e| matches!(e.origin, Origin::Override(_)));
             if !overridden {
-                let entry = Entry {
-                    text: native_text(&var.value),
-                    origin: Origin::Env(var.name),
-                };
+                let entry = Entry { text: native_text(&var.value), origin: Origin::Env(var.name) };
                 values.insert(key, entry);
             }
             continue;
@@ -1257,10 +1069,7 @@ fn overlay_policy_env(
                 origin: format!("environment variable {}", var.name),
             });
         }
-        notes.warn(format!(
-            "environment variable {} names no setting Tidemark knows; ignored",
-            var.name
-        ));
+        notes.warn(format!("environment variable {} names no setting Tidemark knows; ignored", var.name));
     }
     Ok(())
 }
@@ -1281,10 +1090,7 @@ fn check_keys(values: &BTreeMap<String, Entry>, notes: &mut Notes) -> Result<(),
                         hint: did_you_mean(key),
                     });
                 }
-                origin => notes.warn(format!(
-                    "unknown setting '{key}' ({origin}) is ignored{}",
-                    did_you_mean(key)
-                )),
+                origin => notes.warn(format!("unknown setting '{key}' ({origin}) is ignored{}", did_you_mean(key))),
             },
         }
     }
@@ -1336,11 +1142,7 @@ struct ServerMain {
 
 impl ServerMain {
     fn bind(&self, http_port: &str) -> Result<String, SettingsError> {
-        let text = |e: &Option<Entry>| {
-            e.as_ref()
-                .map(|e| e.text.trim().to_owned())
-                .filter(|t| !t.is_empty())
-        };
+        let text = |e: &Option<Entry>| e.as_ref().map(|e| e.text.trim().to_owned()).filter(|t| !t.is_empty());
         if let (None, None, Some(listen)) = (&self.host, &self.port, &self.listen) {
             // waitress `listen = host:port ...`: Tidemark binds the first one.
             let first = listen.text.split_whitespace().next().unwrap_or_default();
@@ -1352,39 +1154,26 @@ impl ServerMain {
             return Err(SettingsError::InvalidValue {
                 key: "port".to_owned(),
                 value: port,
-                origin: self.port.as_ref().map_or_else(
-                    || format!("{HTTP_PORT_OVERRIDE} override"),
-                    |e| e.origin.to_string(),
-                ),
+                origin: self
+                    .port
+                    .as_ref()
+                    .map_or_else(|| format!("{HTTP_PORT_OVERRIDE} override"), |e| e.origin.to_string()),
                 expected: "a port number (0 to 65535)".to_owned(),
             });
         }
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host
-        };
+        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
         Ok(format!("{host}:{port}"))
     }
 }
 
 impl IniFile {
     fn read(path: &Path) -> Result<IniFile, SettingsError> {
-        let read_error = |source| SettingsError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_error = |source| SettingsError::Read { path: path.to_path_buf(), source };
         let path = std::path::absolute(path).map_err(read_error)?;
         let text = std::fs::read_to_string(&path).map_err(read_error)?;
-        let dir = path
-            .parent()
-            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        let dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         let sections = parse_ini(&path, text.trim_start_matches('\u{feff}'))?;
-        Ok(IniFile {
-            path,
-            dir,
-            sections,
-        })
+        Ok(IniFile { path, dir, sections })
     }
 
     fn section(&self, name: &str) -> Option<&IniSection> {
@@ -1398,12 +1187,7 @@ impl IniFile {
         (!value.contains('%') && !value.trim().is_empty()).then(|| value.trim().to_owned())
     }
 
-    fn expand(
-        &self,
-        section: &IniSection,
-        entry: &IniEntry,
-        http_port: &str,
-    ) -> Result<String, SettingsError> {
+    fn expand(&self, section: &IniSection, entry: &IniEntry, http_port: &str) -> Result<String, SettingsError> {
         let interpolator = Interpolator {
             section,
             defaults: self.section("DEFAULT"),
@@ -1413,36 +1197,23 @@ impl IniFile {
                 (HTTP_PORT_OVERRIDE, http_port.to_owned()),
             ],
         };
-        interpolator
-            .expand(&entry.value(), 0)
-            .map_err(|message| SettingsError::Interpolation {
-                path: self.path.clone(),
-                line: entry.line,
-                section: section.name.clone(),
-                key: entry.key.clone(),
-                message,
-            })
+        interpolator.expand(&entry.value(), 0).map_err(|message| SettingsError::Interpolation {
+            path: self.path.clone(),
+            line: entry.line,
+            section: section.name.clone(),
+            key: entry.key.clone(),
+            message,
+        })
     }
 
     fn origin(&self, entry: &IniEntry) -> Origin {
-        Origin::Ini {
-            path: self.path.clone(),
-            line: entry.line,
-            key: entry.key.clone(),
-        }
+        Origin::Ini { path: self.path.clone(), line: entry.line, key: entry.key.clone() }
     }
 
     /// `[app:main]`, unprefixed, interpolated and JSON-unquoted.
-    fn app_settings(
-        &self,
-        http_port: &str,
-        notes: &mut Notes,
-    ) -> Result<BTreeMap<String, Entry>, SettingsError> {
-        let section = self
-            .section("app:main")
-            .ok_or_else(|| SettingsError::MissingAppMain {
-                path: self.path.clone(),
-            })?;
+    fn app_settings(&self, http_port: &str, notes: &mut Notes) -> Result<BTreeMap<String, Entry>, SettingsError> {
+        let section =
+            self.section("app:main").ok_or_else(|| SettingsError::MissingAppMain { path: self.path.clone() })?;
         let mut values: BTreeMap<String, Entry> = BTreeMap::new();
         for entry in &section.entries {
             if entry.key == "use" {
@@ -1483,11 +1254,7 @@ impl IniFile {
                 })
                 .transpose()
         };
-        Ok(ServerMain {
-            host: read("host")?,
-            port: read("port")?,
-            listen: read("listen")?,
-        })
+        Ok(ServerMain { host: read("host")?, port: read("port")?, listen: read("listen")? })
     }
 
     fn warn_ignored_sections(&self, notes: &mut Notes) {
@@ -1503,37 +1270,25 @@ impl IniFile {
             }
         }
         for (kind, why, names) in kinds {
-            notes.warn(format!(
-                "ignored {kind} sections {}: {why}",
-                names.join(", ")
-            ));
+            notes.warn(format!("ignored {kind} sections {}: {why}", names.join(", ")));
         }
     }
 }
 
 fn ignored_section_kind(name: &str) -> Option<(&'static str, &'static str)> {
     let logging = ["loggers", "handlers", "formatters"].contains(&name)
-        || ["logger_", "handler_", "formatter_"]
-            .iter()
-            .any(|p| name.starts_with(p));
+        || ["logger_", "handler_", "formatter_"].iter().any(|p| name.starts_with(p));
     match name {
         "app:main" | "server:main" | "DEFAULT" => None,
         _ if logging => Some(("logging", "use RUST_LOG to configure logging")),
         "uwsgi" => Some(("uwsgi", "Tidemark is its own HTTP server")),
-        _ if name.contains(':') => Some((
-            "PasteDeploy",
-            "Tidemark reads only [app:main] and [server:main]",
-        )),
+        _ if name.contains(':') => Some(("PasteDeploy", "Tidemark reads only [app:main] and [server:main]")),
         _ => Some(("other", "Tidemark reads only [app:main] and [server:main]")),
     }
 }
 
 fn parse_ini(path: &Path, text: &str) -> Result<Vec<IniSection>, SettingsError> {
-    let syntax = |line: usize, message: String| SettingsError::Syntax {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
+    let syntax = |line: usize, message: String| SettingsError::Syntax { path: path.to_path_buf(), line, message };
     let mut sections: Vec<IniSection> = Vec::new();
     // Whether the last entry of the last section can still take continuation lines, and the
     // indentation of its key line (continuations must be indented deeper).
@@ -1571,34 +1326,22 @@ fn parse_ini(path: &Path, text: &str) -> Result<Vec<IniSection>, SettingsError> 
             if sections.iter().any(|s| s.name == name) {
                 return Err(syntax(number, format!("section [{name}] is defined twice")));
             }
-            sections.push(IniSection {
-                name: name.to_owned(),
-                entries: Vec::new(),
-            });
+            sections.push(IniSection { name: name.to_owned(), entries: Vec::new() });
             in_value = false;
             continue;
         }
         let Some(section) = sections.last_mut() else {
-            return Err(syntax(
-                number,
-                format!("{trimmed:?} comes before any [section] header"),
-            ));
+            return Err(syntax(number, format!("{trimmed:?} comes before any [section] header")));
         };
         let Some(delimiter) = trimmed.find(['=', ':']) else {
-            return Err(syntax(
-                number,
-                format!("expected `key = value` or `key: value`, found {trimmed:?}"),
-            ));
+            return Err(syntax(number, format!("expected `key = value` or `key: value`, found {trimmed:?}")));
         };
         let key = trimmed[..delimiter].trim_end();
         if key.is_empty() {
             return Err(syntax(number, format!("missing key before {trimmed:?}")));
         }
         if section.get(key).is_some() {
-            return Err(syntax(
-                number,
-                format!("'{key}' is defined twice in [{}]", section.name),
-            ));
+            return Err(syntax(number, format!("'{key}' is defined twice in [{}]", section.name)));
         }
         section.entries.push(IniEntry {
             key: key.to_owned(),
@@ -1623,12 +1366,7 @@ impl Interpolator<'_> {
             .get(name)
             .or_else(|| self.defaults.and_then(|d| d.get(name)))
             .map(IniEntry::value)
-            .or_else(|| {
-                self.builtins
-                    .iter()
-                    .find(|(builtin, _)| *builtin == name)
-                    .map(|(_, value)| value.clone())
-            })
+            .or_else(|| self.builtins.iter().find(|(builtin, _)| *builtin == name).map(|(_, value)| value.clone()))
     }
 
     fn expand(&self, value: &str, depth: usize) -> Result<String, String> {
@@ -1648,12 +1386,7 @@ impl Interpolator<'_> {
                     .find(")s")
                     .map(|end| &tail[..end])
                     .filter(|name| !name.is_empty() && !name.contains(')'))
-                    .ok_or_else(|| {
-                        format!(
-                            "bad reference {:?}: write %(name)s",
-                            truncate(&rest[percent..])
-                        )
-                    })?;
+                    .ok_or_else(|| format!("bad reference {:?}: write %(name)s", truncate(&rest[percent..])))?;
                 let raw = self.lookup(name).ok_or_else(|| {
                     format!(
                         "nothing to substitute for %({name})s (known: here, __file__, \
@@ -1675,9 +1408,7 @@ impl Interpolator<'_> {
 }
 
 fn truncate(text: &str) -> &str {
-    text.char_indices()
-        .nth(20)
-        .map_or(text, |(end, _)| &text[..end])
+    text.char_indices().nth(20).map_or(text, |(end, _)| &text[..end])
 }
 
 #[cfg(test)]
@@ -1689,8 +1420,7 @@ mod tests {
 
     impl Scratch {
         fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir()
-                .join(format!("tidemark-settings-{}-{name}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("tidemark-settings-{}-{name}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             Scratch(dir)
         }
@@ -1709,10 +1439,7 @@ mod tests {
     }
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn load_text(name: &str, text: &str) -> Result<Settings, SettingsError> {
@@ -1722,16 +1449,10 @@ mod tests {
 
     fn shared_file(relative: &str) -> PathBuf {
         let candidates = [
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared")
-                .join(relative),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(relative),
             Path::new("/work/shared").join(relative),
         ];
-        candidates
-            .iter()
-            .find(|p| p.exists())
-            .cloned()
-            .unwrap_or_else(|| panic!("shared/{relative} not found"))
+        candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| panic!("shared/{relative} not found"))
     }
 
     #[test]
@@ -1769,14 +1490,7 @@ mod tests {
              \x20 second line\n\n\n",
         )
         .unwrap();
-        assert_eq!(
-            s.includes,
-            [
-                "kinto.plugins.flush",
-                "kinto.plugins.history",
-                "kinto.plugins.admin"
-            ]
-        );
+        assert_eq!(s.includes, ["kinto.plugins.flush", "kinto.plugins.history", "kinto.plugins.admin"]);
         assert_eq!(s.plugins.len(), 3);
         assert_eq!(s.principals("record", "read"), ["a,b", "c"]);
         assert_eq!(s.eos_message.as_deref(), Some("first line\nsecond line"));
@@ -1784,11 +1498,7 @@ mod tests {
 
     #[test]
     fn key_colon_value_and_inline_hash_are_kept() {
-        let s = load_text(
-            "colon",
-            "[app:main]\nkinto.project_name: my # project\nkinto.http_host = a:b\n",
-        )
-        .unwrap();
+        let s = load_text("colon", "[app:main]\nkinto.project_name: my # project\nkinto.http_host = a:b\n").unwrap();
         assert_eq!(s.project_name, "my # project");
         assert_eq!(s.http_host.as_deref(), Some("a:b"));
     }
@@ -1829,8 +1539,7 @@ mod tests {
         assert_eq!(s.http_host.as_deref(), Some("localhost:9123"));
         assert!(!s.raw.contains_key("http_port"));
 
-        let ini = scratch
-            .ini("[server:main]\nport = 7000\n[app:main]\nkinto.http_host = h:%(http_port)s\n");
+        let ini = scratch.ini("[server:main]\nport = 7000\n[app:main]\nkinto.http_host = h:%(http_port)s\n");
         let s = Settings::load(Some(&ini), &[], &[]).unwrap();
         assert_eq!(s.bind, "127.0.0.1:7000");
         assert_eq!(s.http_host.as_deref(), Some("h:7000"));
@@ -1850,12 +1559,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.eos_message.as_deref(), Some("100% of x in /srv"));
 
-        let err =
-            load_text("percent-bad", "[app:main]\nkinto.eos_message = 100% sure\n").unwrap_err();
-        assert!(
-            matches!(err, SettingsError::Interpolation { line: 2, .. }),
-            "{err}"
-        );
+        let err = load_text("percent-bad", "[app:main]\nkinto.eos_message = 100% sure\n").unwrap_err();
+        assert!(matches!(err, SettingsError::Interpolation { line: 2, .. }), "{err}");
         let err = load_text("percent-missing", "[app:main]\nkinto.eos = %(nope)s\n").unwrap_err();
         assert!(err.to_string().contains("%(nope)s"), "{err}");
         let err = load_text("percent-loop", "[app:main]\na = %(b)s\nb = %(a)s\n").unwrap_err();
@@ -1870,11 +1575,7 @@ mod tests {
              [formatter_plain]\nformat = %(asctime)s %(message)s\n[uwsgi]\nx = 1\n",
         )
         .unwrap();
-        let logging: Vec<_> = s
-            .warnings
-            .iter()
-            .filter(|w| w.contains("logging"))
-            .collect();
+        let logging: Vec<_> = s.warnings.iter().filter(|w| w.contains("logging")).collect();
         assert_eq!(logging.len(), 1, "{:?}", s.warnings);
         assert!(logging[0].contains("[formatter_plain]"));
         assert!(s.warnings.iter().any(|w| w.contains("[uwsgi]")));
@@ -1895,19 +1596,13 @@ mod tests {
         assert_eq!(s.raw.get("paginate_by").map(String::as_str), Some("5"));
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 
-        let err = load_text(
-            "prefix-conflict",
-            "[app:main]\nkinto.paginate_by = 5\npaginate_by = 6\n",
-        )
-        .unwrap_err();
+        let err = load_text("prefix-conflict", "[app:main]\nkinto.paginate_by = 5\npaginate_by = 6\n").unwrap_err();
         assert!(matches!(err, SettingsError::Conflict { .. }), "{err}");
         assert!(err.to_string().contains("kinto.paginate_by"), "{err}");
 
-        let err = load_text(
-            "prefix-conflict-tidemark",
-            "[app:main]\nkinto.readonly = true\ntidemark.readonly = false\n",
-        )
-        .unwrap_err();
+        let err =
+            load_text("prefix-conflict-tidemark", "[app:main]\nkinto.readonly = true\ntidemark.readonly = false\n")
+                .unwrap_err();
         assert!(matches!(err, SettingsError::Conflict { .. }), "{err}");
     }
 
@@ -1930,16 +1625,10 @@ mod tests {
 
         // Unlike Kinto, a known key need not be in the ini; JSON strings and lists are unwrapped.
         let env = pairs(&[
-            (
-                "KINTO_BUCKET_WRITE_PRINCIPALS",
-                r#"["account:a", "account:b"]"#,
-            ),
+            ("KINTO_BUCKET_WRITE_PRINCIPALS", r#"["account:a", "account:b"]"#),
             ("KINTO_READONLY", r#""true""#),
             ("KINTO_MULTIAUTH_POLICIES", "account"),
-            (
-                "KINTO_MULTIAUTH_POLICY_ACCOUNT_USE",
-                "kinto.plugins.accounts.AccountsPolicy",
-            ),
+            ("KINTO_MULTIAUTH_POLICY_ACCOUNT_USE", "kinto.plugins.accounts.AccountsPolicy"),
             ("KINTO_USER_DATA_DELETE_PRINCIPALS", "account:admin"),
             ("PATH", "/usr/bin"),
             ("KINTO_INI", "elsewhere.ini"),
@@ -1948,13 +1637,7 @@ mod tests {
         assert_eq!(s.principals("bucket", "write"), ["account:a", "account:b"]);
         assert!(s.readonly);
         assert_eq!(s.principals("user-data", "delete"), ["account:admin"]);
-        assert_eq!(
-            s.auth_policies,
-            [AuthPolicy {
-                name: "account".to_owned(),
-                kind: AuthPolicyKind::Account
-            }]
-        );
+        assert_eq!(s.auth_policies, [AuthPolicy { name: "account".to_owned(), kind: AuthPolicyKind::Account }]);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     }
 
@@ -1970,24 +1653,15 @@ mod tests {
 
         let err = Settings::load(None, &[], &pairs(&[("flush_polcy", "none")])).unwrap_err();
         assert!(matches!(err, SettingsError::UnknownSetting { .. }), "{err}");
-        assert!(
-            err.to_string().contains("did you mean 'flush_policy'"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("did you mean 'flush_policy'"), "{err}");
     }
 
     #[test]
     fn malformed_booleans_and_integers_name_the_key() {
         let err = load_text("bad-bool", "[app:main]\nkinto.readonly = maybe\n").unwrap_err();
         let message = err.to_string();
-        assert!(
-            matches!(err, SettingsError::InvalidValue { .. }),
-            "{message}"
-        );
-        assert!(
-            message.contains("'readonly'") && message.contains("maybe"),
-            "{message}"
-        );
+        assert!(matches!(err, SettingsError::InvalidValue { .. }), "{message}");
+        assert!(message.contains("'readonly'") && message.contains("maybe"), "{message}");
         assert!(message.contains("kinto.ini:2"), "{message}");
 
         let env = pairs(&[("KINTO_BATCH_MAX_REQUESTS", "lots")]);
@@ -2008,10 +1682,7 @@ mod tests {
     fn unknown_tidemark_settings_are_errors() {
         let err = load_text("typo", "[app:main]\ntidemark.flush_polcy = none\n").unwrap_err();
         let message = err.to_string();
-        assert!(
-            matches!(err, SettingsError::UnknownSetting { .. }),
-            "{message}"
-        );
+        assert!(matches!(err, SettingsError::UnknownSetting { .. }), "{message}");
         assert!(message.contains("'flush_polcy'"), "{message}");
         assert!(message.contains("did you mean 'flush_policy'"), "{message}");
 
@@ -2044,63 +1715,32 @@ mod tests {
         assert_eq!(about("cache_url"), 0, "an empty value warns about nothing");
         assert_eq!(about("record_cache_expires_seconds"), 0);
         assert_eq!(s.warnings.len(), 4, "{:?}", s.warnings);
-        assert_eq!(
-            s.raw
-                .get("main.record_cache_expires_seconds")
-                .map(String::as_str),
-            Some("60")
-        );
+        assert_eq!(s.raw.get("main.record_cache_expires_seconds").map(String::as_str), Some("60"));
     }
 
     #[test]
     fn flush_policies() {
         let load = |items: &[(&str, &str)]| Settings::load(None, &[], &pairs(items));
         assert_eq!(load(&[]).unwrap().flush_policy, FlushPolicy::Always);
+        assert_eq!(load(&[("flush_policy", "interval")]).unwrap().flush_policy, FlushPolicy::IntervalMs(500));
         assert_eq!(
-            load(&[("flush_policy", "interval")]).unwrap().flush_policy,
-            FlushPolicy::IntervalMs(500)
-        );
-        assert_eq!(
-            load(&[("flush_policy", "interval"), ("flush_interval_ms", "250")])
-                .unwrap()
-                .flush_policy,
+            load(&[("flush_policy", "interval"), ("flush_interval_ms", "250")]).unwrap().flush_policy,
             FlushPolicy::IntervalMs(250)
         );
-        assert_eq!(
-            load(&[("flush_policy", "100")]).unwrap().flush_policy,
-            FlushPolicy::IntervalMs(100)
-        );
-        assert_eq!(
-            load(&[("flush_interval_ms", "50")]).unwrap().flush_policy,
-            FlushPolicy::IntervalMs(50)
-        );
-        assert_eq!(
-            load(&[("flush_policy", "NONE")]).unwrap().flush_policy,
-            FlushPolicy::None
-        );
+        assert_eq!(load(&[("flush_policy", "100")]).unwrap().flush_policy, FlushPolicy::IntervalMs(100));
+        assert_eq!(load(&[("flush_interval_ms", "50")]).unwrap().flush_policy, FlushPolicy::IntervalMs(50));
+        assert_eq!(load(&[("flush_policy", "NONE")]).unwrap().flush_policy, FlushPolicy::None);
         assert!(load(&[("flush_policy", "sometimes")]).is_err());
         assert!(load(&[("flush_policy", "0")]).is_err());
         let s = load(&[("flush_policy", "always"), ("flush_interval_ms", "50")]).unwrap();
-        assert!(
-            s.warnings[0].contains("flush_interval_ms"),
-            "{:?}",
-            s.warnings
-        );
+        assert!(s.warnings[0].contains("flush_interval_ms"), "{:?}", s.warnings);
     }
 
     #[test]
     fn storage_backends_map_kinto_names() {
         let load = |name: &str| Settings::load(None, &[], &pairs(&[("storage_backend", name)]));
-        assert_eq!(
-            load("kinto.core.storage.memory").unwrap().storage_backend,
-            Backend::Memory
-        );
-        assert_eq!(
-            load("kinto.core.storage.postgresql")
-                .unwrap()
-                .storage_backend,
-            Backend::Postgresql
-        );
+        assert_eq!(load("kinto.core.storage.memory").unwrap().storage_backend, Backend::Memory);
+        assert_eq!(load("kinto.core.storage.postgresql").unwrap().storage_backend, Backend::Postgresql);
         assert_eq!(load("sled").unwrap().storage_backend, Backend::Sled);
         assert_eq!(load("").unwrap().storage_backend, Backend::Sled);
         let err = load("kinto.core.storage.redis").unwrap_err();
@@ -2128,15 +1768,8 @@ mod tests {
         let err = load_text("accounts-order", &text).unwrap_err();
         assert!(err.to_string().contains("basicauth"), "{err}");
 
-        let err = load_text(
-            "policy-without-use",
-            "[app:main]\nmultiauth.policies = fxa\n",
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("multiauth.policy.fxa.use"),
-            "{err}"
-        );
+        let err = load_text("policy-without-use", "[app:main]\nmultiauth.policies = fxa\n").unwrap_err();
+        assert!(err.to_string().contains("multiauth.policy.fxa.use"), "{err}");
     }
 
     #[test]
@@ -2148,10 +1781,7 @@ mod tests {
             ("duplicate-section", "[app:main]\n[app:main]\n", 2),
         ] {
             let err = load_text(name, text).unwrap_err();
-            assert!(
-                matches!(err, SettingsError::Syntax { line: l, .. } if l == line),
-                "{name}: {err}"
-            );
+            assert!(matches!(err, SettingsError::Syntax { line: l, .. } if l == line), "{name}: {err}");
         }
         let err = load_text("no-app-main", "[server:main]\nport = 1\n").unwrap_err();
         assert!(matches!(err, SettingsError::MissingAppMain { .. }), "{err}");
@@ -2161,16 +1791,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let overrides = pairs(&[
-            ("userid_hmac_secret", "hunter2"),
-            ("storage_url", "postgresql://u:pw@db/x"),
-        ]);
+        let overrides = pairs(&[("userid_hmac_secret", "hunter2"), ("storage_url", "postgresql://u:pw@db/x")]);
         let s = Settings::load(None, &[], &overrides).unwrap();
         let shown = format!("{s:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("pw@db"),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter2") && !shown.contains("pw@db"), "{shown}");
     }
 
     #[test]
@@ -2178,22 +1802,11 @@ mod tests {
         let path = shared_file("clients/kinto.ini");
         let s = Settings::load(Some(&path), &[], &pairs(&[("http_port", "18888")])).unwrap();
         assert_eq!(s.multiauth_policies, ["account"]);
-        assert_eq!(
-            s.auth_policies,
-            [AuthPolicy {
-                name: "account".to_owned(),
-                kind: AuthPolicyKind::Account
-            }]
-        );
+        assert_eq!(s.auth_policies, [AuthPolicy { name: "account".to_owned(), kind: AuthPolicyKind::Account }]);
         assert_eq!(s.includes.len(), 4);
         assert_eq!(
             s.plugins,
-            BTreeSet::from([
-                Plugin::Flush,
-                Plugin::Accounts,
-                Plugin::DefaultBucket,
-                Plugin::History
-            ])
+            BTreeSet::from([Plugin::Flush, Plugin::Accounts, Plugin::DefaultBucket, Plugin::History])
         );
         assert_eq!(s.paginate_by, Some(5));
         assert_eq!(s.storage_backend, Backend::Memory);
@@ -2203,10 +1816,7 @@ mod tests {
         assert_eq!(s.principals("account", "create"), ["system.Everyone"]);
         assert_eq!(s.principals("account", "write"), ["account:user"]);
         assert_eq!(s.bucket_create_principals, ["system.Authenticated"]);
-        assert_eq!(
-            s.userid_hmac_secret.as_deref(),
-            Some("b4c96a8d91846eb4692291d88fe5a97d")
-        );
+        assert_eq!(s.userid_hmac_secret.as_deref(), Some("b4c96a8d91846eb4692291d88fe5a97d"));
         // Logging sections, and the permission and cache backends, warn once each.
         assert_eq!(s.warnings.len(), 3, "{:#?}", s.warnings);
     }
@@ -2214,21 +1824,10 @@ mod tests {
     #[test]
     fn perf_kinto_ini_loads() {
         let template = std::fs::read_to_string(shared_file("perf/kinto/kinto.ini.in")).unwrap();
-        let text = template
-            .replace("@PORT@", "28888")
-            .replace("@THREADS@", "4");
+        let text = template.replace("@PORT@", "28888").replace("@THREADS@", "4");
         let s = load_text("perf", &text).unwrap();
-        assert_eq!(
-            s.auth_policies,
-            [AuthPolicy {
-                name: "basicauth".to_owned(),
-                kind: AuthPolicyKind::Basic
-            }]
-        );
-        assert_eq!(
-            s.plugins,
-            BTreeSet::from([Plugin::DefaultBucket, Plugin::Admin])
-        );
+        assert_eq!(s.auth_policies, [AuthPolicy { name: "basicauth".to_owned(), kind: AuthPolicyKind::Basic }]);
+        assert_eq!(s.plugins, BTreeSet::from([Plugin::DefaultBucket, Plugin::Admin]));
         assert_eq!(s.bind, "127.0.0.1:28888");
         assert_eq!(s.storage_backend, Backend::Memory);
     }

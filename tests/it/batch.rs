@@ -38,7 +38,7 @@ async fn batch_validation_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(r.body["message"], "Number of requests is limited to 25");
     let recursive = s.post("/batch", Some(ALICE), json!({"requests": [{"path": "/batch"}]})).await;
-    assert_eq!(recursive.body["message"], "Recursive call on /batch endpoint is forbidden.");
+    assert_eq!(recursive.body["message"], "requests in body: Recursive call on /batch endpoint is forbidden.");
     let extra = s.post("/batch", Some(ALICE), json!({"requests": [{"path": "/buckets", "foo": 1}]})).await;
     assert_eq!(extra.status, 400);
     assert_eq!(extra.body["details"][0]["name"], "requests.0");

@@ -76,10 +76,7 @@ impl Server {
             })
             .await;
         });
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         Server { addr, base: format!("http://{addr}/v1"), client, shutdown: Some(tx), task: Some(task), _dir: dir }
     }
 
@@ -93,7 +90,14 @@ impl Server {
     }
 
     /// Sends a request; `auth` is `user:password` for Basic auth.
-    pub async fn call(&self, method: &str, path: &str, auth: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{}", self.base, path) };
         let mut request = self.client.request(Method::from_bytes(method.as_bytes()).expect("method"), url);
         if let Some(auth) = auth {
@@ -114,7 +118,14 @@ impl Server {
         Reply { status, headers, body, raw }
     }
 
-    pub async fn raw(&self, method: &str, path: &str, auth: Option<&str>, body: Vec<u8>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let url = format!("{}{}", self.base, path);
         let mut request = self.client.request(Method::from_bytes(method.as_bytes()).expect("method"), url).body(body);
         if let Some(auth) = auth {

@@ -21,7 +21,7 @@ fn free_port() -> u16 {
 
 async fn spawn(data: &std::path::Path, ini: &std::path::Path) -> Process {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["serve", "--ini"])
         .arg(ini)
         .arg("--data")
@@ -41,6 +41,8 @@ async fn spawn(data: &std::path::Path, ini: &std::path::Path) -> Process {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("tidemark did not start");
 }
 
@@ -58,7 +60,8 @@ async fn every_acknowledged_write_survives_kill_9() {
     let client = reqwest::Client::new();
     let (user, password) = ALICE.split_once(':').unwrap_or_default();
     for path in ["/buckets/b", "/buckets/b/collections/c"] {
-        let r = client.put(format!("{}{path}", server.base)).basic_auth(user, Some(password)).send().await.expect("seed");
+        let r =
+            client.put(format!("{}{path}", server.base)).basic_auth(user, Some(password)).send().await.expect("seed");
         assert!(r.status().is_success());
     }
 
@@ -70,12 +73,17 @@ async fn every_acknowledged_write_survives_kill_9() {
             for i in 0.. {
                 let id = format!("w{w}-{i}");
                 let url = format!("{base}/buckets/b/collections/c/records/{id}");
-                let sent = client.put(url).basic_auth("alice", Some("secret")).json(&json!({"data": {"n": i}})).send().await;
+                let sent =
+                    client.put(url).basic_auth("alice", Some("secret")).json(&json!({"data": {"n": i}})).send().await;
                 let Ok(response) = sent else { break };
                 if !response.status().is_success() {
                     break;
                 }
-                let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).and_then(|v| v.trim_matches('"').parse().ok());
+                let etag = response
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim_matches('"').parse().ok());
                 let Ok(body) = response.json::<serde_json::Value>().await else { break };
                 if let Some(etag) = etag {
                     acked.lock().await.insert(id, (etag, i));

@@ -43,12 +43,14 @@ async fn malformed_json_bodies_are_400_and_leave_no_trace() {
         b"{\"data\": NaN}".to_vec(),
     ];
     for body in bodies {
-        let r = s.raw("PUT", &format!("{R}/r1"), Some(ALICE), body.clone(), &[("Content-Type", "application/json")]).await;
+        let r =
+            s.raw("PUT", &format!("{R}/r1"), Some(ALICE), body.clone(), &[("Content-Type", "application/json")]).await;
         assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&body));
         assert_eq!(r.errno(), 107);
         assert!(r.body["message"].as_str().unwrap_or_default().contains("Invalid JSON"));
     }
-    let shapes = [json!([1, 2]), json!({"data": [1]}), json!({"data": {}, "foo": 1}), json!({"permissions": {"read": "abc"}})];
+    let shapes =
+        [json!([1, 2]), json!({"data": [1]}), json!({"data": {}, "foo": 1}), json!({"permissions": {"read": "abc"}})];
     for body in shapes {
         let r = s.put(&format!("{R}/r1"), Some(ALICE), body.clone()).await;
         assert_eq!(r.status, 400, "{body}");

@@ -30,7 +30,11 @@ async fn default_order_is_newest_first_and_filters_apply() {
     assert_eq!(ids(&s.get(R, Some(ALICE)).await.body), ["e", "d", "c", "b", "a"]);
     assert_eq!(ids(&s.get(&format!("{R}?age=10"), Some(ALICE)).await.body), ["a"]);
     assert_eq!(ids(&s.get(&format!("{R}?age=\"30\""), Some(ALICE)).await.body), ["c"]);
-    assert_eq!(ids(&s.get(&format!("{R}?min_age=15"), Some(ALICE)).await.body), ["e", "c", "b"]);
+    assert_eq!(
+        ids(&s.get(&format!("{R}?min_age=15"), Some(ALICE)).await.body),
+        ["e", "b"],
+        "a string age sorts below numbers"
+    );
     assert_eq!(ids(&s.get(&format!("{R}?in_age=10,20"), Some(ALICE)).await.body), ["b", "a"]);
     assert_eq!(ids(&s.get(&format!("{R}?like_name=ali"), Some(ALICE)).await.body), ["a"]);
     assert_eq!(ids(&s.get(&format!("{R}?has_age=false"), Some(ALICE)).await.body), ["e"]);
@@ -105,7 +109,7 @@ async fn head_counts_without_tombstones_and_fields_project() {
     let since = s.call("HEAD", &format!("{R}?_since=0"), Some(ALICE), None, &[]).await;
     assert_eq!(since.header("total-objects"), Some("4"));
     let filtered = s.call("HEAD", &format!("{R}?min_age=15"), Some(ALICE), None, &[]).await;
-    assert_eq!(filtered.header("total-objects"), Some("2"));
+    assert_eq!(filtered.header("total-objects"), Some("1"), "b only: e is deleted, c's age is a string");
     assert!(s.get(R, Some(ALICE)).await.header("total-objects").is_none());
     let fields = s.get(&format!("{R}?_fields=name&age=10"), Some(ALICE)).await;
     let first = fields.body["data"][0].as_object().cloned().unwrap_or_default();

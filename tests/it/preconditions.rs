@@ -31,7 +31,9 @@ async fn patch_with_stale_if_match_returns_412_with_the_current_object() {
     s.seed().await;
     let r1 = s.put(&format!("{R}/r1"), Some(ALICE), json!({"data": {"v": 1}})).await;
     let stale = format!("\"{}\"", r1.etag() - 1);
-    let refused = s.call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-Match", &stale)]).await;
+    let refused = s
+        .call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-Match", &stale)])
+        .await;
     assert_eq!(refused.status, 412);
     assert_eq!(refused.errno(), 114);
     assert_eq!(refused.body["message"], "Resource was modified meanwhile");
@@ -39,7 +41,9 @@ async fn patch_with_stale_if_match_returns_412_with_the_current_object() {
     assert!(refused.body["details"]["existing"].get("permissions").is_none());
     assert_eq!(refused.etag(), r1.etag());
     let current = format!("\"{}\"", r1.etag());
-    let accepted = s.call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-Match", &current)]).await;
+    let accepted = s
+        .call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-Match", &current)])
+        .await;
     assert_eq!(accepted.status, 200);
     assert_eq!(s.get(&format!("{R}/r1"), Some(ALICE)).await.body["data"]["v"], 2);
     s.stop().await;
@@ -50,7 +54,9 @@ async fn put_with_if_none_match_star_is_safe_creation() {
     let s = Server::start().await;
     s.seed().await;
     s.put(&format!("{R}/r1"), Some(ALICE), json!({"data": {"v": 1}})).await;
-    let refused = s.call("PUT", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-None-Match", "*")]).await;
+    let refused = s
+        .call("PUT", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"v": 2}})), &[("If-None-Match", "*")])
+        .await;
     assert_eq!(refused.status, 412);
     assert_eq!(refused.body["details"]["existing"]["v"], 1);
     let created = s.call("PUT", &format!("{R}/new"), Some(ALICE), Some(json!({})), &[("If-None-Match", "*")]).await;
@@ -100,7 +106,10 @@ async fn concurrent_if_match_updates_let_exactly_one_win() {
     for i in 0..8 {
         let (s, etag) = (s.clone(), etag.clone());
         tasks.push(tokio::spawn(async move {
-            s.call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"n": i}})), &[("If-Match", &etag)]).await.status.as_u16()
+            s.call("PATCH", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"n": i}})), &[("If-Match", &etag)])
+                .await
+                .status
+                .as_u16()
         }));
     }
     let mut statuses = Vec::new();

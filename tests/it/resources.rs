@@ -121,9 +121,7 @@ async fn patch_flavours_merge_as_kinto_does() {
     assert_eq!(kinto.body["data"]["a"], json!(null));
     assert_eq!(kinto.body["data"]["sub"], json!({"z": 3}));
 
-    let merge = s
-        .call("PATCH", &x, Some(ALICE), None, &[("Content-Type", "application/merge-patch+json")])
-        .await;
+    let merge = s.call("PATCH", &x, Some(ALICE), None, &[("Content-Type", "application/merge-patch+json")]).await;
     assert_eq!(merge.status, 400, "an empty body provides neither data nor permissions");
     let merge = s
         .raw(
@@ -150,7 +148,13 @@ async fn patch_flavours_merge_as_kinto_does() {
     assert_eq!(jp.body["permissions"]["read"], json!(["system.Everyone"]));
     let failing = json!([{"op": "test", "path": "/data/n", "value": 2}]);
     let failed = s
-        .raw("PATCH", &x, Some(ALICE), failing.to_string().into_bytes(), &[("Content-Type", "application/json-patch+json")])
+        .raw(
+            "PATCH",
+            &x,
+            Some(ALICE),
+            failing.to_string().into_bytes(),
+            &[("Content-Type", "application/json-patch+json")],
+        )
         .await;
     assert_eq!(failed.status, 400);
     assert!(failed.body["message"].as_str().unwrap_or_default().starts_with("body: JSON Patch operation failed"));
@@ -165,9 +169,12 @@ async fn patch_always_bumps_and_response_behavior_trims_the_body() {
     let created = s.put(&x, Some(ALICE), json!({"data": {"a": 1, "b": 2}})).await;
     let same = s.patch(&x, Some(ALICE), json!({"data": {"a": 1}})).await;
     assert!(same.etag() > created.etag(), "every PATCH bumps last_modified");
-    let light = s.call("PATCH", &x, Some(ALICE), Some(json!({"data": {"a": 5, "b": 2}})), &[("Response-Behavior", "light")]).await;
+    let light = s
+        .call("PATCH", &x, Some(ALICE), Some(json!({"data": {"a": 5, "b": 2}})), &[("Response-Behavior", "light")])
+        .await;
     assert_eq!(light.body, json!({"data": {"a": 5}}));
-    let diff = s.call("PATCH", &x, Some(ALICE), Some(json!({"data": {"a": 6}})), &[("Response-Behavior", "diff")]).await;
+    let diff =
+        s.call("PATCH", &x, Some(ALICE), Some(json!({"data": {"a": 6}})), &[("Response-Behavior", "diff")]).await;
     assert_eq!(diff.body, json!({"data": {}}));
     let bad = s.call("PATCH", &x, Some(ALICE), Some(json!({"data": {}})), &[("Response-Behavior", "nope")]).await;
     assert_eq!(bad.status, 400);
@@ -190,7 +197,10 @@ async fn delete_leaves_a_tombstone_and_put_recreates() {
     assert_eq!(deleted.etag(), deleted.body["data"]["last_modified"].as_u64().unwrap_or(0));
     let gone = s.get(&r1, Some(ALICE)).await;
     assert_eq!(gone.status, 404);
-    assert_eq!(gone.body, json!({"code": 404, "errno": 110, "error": "Not Found", "details": {"id": "r1", "resource_name": "record"}}));
+    assert_eq!(
+        gone.body,
+        json!({"code": 404, "errno": 110, "error": "Not Found", "details": {"id": "r1", "resource_name": "record"}})
+    );
     assert_eq!(s.delete(&r1, Some(ALICE)).await.status, 404);
     assert_eq!(s.put(&r1, Some(ALICE), json!({})).await.status, 201);
     let future = s.delete(&format!("{r1}?last_modified=9999999999999"), Some(ALICE)).await;
@@ -240,7 +250,8 @@ async fn permissions_follow_put_and_patch_rules_and_show_to_writers_only() {
     assert_eq!(created.status, 201);
     assert_eq!(created.body["data"].as_object().map(|o| o.len()), Some(2));
     let replaced = s.put(&p, Some(ALICE), json!({"data": {}, "permissions": {"write": ["x"]}})).await;
-    let mut writers: Vec<String> = serde_json::from_value(replaced.body["permissions"]["write"].clone()).unwrap_or_default();
+    let mut writers: Vec<String> =
+        serde_json::from_value(replaced.body["permissions"]["write"].clone()).unwrap_or_default();
     writers.sort();
     let mut expected = vec!["x".to_string(), user_id(ALICE)];
     expected.sort();
@@ -283,7 +294,8 @@ async fn authorization_answers_401_403_404_without_leaking_existence() {
     s.put(&format!("{R}/shared"), Some(ALICE), json!({"permissions": {"read": [user_id(BOB)]}})).await;
     let listed = s.get(R, Some(BOB)).await;
     assert_eq!(listed.status, 200);
-    let ids: Vec<&str> = listed.body["data"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str()).collect();
+    let ids: Vec<&str> =
+        listed.body["data"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str()).collect();
     assert_eq!(ids, vec!["shared"]);
     s.stop().await;
 }

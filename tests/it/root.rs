@@ -62,7 +62,13 @@ async fn unprefixed_paths_redirect_to_v1_keeping_method_and_query() {
 async fn cors_preflight_and_simple_requests() {
     let s = Server::start().await;
     let pre = s
-        .call("OPTIONS", "/buckets/b", None, None, &[("Origin", "http://example.org"), ("Access-Control-Request-Method", "PUT")])
+        .call(
+            "OPTIONS",
+            "/buckets/b",
+            None,
+            None,
+            &[("Origin", "http://example.org"), ("Access-Control-Request-Method", "PUT")],
+        )
         .await;
     assert_eq!(pre.status, 200);
     assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
