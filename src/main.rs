@@ -156,6 +156,16 @@ fn serve(common: &Common, bind: Option<&str>) -> anyhow::Result<()> {
         tracing::info!("listening on http://{}/v1/", listener.local_addr()?);
         let state = AppState::new(engine, settings, secret);
         let shutdown = async {
+            // Ctrl-C or SIGTERM: stop accepting, let the writer commit what it was given.
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+            }
+            #[cfg(not(unix))]
             let _ = tokio::signal::ctrl_c().await;
         };
         tidemark_server::serve(listener, state, shutdown).await?;

@@ -52,7 +52,14 @@ fn child(dir: &Path, policy: &str, cycle: u64) {
                 for i in 0u64.. {
                     let size = if i % 4 == 3 { 5 } else { 1 };
                     let commands: Vec<_> = (0..size)
-                        .map(|k| put(C, "record", &format!("c{cycle}-t{t}-{i}-{k}"), json!({"n": i, "k": k, "pad": "x".repeat(200)})))
+                        .map(|k| {
+                            put(
+                                C,
+                                "record",
+                                &format!("c{cycle}-t{t}-{i}-{k}"),
+                                json!({"n": i, "k": k, "pad": "x".repeat(200)}),
+                            )
+                        })
                         .collect();
                     let Ok(events) = engine.submit_blocking(commands) else { return };
                     let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
@@ -97,7 +104,9 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng) -> (usize, Vec<String>
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let mut parts = line.splitn(4, ' ');
-            if let (Some("ack"), Some(id), Some(ts), Some(data)) = (parts.next(), parts.next(), parts.next(), parts.next()) {
+            if let (Some("ack"), Some(id), Some(ts), Some(data)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
                 if let (Ok(ts), Ok(data)) = (ts.parse(), serde_json::from_str(data)) {
                     acked.insert(id.to_owned(), (ts, data));
                 }
@@ -115,7 +124,9 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng) -> (usize, Vec<String>
     for (id, (ts, data)) in &acked {
         match engine.get(C, "record", id) {
             Ok(Some(stored)) if stored.last_modified == *ts && Value::Object(stored.data.clone()) == *data => {}
-            Ok(Some(stored)) => problems.push(format!("{id}: stored {} differs from acknowledged {data}", Value::Object(stored.data))),
+            Ok(Some(stored)) => {
+                problems.push(format!("{id}: stored {} differs from acknowledged {data}", Value::Object(stored.data)))
+            }
             Ok(None) => problems.push(format!("{id}: acknowledged but missing")),
             Err(e) => problems.push(format!("{id}: read error {e}")),
         }

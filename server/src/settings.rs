@@ -554,7 +554,10 @@ impl Settings {
     }
 
     fn apply_auth(&mut self, v: &Values<'_>, notes: &mut Notes) -> Result<(), SettingsError> {
-        self.multiauth_policies = v.list("multiauth.policies").unwrap_or_default();
+        // Unlike Kinto (no policy: everyone is anonymous), a server started with no setting at
+        // all accepts Basic Auth, so a newcomer's first `curl -u` works. An explicit empty
+        // value keeps Kinto's meaning.
+        self.multiauth_policies = v.list("multiauth.policies").unwrap_or_else(|| vec!["basicauth".to_owned()]);
         for (key, entry) in v.0 {
             let name = key.strip_prefix("multiauth.policy.").and_then(|rest| rest.strip_suffix(".use"));
             if let Some(name) = name.filter(|n| !n.is_empty()) {
