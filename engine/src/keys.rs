@@ -19,13 +19,15 @@ pub const CHANGE: u8 = b'C';
 pub const ACL: u8 = b'A';
 /// Principal index: `P` + principal `\0` permission `\0` object URI → empty.
 pub const PRINCIPAL: u8 = b'P';
+/// Group membership: `G` + member principal `\0` group URI → empty (a user's group principals).
+pub const MEMBER: u8 = b'G';
 /// Engine metadata (applied seq per view, format version).
 pub const META: u8 = b'M';
 
 /// Every view prefix, in the order the digest walks them.
-pub const VIEW_PREFIXES: [u8; 6] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL];
+pub const VIEW_PREFIXES: [u8; 7] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL, MEMBER];
 /// The views that record the seq they have applied.
-pub const VIEW_NAMES: [&str; 5] = ["objects", "timestamps", "changes", "counts", "acl"];
+pub const VIEW_NAMES: [&str; 6] = ["objects", "timestamps", "changes", "counts", "acl", "members"];
 
 pub fn log(seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -114,6 +116,20 @@ pub fn principal(principal: &str, perm: &str, uri: &str) -> Vec<u8> {
 pub fn principal_prefix(principal: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + principal.len());
     k.push(PRINCIPAL);
+    k.extend_from_slice(principal.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn member(principal: &str, group_uri: &str) -> Vec<u8> {
+    let mut k = member_prefix(principal);
+    k.extend_from_slice(group_uri.as_bytes());
+    k
+}
+
+pub fn member_prefix(principal: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + principal.len());
+    k.push(MEMBER);
     k.extend_from_slice(principal.as_bytes());
     k.push(0);
     k

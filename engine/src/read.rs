@@ -7,7 +7,6 @@ use crate::error::{EngineError, Result};
 use crate::event::{self, Event};
 use crate::keys;
 use crate::object::{Acl, StoredObject};
-use crate::replay;
 use crate::storage::prefix_end;
 use crate::views;
 use crate::Engine;
@@ -103,9 +102,74 @@ impl Engine {
         }
     }
 
+    /// The URIs of the groups that list `principal` among their members.
+    pub fn groups_of(&self, principal: &str) -> Result<Vec<String>> {
+        let prefix = keys::member_prefix(principal);
+        crate::storage::scan_prefix(self.storage(), &prefix)?
+            .into_iter()
+            .map(|(key, _)| {
+                String::from_utf8(key[prefix.len()..].to_vec())
+                    .map_err(|_| EngineError::Corrupt("member index key is not UTF-8".into()))
+            })
+            .collect()
+    }
+
     /// The highest committed seq.
     pub fn last_seq(&self) -> Result<u64> {
-        Ok(replay::read_tail(self.storage())?.last_seq)
+        // Only the key is needed: no decoding (this runs on every listing to pin its pages).
+        let last = self.storage().range(&[keys::LOG], &prefix_end(&[keys::LOG]), true, Some(1))?;
+        match last.first() {
+            None => Ok(0),
+            Some((key, _)) => keys::seq_of_log_key(key).ok_or_else(|| EngineError::Corrupt("malformed log key".into())),
+        }
+    }
+
+    /// The event committed under `seq`, if any.
+    pub fn event_at(&self, seq: u64) -> Result<Option<Event>> {
+        match self.storage().get(&keys::log(seq))? {
+            Some(bytes) => {
+                let event = event::decode(&bytes)?.event;
+                if event.seq != seq {
+                    return Err(EngineError::Corrupt(format!("log key {seq} holds event {}", event.seq)));
+                }
+                Ok(Some(event))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The object at (parent, resource, id) as it was once event `seq` was committed, tombstones
+    /// included: the current state if it has not changed since, else the state its event chain
+    /// (`prev_seq`) held then. `None` if it did not exist at `seq`, or no longer exists at all
+    /// (purged with its parent).
+    pub fn object_as_of(&self, parent: &str, resource: &str, id: &str, seq: u64) -> Result<Option<StoredObject>> {
+        let Some(current) = self.get(parent, resource, id)? else {
+            return Ok(None);
+        };
+        if current.seq <= seq {
+            return Ok(Some(current));
+        }
+        // Walk back from the newest event; each link names the state it replaced.
+        let mut newer = current.seq;
+        loop {
+            let event = self
+                .event_at(newer)?
+                .ok_or_else(|| EngineError::Corrupt(format!("object {id} names missing event {newer}")))?;
+            match event.prev_seq {
+                // Created (or re-created after a purge) after `seq`.
+                None => return Ok(None),
+                Some(prev) if prev >= newer => {
+                    return Err(EngineError::Corrupt(format!("event {newer} points forward to {prev}")));
+                }
+                Some(prev) if prev <= seq => {
+                    let old = self
+                        .event_at(prev)?
+                        .ok_or_else(|| EngineError::Corrupt(format!("event {newer} names missing event {prev}")))?;
+                    return Ok(Some(stored_state(&old)?));
+                }
+                Some(prev) => newer = prev,
+            }
+        }
     }
 
     /// Up to `limit` events from `from_seq` on, in commit order.
@@ -128,5 +192,70 @@ impl Engine {
                 Ok((perm.to_owned(), uri.to_owned()))
             })
             .collect()
+    }
+}
+
+/// The object state an event produced (what the objects view held right after it).
+fn stored_state(event: &Event) -> Result<StoredObject> {
+    let data = event
+        .data
+        .as_object()
+        .cloned()
+        .ok_or_else(|| EngineError::Corrupt(format!("event {} carries non-object data", event.seq)))?;
+    Ok(StoredObject {
+        data,
+        last_modified: event.timestamp,
+        deleted: event.action == event::Action::Delete,
+        seq: event.seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{Acl, Command, Context, Engine, EngineConfig, Expect, Op};
+
+    const C: &str = "/buckets/b/collections/c";
+
+    fn put(parent: &str, resource: &str, id: &str, data: serde_json::Value) -> Command {
+        Command {
+            resource: resource.into(),
+            parent: parent.into(),
+            id: id.into(),
+            op: Op::Put { data: data.as_object().cloned().unwrap_or_default(), permissions: Acl::new() },
+            expect: Expect::Any,
+            last_modified: None,
+            context: Context::default(),
+        }
+    }
+
+    #[test]
+    fn object_as_of_walks_the_event_chain_back() {
+        let engine = Engine::open_memory(EngineConfig::default()).unwrap();
+        engine
+            .submit_blocking(vec![put("", "bucket", "b", json!({})), put("/buckets/b", "collection", "c", json!({}))])
+            .unwrap();
+        let v1 = engine.submit_blocking(vec![put(C, "record", "r", json!({"v": 1}))]).unwrap()[0].seq;
+        let other = engine.submit_blocking(vec![put(C, "record", "o", json!({}))]).unwrap()[0].seq;
+        let v2 = engine.submit_blocking(vec![put(C, "record", "r", json!({"v": 2}))]).unwrap()[0].seq;
+        let gone =
+            engine.submit_blocking(vec![Command { op: Op::Delete, ..put(C, "record", "r", json!({})) }]).unwrap();
+        let v3 = engine.submit_blocking(vec![put(C, "record", "r", json!({"v": 3}))]).unwrap()[0].seq;
+
+        let at = |seq| engine.object_as_of(C, "record", "r", seq).unwrap();
+        assert_eq!(at(v1 - 1), None, "not created yet");
+        let first = at(v1).unwrap();
+        assert_eq!((first.data["v"].clone(), first.seq, first.deleted), (json!(1), v1, false));
+        assert_eq!(at(other).unwrap().data["v"], 1, "unchanged by another object's event");
+        assert_eq!(at(v2).unwrap().data["v"], 2);
+        let tombstone = at(gone[0].seq).unwrap();
+        assert!(tombstone.deleted);
+        assert_eq!(tombstone.last_modified, gone[0].timestamp);
+        assert_eq!(at(v3).unwrap(), engine.get(C, "record", "r").unwrap().unwrap(), "current state");
+        assert_eq!(engine.object_as_of(C, "record", "missing", v3).unwrap(), None);
+        assert_eq!(engine.last_seq().unwrap(), v3);
+        assert_eq!(engine.event_at(v2).unwrap().unwrap().seq, v2);
+        assert!(engine.event_at(v3 + 1).unwrap().is_none());
     }
 }

@@ -132,8 +132,11 @@ fn deleting_a_collection_purges_everything_below_it() {
         assert!(engine.get(C, "record", "r2").expect("get").is_none(), "child tombstones are purged too");
         assert!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl").is_empty());
         assert_eq!(engine.count(C, "record").expect("count"), 0);
-        let tombstone = engine.get("/buckets/b", "collection", "c").expect("get").expect("tombstone");
-        assert!(tombstone.deleted);
+        engine.submit_blocking(vec![put("/buckets/b", "group", "g", json!({"members": ["m"]}))]).expect("group");
+        assert_eq!(engine.groups_of("m").expect("groups").len(), 1);
+        engine.submit_blocking(vec![delete("", "bucket", "b")]).expect("delete bucket");
+        assert!(engine.groups_of("m").expect("groups").is_empty(), "a purged group grants nothing");
+        assert!(engine.get("/buckets/b", "collection", "c").expect("get").is_none(), "purged with its bucket");
         assert!(engine.verify().expect("verify").ok());
     }
 }
@@ -197,6 +200,7 @@ fn rebuild_is_byte_identical_and_export_import_round_trips() {
             }
         }
         engine.submit_blocking(vec![put("/buckets/b", "group", "g", json!({"members": ["u"]}))]).expect("group");
+        assert_eq!(engine.groups_of("u").expect("groups"), vec!["/buckets/b/groups/g".to_string()]);
         let before = engine.digest().expect("digest");
         let replayed = engine.rebuild().expect("rebuild");
         assert_eq!(replayed, engine.last_seq().expect("seq"));

@@ -96,6 +96,11 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
 
     // ACL and principal index
     let uri = object_uri(parent, resource, id);
+    if resource == GROUP {
+        let old = prior.as_ref().filter(|p| !p.deleted).map(|p| members(&p.data)).unwrap_or_default();
+        let new = if deleted { Vec::new() } else { event.data.as_object().map(members).unwrap_or_default() };
+        set_members(txn, &uri, &old, &new);
+    }
     set_acl(txn, &uri, if deleted { None } else { Some(&event.permissions) })?;
 
     if deleted {
@@ -104,6 +109,20 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
 
     for view in keys::VIEW_NAMES {
         txn.put(keys::applied(view), keys::u64_value(event.seq));
+    }
+    Ok(())
+}
+
+/// A purged group stops granting its principal to its members.
+fn forget_group_members(txn: &mut Txn<'_>, key: &[u8], value: &[u8]) -> Result<()> {
+    let text = String::from_utf8_lossy(&key[1..]);
+    let mut parts = text.split('\0');
+    let (Some(parent), Some(GROUP), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    let object = StoredObject::decode(value)?;
+    if !object.deleted {
+        set_members(txn, &object_uri(parent, GROUP, id), &members(&object.data), &[]);
     }
     Ok(())
 }
@@ -129,12 +148,34 @@ fn set_acl(txn: &mut Txn<'_>, uri: &str, acl: Option<&Acl>) -> Result<()> {
     Ok(())
 }
 
+/// The resource whose `members` field makes group principals (Kinto's groups).
+const GROUP: &str = "group";
+
+fn members(data: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    data.get("members")
+        .and_then(serde_json::Value::as_array)
+        .map(|m| m.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn set_members(txn: &mut Txn<'_>, group_uri: &str, old: &[String], new: &[String]) {
+    for member in old {
+        txn.delete(keys::member(member, group_uri));
+    }
+    for member in new {
+        txn.put(keys::member(member, group_uri), Vec::new());
+    }
+}
+
 /// Kinto's cascade: deleting a bucket or collection hard-deletes everything below it, their
 /// tombstones, list timestamps and ACLs included (no child tombstones remain).
 fn purge_descendants(txn: &mut Txn<'_>, uri: &str) -> Result<()> {
     for prefix in [keys::OBJECT, keys::LIST_TS, keys::COUNT, keys::CHANGE] {
         for scan in keys::descendant_prefixes(prefix, uri) {
-            for (key, _) in txn.scan_prefix(&scan)? {
+            for (key, value) in txn.scan_prefix(&scan)? {
+                if prefix == keys::OBJECT {
+                    forget_group_members(txn, &key, &value)?;
+                }
                 txn.delete(key);
             }
         }

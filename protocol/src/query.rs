@@ -510,6 +510,20 @@ pub struct Token {
     pub offset: u64,
     /// `pagination-token-<uuid4>`; single-use for plural DELETE (checked by the caller).
     pub nonce: String,
+    /// Tidemark's extension: the log position the first page was read at, so that later pages
+    /// show the list as it was then. `None` for Kinto's tokens, which stay unpinned.
+    pub pin: Option<Pin>,
+}
+
+/// Where a paginated listing is pinned: extra token keys `"seq"` and `"list_ts"`, which Kinto
+/// ignores (it only reads `last_object`, `offset` and `nonce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// The engine seq (last committed event) the first page was read at.
+    pub seq: u64,
+    /// The list timestamp read no later than `seq`: every object changed after the pin has a
+    /// newer timestamp or a seq above `seq`.
+    pub list_ts: u64,
 }
 
 impl Token {
@@ -520,6 +534,9 @@ impl Token {
         write_json_object(&self.last_object, &mut json);
         json.push_str(&format!(",\"offset\":{},\"nonce\":", self.offset));
         write_json_string(&self.nonce, &mut json);
+        if let Some(pin) = self.pin {
+            json.push_str(&format!(",\"seq\":{},\"list_ts\":{}", pin.seq, pin.list_ts));
+        }
         json.push('}');
         base64_encode(json.as_bytes())
     }
@@ -534,7 +551,8 @@ impl Token {
     /// `last_object` (object), `offset` (integer ≥ 0) and `nonce`; for each sort field present
     /// in `last_object`, `last_modified` must be a valid timestamp (and must be present when
     /// sorted on) and other values must be scalars without NUL. `last_modified` comes back as
-    /// an integer. Failure: 400 `querystring: _token has invalid content`.
+    /// an integer. Tidemark's optional pin keys (`seq`, `list_ts`) must come together, as
+    /// non-negative integers. Failure: 400 `querystring: _token has invalid content`.
     pub fn decode_at(s: &str, sort: &[SortKey], now_ms: u64) -> Result<Token, ApiError> {
         Token::try_decode(s, sort, now_ms)
             .ok_or_else(|| ApiError::invalid_one(Location::Querystring, None, "_token has invalid content"))
@@ -566,7 +584,13 @@ impl Token {
                 Some(_) => {}
             }
         }
-        Some(Token { last_object, offset, nonce })
+        // Both pin keys or neither: a half pin cannot be honoured, and only we write them.
+        let pin = match (info.get("seq"), info.get("list_ts")) {
+            (None, None) => None,
+            (Some(seq), Some(list_ts)) => Some(Pin { seq: seq.as_u64()?, list_ts: list_ts.as_u64()? }),
+            _ => return None,
+        };
+        Some(Token { last_object, offset, nonce, pin })
     }
 
     /// The token for a page ending with `obj`: one `last_object` entry per sort field the object
@@ -578,7 +602,7 @@ impl Token {
                 last_object.insert(key.field.clone(), value.clone());
             }
         }
-        Token { last_object, offset, nonce }
+        Token { last_object, offset, nonce, pin: None }
     }
 }
 
@@ -1278,6 +1302,26 @@ mod tests {
         assert_eq!(token.offset, 3);
         assert_eq!(token.nonce, "pagination-token-1f78782d-a1da-46b2-a166-fcbff9ae3661");
         assert_eq!(token.encode(), KINTO_TOKEN);
+        assert_eq!(token.pin, None, "Kinto's tokens are unpinned");
+    }
+
+    #[test]
+    fn pinned_tokens_round_trip_and_keep_kintos_keys() {
+        let mut token = Token::decode_at(KINTO_TOKEN, &age_sort(), NOW).unwrap();
+        token.pin = Some(Pin { seq: 42, list_ts: 1_795_925_910_400 });
+        let encoded = token.encode();
+        let text = String::from_utf8(base64_decode_lenient(&encoded).unwrap()).unwrap();
+        assert!(text.starts_with(r#"{"last_object":{"age":"30","#), "{text}");
+        assert!(text.ends_with(r#","seq":42,"list_ts":1795925910400}"#), "{text}");
+        assert_eq!(Token::decode_at(&encoded, &age_sort(), NOW).unwrap(), token);
+        for json in [
+            r#"{"last_object":{"last_modified":1},"offset":0,"nonce":"n","seq":1}"#,
+            r#"{"last_object":{"last_modified":1},"offset":0,"nonce":"n","list_ts":1}"#,
+            r#"{"last_object":{"last_modified":1},"offset":0,"nonce":"n","seq":-1,"list_ts":1}"#,
+            r#"{"last_object":{"last_modified":1},"offset":0,"nonce":"n","seq":"1","list_ts":1}"#,
+        ] {
+            assert!(Token::decode_at(&token_of(json), &age_sort(), NOW).is_err(), "{json}");
+        }
     }
 
     #[test]
@@ -1286,6 +1330,7 @@ mod tests {
             last_object: json!({"t": "é😀\u{1}/", "f": 1e20}).as_object().unwrap().clone(),
             offset: 0,
             nonce: "n".to_owned(),
+            pin: None,
         };
         let decoded = String::from_utf8(base64_decode_lenient(&token.encode()).unwrap()).unwrap();
         assert_eq!(decoded, r#"{"last_object":{"t":"\u00E9\uD83D\uDE00\u0001/","f":1e+20},"offset":0,"nonce":"n"}"#);

@@ -128,7 +128,8 @@ fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
     Ok(parsed)
 }
 
-fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<ApiRequest, ApiError> {
+/// The subrequest, and whether it carries its own `Authorization` (then it must be identified).
+fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<(ApiRequest, bool), ApiError> {
     let path = sub.path.strip_prefix("/v1").filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(&sub.path);
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let segments = decode_segments(path).ok_or_else(|| invalid("path", "Invalid URL path."))?;
@@ -141,6 +142,7 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<ApiRequest, ApiErr
             headers.insert(name, value);
         }
     }
+    let reauthenticate = sub.headers.keys().any(|k| k.eq_ignore_ascii_case("authorization"));
     let body = match &sub.body {
         Some(body) => {
             headers
@@ -159,6 +161,12 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<ApiRequest, ApiErr
         base_url: outer.base_url.clone(),
         identity: outer.identity.clone(),
     })
+    .map(|mut req| {
+        if reauthenticate {
+            req.identity = crate::auth::Identity::anonymous();
+        }
+        (req, reauthenticate)
+    })
 }
 
 pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
@@ -170,7 +178,11 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
         let path = path.split('?').next().unwrap_or_default().to_owned();
         let path = decode_segments(&path).map(|s| format!("/{}", s.join("/"))).unwrap_or(path);
         let is_head = sub.method == Method::HEAD;
-        let sub_req = sub_request(req, sub)?;
+        let (mut sub_req, reauthenticate) = sub_request(req, sub)?;
+        if reauthenticate {
+            let header = sub_req.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+            sub_req.identity = state.identify(header.as_deref()).await;
+        }
         let response = dispatch(state, sub_req).await;
         if response.status.is_server_error() {
             return Ok(response);

@@ -12,11 +12,19 @@ use crate::response::ApiResponse;
 use crate::routes::{self, Route};
 use crate::settings::Plugin;
 use crate::state::AppState;
-use crate::{batch, error, lists, objects, root};
+use crate::{accounts, batch, default_bucket, error, lists, objects, permissions, root};
 
 /// Handles one authenticated request; never fails (errors become Kinto error responses).
-pub fn dispatch<'a>(state: &'a AppState, req: ApiRequest) -> Pin<Box<dyn Future<Output = ApiResponse> + Send + 'a>> {
+pub fn dispatch<'a>(
+    state: &'a AppState,
+    mut req: ApiRequest,
+) -> Pin<Box<dyn Future<Output = ApiResponse> + Send + 'a>> {
     Box::pin(async move {
+        if state.plugin(Plugin::DefaultBucket) {
+            if let Err(err) = default_bucket::resolve(state, &mut req).await {
+                return error::render(&err);
+            }
+        }
         match handle(state, &req).await {
             Ok(response) => response,
             Err(err) => error::render(&err),
@@ -25,7 +33,7 @@ pub fn dispatch<'a>(state: &'a AppState, req: ApiRequest) -> Pin<Box<dyn Future<
 }
 
 async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
-    let route = routes::parse(&req.segments, state.plugin(Plugin::Flush))?;
+    let route = routes::parse(&req.segments, state.endpoints())?;
     if !route.allows(req.method.as_str()) {
         return Err(ApiError::method_not_allowed(route.allowed()));
     }
@@ -41,6 +49,14 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
         Route::Contribute => root::contribute(),
         Route::Flush => root::flush(state).await?,
         Route::Batch => batch::handle(state, req).await?,
+        Route::Permissions => permissions::list(state, req)?,
+        Route::List(addr) if addr.kind.is_account() => {
+            accounts::check_listing(req)?;
+            match req.method {
+                Method::POST => accounts::create(state, req, addr).await?,
+                _ => lists::handle(state, req, addr).await?,
+            }
+        }
         Route::List(addr) => lists::handle(state, req, addr).await?,
         Route::Object(addr) => {
             let id = addr.id.clone().unwrap_or_default();
@@ -57,7 +73,7 @@ fn expose_headers(route: &Route, req: &ApiRequest, mut response: ApiResponse) ->
         (Route::List(_), &Method::HEAD) => format!(
             "{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma, Total-Objects, Total-Records"
         ),
-        (Route::List(_), &Method::GET) => {
+        (Route::List(_) | Route::Permissions, &Method::GET) => {
             format!("{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma")
         }
         (Route::Object(_), &Method::GET | &Method::HEAD) => {

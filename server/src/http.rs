@@ -15,7 +15,6 @@ use crate::error::render;
 use crate::request::{decode_segments, ApiRequest};
 use crate::response::ApiResponse;
 use crate::routes;
-use crate::settings::Plugin;
 use crate::state::AppState;
 
 const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ";
@@ -160,7 +159,7 @@ async fn route_request(
         Ok(bytes) => bytes,
         Err(_) => return Err(kinto_error(&ApiError::too_large(limit))),
     };
-    let identity = state.authenticator.authenticate(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()));
+    let identity = state.identify(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())).await;
     let api_request = ApiRequest {
         method: parts.method,
         path: rest,
@@ -198,7 +197,7 @@ fn preflight(
     if !missing.is_empty() {
         return Err(kinto_error(&ApiError::invalid(missing)));
     }
-    let route = routes::parse(segments, state.plugin(Plugin::Flush)).map_err(|e| kinto_error(&e))?;
+    let route = routes::parse(segments, state.endpoints()).map_err(|e| kinto_error(&e))?;
     let method = requested.unwrap_or_default().to_ascii_uppercase();
     if !route.allows(&method) {
         return Err(kinto_error(&ApiError::invalid_one(

@@ -7,15 +7,18 @@
 // ApiError is large (it carries the whole Kinto error body) but only travels on failure paths.
 #![allow(clippy::result_large_err)]
 
+mod accounts;
 pub mod auth;
 mod authz;
 mod batch;
 mod common;
+mod default_bucket;
 mod dispatch;
 pub mod error;
 mod http;
 mod lists;
 mod objects;
+mod permissions;
 pub mod request;
 pub mod resources;
 pub mod response;

@@ -2,15 +2,17 @@
 //! engine's views — the changes index gives `_since`/`_before` and the default newest-first
 //! order without scanning every object, and counts are maintained, not computed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tidemark_engine::{Acl, Command, EngineError, Expect, ListOrder, ListRange, Op, StoredObject};
 use tidemark_protocol::body;
 use tidemark_protocol::filter::{self, Op as FilterOp};
 use tidemark_protocol::headers::{Preconditions, Verdict};
-use tidemark_protocol::query::{self, ListQuery, Token};
+use tidemark_protocol::query::{self, ListQuery, Pin, Token};
 use tidemark_protocol::{ApiError, Location};
 
 use crate::authz::Authz;
@@ -23,6 +25,56 @@ use crate::response::ApiResponse;
 use crate::state::{now_ms, AppState};
 
 const MAX_ATTEMPTS: usize = 16;
+
+/// Kinto's default `pagination_token_validity_seconds`.
+const DEFAULT_TOKEN_VALIDITY_SECONDS: u64 = 600;
+/// Live plural-DELETE tokens kept at most; beyond it the soonest to expire is forgotten, so a
+/// flood of paginated deletes cannot grow memory without bound.
+const MAX_DELETE_TOKENS: usize = 10_000;
+
+/// The nonces of the `Next-Page` tokens plural DELETEs handed out: each may be used once, within
+/// `pagination_token_validity_seconds` (§4.7; Kinto keeps them in its cache backend). In memory:
+/// a restart forgets them, which only turns a pending token into "expired".
+pub struct DeleteTokens {
+    validity: Duration,
+    /// nonce → expiry.
+    issued: Mutex<HashMap<String, Instant>>,
+}
+
+impl DeleteTokens {
+    pub fn new(validity: Duration) -> DeleteTokens {
+        DeleteTokens { validity, issued: Mutex::new(HashMap::new()) }
+    }
+
+    /// `pagination_token_validity_seconds` from the settings, else Kinto's 600 s.
+    pub fn from_settings(settings: &crate::settings::Settings) -> DeleteTokens {
+        let seconds = settings
+            .raw
+            .get("pagination_token_validity_seconds")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_TOKEN_VALIDITY_SECONDS);
+        DeleteTokens::new(Duration::from_secs(seconds))
+    }
+
+    fn issue(&self, nonce: String) {
+        let now = Instant::now();
+        let mut issued = self.issued.lock();
+        if issued.len() >= MAX_DELETE_TOKENS {
+            issued.retain(|_, expiry| *expiry > now);
+        }
+        if issued.len() >= MAX_DELETE_TOKENS {
+            if let Some(soonest) = issued.iter().min_by_key(|(_, expiry)| **expiry).map(|(n, _)| n.clone()) {
+                issued.remove(&soonest);
+            }
+        }
+        issued.insert(nonce, now + self.validity);
+    }
+
+    /// Uses up a nonce: true if it was issued, unused and unexpired.
+    fn consume(&self, nonce: &str) -> bool {
+        self.issued.lock().remove(nonce).is_some_and(|expiry| expiry > Instant::now())
+    }
+}
 
 pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
     match req.method {
@@ -119,48 +171,97 @@ fn range_of(q: &ListQuery) -> ListRange {
     range
 }
 
+/// Reads a list as it stood at a pin (§4.7 pagination, pinned: see README "Pagination while the
+/// collection changes"): every page of one pagination shows the same snapshot, so objects
+/// changed meanwhile are neither skipped nor repeated.
+///
+/// Objects not changed since the pin (`seq <= pin.seq`) are read from the changes index as
+/// usual, in order; they all have `last_modified <= pin.list_ts`. Objects changed since have a
+/// newer `seq` and usually a timestamp above `pin.list_ts`: they are looked up as of the pin
+/// (their old state at its old place, or nothing if created since) and merged in. When nothing
+/// changed, the walk above `pin.list_ts` is an empty range scan and no object needs a lookup,
+/// so a pinned page costs what an unpinned one does.
+///
+/// Not covered: an object deleted and re-created with an explicit past `last_modified` after
+/// the pin may be missed, since its current entry can sit below where a page stops.
 fn select(
     state: &AppState,
     addr: &Address,
     q: &ListQuery,
     visible: &Visibility,
     limit: Option<usize>,
+    pin: Option<Pin>,
 ) -> Result<Selection, ApiError> {
-    let mut range = range_of(q);
+    let (parent, resource) = (addr.parent_uri(), addr.kind.name);
+    let range = range_of(q);
     let default_order = is_default_order(q);
     let token = q.token.as_ref();
+    let shown = |object: &StoredObject| {
+        if (object.deleted && !q.with_tombstones) || !visible.admits(object) {
+            return false;
+        }
+        let doc = Value::Object(object.data.clone());
+        q.filters.iter().all(|f| f.matches(&doc))
+            && token.is_none_or(|t| filter::is_after_token(&doc, &t.last_object, &q.sort))
+    };
+    let as_of = |object: StoredObject, pin: Pin| -> Result<Option<StoredObject>, EngineError> {
+        if object.seq <= pin.seq {
+            return Ok(Some(object));
+        }
+        state.engine.object_as_of(parent, resource, object.id(), pin.seq)
+    };
+
+    // In the default order the walk is already sorted: the token becomes a bound and the walk
+    // stops as soon as one extra object proves there is a next page.
+    let mut lower = range;
+    let mut bound = |b: u64| lower.before = Some(lower.before.map_or(b, |before| before.min(b)));
     if let (true, Some(lm)) =
         (default_order, token.and_then(|t| t.last_object.get("last_modified")).and_then(Value::as_u64))
     {
-        range.before = Some(range.before.map_or(lm, |b| b.min(lm)));
+        bound(lm);
     }
-    let mut objects = Vec::new();
-    // In the default order the walk is already sorted: stop as soon as one extra object proves
-    // there is a next page.
+    if let Some(pin) = pin {
+        bound(pin.list_ts.saturating_add(1));
+    }
     let stop_at = if default_order { limit.map(|l| l + 1) } else { None };
+    let mut in_order = Vec::new();
+    // Objects at their pinned place rather than their current one; sorted in at the end.
+    let mut moved = Vec::new();
     state
         .engine
-        .walk_list(addr.parent_uri(), addr.kind.name, range, ListOrder::Newest, |object| {
-            if (object.deleted && !q.with_tombstones) || !visible.admits(&object) {
-                return Ok(true);
-            }
-            let doc = Value::Object(object.data.clone());
-            if !q.filters.iter().all(|f| f.matches(&doc)) {
-                return Ok(true);
-            }
-            if let Some(token) = token {
-                if !default_order && !filter::is_after_token(&doc, &token.last_object, &q.sort) {
-                    return Ok(true);
+        .walk_list(parent, resource, lower, ListOrder::Newest, |object| {
+            if let Some(pin) = pin.filter(|p| object.seq > p.seq) {
+                if let Some(old) = as_of(object, pin)?.filter(|o| shown(o)) {
+                    moved.push(old);
                 }
+                return Ok(true);
             }
-            objects.push(object);
-            Ok(stop_at.is_none_or(|stop| objects.len() < stop))
+            if shown(&object) {
+                in_order.push(object);
+            }
+            Ok(stop_at.is_none_or(|stop| in_order.len() < stop))
         })
         .map_err(from_engine)?;
-    if !default_order {
-        objects.sort_by(|a, b| {
-            filter::compare_objects(&Value::Object(a.data.clone()), &Value::Object(b.data.clone()), &q.sort)
-        });
+    if let Some(pin) = pin {
+        // Written after the pinned list timestamp: shown as of the pin wherever that falls, so
+        // `before` (a bound on current timestamps) does not apply; `since` does, since an old
+        // state is older than the current one.
+        let since = range.since.map_or(pin.list_ts, |s| s.max(pin.list_ts));
+        let upper = ListRange { since: Some(since), before: None };
+        state
+            .engine
+            .walk_list(parent, resource, upper, ListOrder::Newest, |object| {
+                if let Some(old) = as_of(object, pin)?.filter(|o| shown(o)) {
+                    moved.push(old);
+                }
+                Ok(true)
+            })
+            .map_err(from_engine)?;
+    }
+    let mut objects = in_order;
+    if !default_order || !moved.is_empty() {
+        objects.extend(moved);
+        objects = sorted(objects, &q.sort);
     }
     let more = limit.is_some_and(|l| objects.len() > l);
     if let Some(l) = limit {
@@ -169,12 +270,28 @@ fn select(
     Ok(Selection { objects, more })
 }
 
+/// Sorts objects by `_sort` (the comparator reads JSON documents: each is built once).
+fn sorted(objects: Vec<StoredObject>, sort: &[query::SortKey]) -> Vec<StoredObject> {
+    let mut rows: Vec<(Value, StoredObject)> =
+        objects.into_iter().map(|mut o| (Value::Object(std::mem::take(&mut o.data)), o)).collect();
+    rows.sort_by(|(a, _), (b, _)| filter::compare_objects(a, b, sort));
+    rows.into_iter()
+        .map(|(doc, mut object)| {
+            if let Value::Object(data) = doc {
+                object.data = data;
+            }
+            object
+        })
+        .collect()
+}
+
 fn parse_query(req: &ApiRequest) -> Result<(Vec<(String, String)>, ListQuery), ApiError> {
     let pairs = query::parse_pairs(&req.query)?;
     let q = query::parse_list_query(&pairs, now_ms(), None)?;
     Ok((pairs, q))
 }
 
+/// The `Next-Page` URL and its token's nonce, when more objects follow the selection.
 fn next_page(
     req: &ApiRequest,
     pairs: &[(String, String)],
@@ -182,15 +299,17 @@ fn next_page(
     selection: &Selection,
     limit: usize,
     offset: u64,
-) -> Option<String> {
+    pin: Option<Pin>,
+) -> Option<(String, String)> {
     if !selection.more {
         return None;
     }
     let last = selection.objects.last()?;
     let nonce = format!("pagination-token-{}", tidemark_protocol::ids::uuid4(rand::random()));
-    let token = Token::for_last(&Value::Object(last.data.clone()), &q.sort, offset, nonce);
+    let mut token = Token::for_last(&Value::Object(last.data.clone()), &q.sort, offset, nonce.clone());
+    token.pin = pin;
     let base = format!("{}{}", req.base_url, req.path);
-    Some(query::next_page_url(&base, pairs, limit as u64, &token.encode()))
+    Some((query::next_page_url(&base, pairs, limit as u64, &token.encode()), nonce))
 }
 
 fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
@@ -212,17 +331,24 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
         let total = if q.filters.is_empty() && matches!(visible, Visibility::All) {
             state.engine.count(addr.parent_uri(), addr.kind.name).map_err(from_engine)?
         } else {
-            let all = select(state, addr, &ListQuery { token: None, ..q.clone() }, &visible, None)?;
+            let all = select(state, addr, &ListQuery { token: None, ..q.clone() }, &visible, None, None)?;
             all.objects.iter().filter(|o| !o.deleted).count() as u64
         };
         ApiResponse::empty(StatusCode::OK)
             .header("Total-Objects", total.to_string())
             .header("Total-Records", total.to_string())
     } else {
+        // Pages after the first read the list as the first one did (a Kinto token has no pin
+        // and stays unpinned). The log position is read after `list_ts`, so the ETag never
+        // covers a write the pages leave out: `_since=<ETag>` polling misses nothing.
+        let pin = match &q.token {
+            Some(token) => token.pin,
+            None => Some(Pin { seq: state.engine.last_seq().map_err(from_engine)?, list_ts }),
+        };
         let limit = effective_limit(state, &q);
-        let selection = select(state, addr, &q, &visible, Some(limit))?;
+        let selection = select(state, addr, &q, &visible, Some(limit), pin)?;
         let offset = q.token.as_ref().map_or(0, |t| t.offset) + selection.objects.len() as u64 + 1;
-        let next = next_page(req, &pairs, &q, &selection, limit, offset);
+        let next = next_page(req, &pairs, &q, &selection, limit, offset, pin).map(|(url, _)| url);
         let data: Vec<Value> = selection
             .objects
             .iter()
@@ -313,19 +439,26 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
     let (pairs, q) = parse_query(req)?;
     let conditions = Preconditions::parse(req.header("if-match"), req.header("if-none-match"))?;
     let authz = state.authz(&req.identity);
-    let visible = match visibility(state, &authz, addr, "write")? {
-        Visibility::Only(ids) if ids.is_empty() => return Err(authz.deny()),
-        other => other,
-    };
+    // Nothing deletable but the create right: an empty result, as Kinto answers.
+    let visible = visibility(state, &authz, addr, "write")?;
     require_parents(&state.engine, &addr.parents)?;
     let live_only = ListQuery { with_tombstones: false, ..q.clone() };
+    let mut token_checked = false;
     for _ in 0..MAX_ATTEMPTS {
         let list_ts = state.engine.list_timestamp(addr.parent_uri(), addr.kind.name).map_err(from_engine)?;
         if conditions.evaluate(Some(list_ts), false) == Verdict::Failed {
             return Err(precondition_failed(None, Some(list_ts)));
         }
+        // After the precondition, as in Kinto; once, whatever retries follow.
+        if let Some(token) = q.token.as_ref().filter(|_| !token_checked) {
+            if !state.delete_tokens.consume(&token.nonce) {
+                return Err(query::token_already_used());
+            }
+            token_checked = true;
+        }
         let limit = effective_limit(state, &q);
-        let selection = select(state, addr, &live_only, &visible, Some(limit))?;
+        // Deletions act on the current list: never pinned.
+        let selection = select(state, addr, &live_only, &visible, Some(limit), None)?;
         if selection.objects.is_empty() {
             return Ok(ApiResponse::json(StatusCode::OK, json!({"data": []})).timestamp_headers(list_ts));
         }
@@ -353,7 +486,8 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
         // The next page is built from the deleted objects' old values, so it also works with
         // ascending sorts (Kinto builds it from the tombstone: §4.10 QUIRK).
         let offset = selection.objects.len() as u64 + 1;
-        if let Some(next) = next_page(req, &pairs, &q, &selection, limit, offset) {
+        if let Some((next, nonce)) = next_page(req, &pairs, &q, &selection, limit, offset, None) {
+            state.delete_tokens.issue(nonce);
             response.set_header("Next-Page", next);
         }
         return Ok(response);

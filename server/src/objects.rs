@@ -11,6 +11,7 @@ use tidemark_protocol::body::{self, PermissionsInput};
 use tidemark_protocol::headers::{parse_response_behavior, Preconditions, ResponseBehavior, Verdict};
 use tidemark_protocol::{ApiError, Location};
 
+use crate::accounts;
 use crate::authz::Authz;
 use crate::common::{self, check_content_type, object_response, require_parents};
 use crate::error::{from_engine, RETRY_AFTER_SECONDS};
@@ -164,7 +165,13 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
             }
             None => body::replace_permissions(&Acl::new(), envelope.permissions.as_ref()),
         };
-        let acl = with_writer(acl, state, req);
+        let acl = if addr.kind.is_account() {
+            let sent = envelope.data.as_ref().is_some_and(|d| d.contains_key("password"));
+            accounts::prepare(state, req, id, &mut data, live.is_none(), sent).await?;
+            accounts::acl(id)
+        } else {
+            with_writer(acl, state, req)
+        };
         let op = Op::Put { data: common::strip_managed(data), permissions: acl };
         match state.submit(command(req, addr, id, op, expect_of(live.as_ref()), explicit)).await {
             Ok(event) => {
@@ -259,7 +266,13 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
         }
         common::validate_data(addr.kind.name, &mut data)?;
         let explicit = common::explicit_timestamp(&data);
-        let acl = with_writer(acl, state, req);
+        let acl = if addr.kind.is_account() {
+            let sent = data.get("password") != live.data.get("password");
+            accounts::prepare(state, req, id, &mut data, false, sent).await?;
+            accounts::acl(id)
+        } else {
+            with_writer(acl, state, req)
+        };
         let op = Op::Put { data: common::strip_managed(data), permissions: acl };
         let event = match state.submit(command(req, addr, id, op, Expect::Version(live.last_modified), explicit)).await
         {

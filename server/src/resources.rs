@@ -14,6 +14,8 @@ pub enum IdStyle {
     Short,
     /// UUID4 (records).
     Uuid,
+    /// Chosen by the client, e-mail addresses allowed (accounts).
+    Account,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -59,16 +61,35 @@ pub static RECORD: ResourceKind = ResourceKind {
     id_style: IdStyle::Uuid,
 };
 
+/// Accounts (kinto.plugins.accounts): stored at root, each the only writer of itself.
+pub static ACCOUNT: ResourceKind = ResourceKind {
+    name: "account",
+    plural: "accounts",
+    parent: None,
+    permissions: &["read", "write"],
+    id_style: IdStyle::Account,
+};
+
 impl ResourceKind {
     pub fn is_valid_id(&self, id: &str) -> bool {
-        id.len() <= MAX_ID_LENGTH && ids::is_valid_id(id)
+        let valid = match self.id_style {
+            IdStyle::Account => ids::is_valid_account_id(id),
+            IdStyle::Short | IdStyle::Uuid => ids::is_valid_id(id),
+        };
+        id.len() <= MAX_ID_LENGTH && valid
     }
 
+    /// A fresh id; accounts have none (their id is mandatory), they get a UUID that
+    /// validation then refuses upstream.
     pub fn generate_id(&self) -> String {
         match self.id_style {
             IdStyle::Short => ids::short_id(rand::random()),
-            IdStyle::Uuid => ids::uuid4(rand::random()),
+            IdStyle::Uuid | IdStyle::Account => ids::uuid4(rand::random()),
         }
+    }
+
+    pub fn is_account(&self) -> bool {
+        self.id_style == IdStyle::Account
     }
 
     /// The `<name>:create` permission checked on the parent.

@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 use tidemark_engine::{Command, Context, Expect, ListOrder, ListRange, Op};
 use tidemark_protocol::ApiError;
 
+use crate::auth::Policy;
 use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
@@ -16,7 +17,7 @@ pub const HTTP_API_VERSION: &str = "1.23";
 pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
     let settings = &state.settings;
     let mut capabilities = Map::new();
-    if state.authenticator.has_basic() {
+    if state.authenticator.has(Policy::Basic) {
         capabilities.insert(
             "basicauth".into(),
             json!({"description": "Very basic authentication sessions. Not for production use.", "url": "http://kinto.readthedocs.io/en/stable/api/1.x/authentication.html"}),
@@ -25,7 +26,25 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
     if state.plugin(Plugin::Flush) {
         capabilities.insert(
             "flush_endpoint".into(),
-            json!({"description": "The __flush__ endpoint can be used to remove all data from all backends.", "url": "https://kinto.readthedocs.io/en/latest/configuration/settings.html#activating-the-flush-endpoint"}),
+            json!({"description": "The __flush__ endpoint can be used to remove all data from all backends.", "url": "https://kinto.readthedocs.io/en/latest/api/1.x/flush.html"}),
+        );
+    }
+    if state.plugin(Plugin::Accounts) {
+        capabilities.insert(
+            "accounts".into(),
+            json!({"description": "Manage user accounts.", "url": "https://kinto.readthedocs.io/en/latest/api/1.x/accounts.html", "validation_enabled": false}),
+        );
+    }
+    if state.plugin(Plugin::DefaultBucket) {
+        capabilities.insert(
+            "default_bucket".into(),
+            json!({"description": "The default bucket is an alias for a personal bucket where collections are created implicitly.", "url": "https://kinto.readthedocs.io/en/latest/api/1.x/buckets.html#personal-bucket-default"}),
+        );
+    }
+    if state.endpoints().permissions {
+        capabilities.insert(
+            "permissions_endpoint".into(),
+            json!({"description": "The permissions endpoint can be used to list all user objects permissions.", "url": "https://kinto.readthedocs.io/en/latest/configuration/settings.html#activating-the-permissions-endpoint"}),
         );
     }
     let mut body = json!({
@@ -46,7 +65,11 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
         map.insert("eos".into(), json!(eos));
     }
     if let (Some(user_id), Value::Object(map)) = (&req.identity.user_id, &mut body) {
-        map.insert("user".into(), json!({"id": user_id, "principals": req.identity.principals}));
+        let mut user = json!({"id": user_id, "principals": req.identity.principals});
+        if state.plugin(Plugin::DefaultBucket) {
+            user["bucket"] = json!(crate::default_bucket::bucket_id(&settings.default_bucket_hmac_secret, user_id));
+        }
+        map.insert("user".into(), user);
     }
     ApiResponse::json(StatusCode::OK, body)
 }

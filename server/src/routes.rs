@@ -2,7 +2,7 @@
 
 use tidemark_protocol::ApiError;
 
-use crate::resources::{Address, Node, ResourceKind, BUCKET, COLLECTION, GROUP, RECORD};
+use crate::resources::{Address, Node, ResourceKind, ACCOUNT, BUCKET, COLLECTION, GROUP, RECORD};
 
 #[derive(Debug, Clone)]
 pub enum Route {
@@ -13,6 +13,8 @@ pub enum Route {
     Contribute,
     Batch,
     Flush,
+    /// `GET /v1/permissions`.
+    Permissions,
     List(Address),
     Object(Address),
 }
@@ -28,6 +30,7 @@ impl Route {
             Route::Object(_) => OBJECT_METHODS,
             Route::Batch => "POST, OPTIONS",
             Route::Flush => "POST, OPTIONS",
+            Route::Permissions => "HEAD, GET, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -43,10 +46,19 @@ fn child_kind(parent: &ResourceKind, segment: &str) -> Option<&'static ResourceK
         .find(|kind| kind.plural == segment && kind.parent.map(|p| p.name) == Some(parent.name))
 }
 
+/// Which optional endpoints (plugins) exist.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoints {
+    pub flush: bool,
+    pub accounts: bool,
+    pub permissions: bool,
+}
+
 /// Parses the decoded segments under `/v1`. Parent ids that are not valid ids give 404 errno
 /// 111 (Kinto); the target id is validated later by the handler (after authorization for GETs).
-pub fn parse(segments: &[String], flush_enabled: bool) -> Result<Route, ApiError> {
+pub fn parse(segments: &[String], endpoints: Endpoints) -> Result<Route, ApiError> {
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let flush_enabled = endpoints.flush;
     match parts.as_slice() {
         [] => return Ok(Route::Hello),
         ["__heartbeat__"] => return Ok(Route::Heartbeat),
@@ -55,6 +67,13 @@ pub fn parse(segments: &[String], flush_enabled: bool) -> Result<Route, ApiError
         ["contribute.json"] => return Ok(Route::Contribute),
         ["batch"] => return Ok(Route::Batch),
         ["__flush__"] if flush_enabled => return Ok(Route::Flush),
+        ["permissions"] if endpoints.permissions => return Ok(Route::Permissions),
+        ["accounts"] if endpoints.accounts => {
+            return Ok(Route::List(Address { kind: &ACCOUNT, parents: vec![], id: None }))
+        }
+        ["accounts", id] if endpoints.accounts => {
+            return Ok(Route::Object(Address { kind: &ACCOUNT, parents: vec![], id: Some((*id).to_owned()) }))
+        }
         _ => {}
     }
     let (first, rest) = parts.split_first().ok_or_else(ApiError::unknown_url)?;
@@ -93,7 +112,7 @@ mod tests {
 
     #[test]
     fn records_route_carries_its_parents() {
-        let route = parse(&segs("/buckets/b/collections/c/records/r1"), false);
+        let route = parse(&segs("/buckets/b/collections/c/records/r1"), Endpoints::default());
         let Ok(Route::Object(address)) = route else { panic!("not an object route") };
         assert_eq!(address.kind.name, "record");
         assert_eq!(address.parent_uri(), "/buckets/b/collections/c");
@@ -102,9 +121,11 @@ mod tests {
 
     #[test]
     fn unknown_and_invalid_paths_are_404() {
-        assert!(matches!(parse(&segs("/nope"), false), Err(e) if e.errno as u16 == 111));
-        assert!(matches!(parse(&segs("/buckets/b/records"), false), Err(e) if e.errno as u16 == 111));
-        assert!(matches!(parse(&segs("/buckets/in*valid/collections"), false), Err(e) if e.status == 404));
-        assert!(matches!(parse(&segs("/__flush__"), false), Err(_)));
+        let none = Endpoints::default();
+        assert!(matches!(parse(&segs("/nope"), none), Err(e) if e.errno as u16 == 111));
+        assert!(matches!(parse(&segs("/buckets/b/records"), none), Err(e) if e.errno as u16 == 111));
+        assert!(matches!(parse(&segs("/buckets/in*valid/collections"), none), Err(e) if e.status == 404));
+        assert!(matches!(parse(&segs("/__flush__"), none), Err(_)));
+        assert!(matches!(parse(&segs("/accounts/bob"), none), Err(_)));
     }
 }

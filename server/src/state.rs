@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use tidemark_engine::{Command, Context, Engine, EngineError, Event};
 
-use crate::auth::{Authenticator, Identity, Policy};
+use crate::auth::{Authenticator, Identity, Policy, AUTHENTICATED};
 use crate::authz::{Authz, SettingsGrants};
 use crate::request::ApiRequest;
+use crate::routes::Endpoints;
 use crate::settings::{AuthPolicyKind, Plugin, Settings};
 
 #[derive(Clone)]
@@ -17,6 +18,7 @@ pub struct AppState {
     pub authenticator: Authenticator,
     pub grants: Arc<SettingsGrants>,
     pub explicit_permissions: bool,
+    pub delete_tokens: Arc<crate::lists::DeleteTokens>,
 }
 
 impl AppState {
@@ -27,9 +29,11 @@ impl AppState {
             .iter()
             .filter_map(|p| match p.kind {
                 AuthPolicyKind::Basic => Some(Policy::Basic),
+                AuthPolicyKind::Account => Some(Policy::Account),
                 _ => None,
             })
             .collect();
+        let cache_ttl = settings.raw.get("account_cache_ttl_seconds").and_then(|v| v.parse().ok()).unwrap_or(30);
         let mut grants: HashMap<String, Vec<String>> = HashMap::new();
         for (key, principals) in &settings.permission_principals {
             if let Some(name) = key.strip_suffix("_principals") {
@@ -40,7 +44,8 @@ impl AppState {
         AppState {
             engine,
             explicit_permissions: settings.explicit_permissions,
-            authenticator: Authenticator::new(policies, hmac_secret),
+            delete_tokens: Arc::new(crate::lists::DeleteTokens::from_settings(&settings)),
+            authenticator: Authenticator::new(policies, hmac_secret, std::time::Duration::from_secs(cache_ttl)),
             grants: Arc::new(SettingsGrants(grants)),
             settings: Arc::new(settings),
         }
@@ -52,6 +57,31 @@ impl AppState {
 
     pub fn plugin(&self, plugin: Plugin) -> bool {
         self.settings.plugins.contains(&plugin)
+    }
+
+    /// The optional endpoints these settings enable.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            flush: self.plugin(Plugin::Flush),
+            accounts: self.plugin(Plugin::Accounts),
+            permissions: self.settings.experimental_permissions_endpoint || self.plugin(Plugin::Admin),
+        }
+    }
+
+    /// Who is calling: the policy chain's user, plus the groups that name them (or name
+    /// `system.Authenticated`) as members.
+    pub async fn identify(&self, authorization: Option<&[u8]>) -> Identity {
+        let mut identity = self.authenticator.authenticate(&self.engine, authorization).await;
+        if let Some(user_id) = identity.user_id.clone() {
+            for member in [user_id.as_str(), AUTHENTICATED] {
+                for group in self.engine.groups_of(member).unwrap_or_default() {
+                    if !identity.principals.contains(&group) {
+                        identity.principals.push(group);
+                    }
+                }
+            }
+        }
+        identity
     }
 
     /// Submits one command and returns its event.

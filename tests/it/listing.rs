@@ -134,3 +134,175 @@ async fn plural_delete_removes_matching_objects() {
     assert_eq!(ids(&s.get(R, Some(ALICE)).await.body).len(), 0);
     s.stop().await;
 }
+
+/// Follows `Next-Page` from `first`, running `between(page number)` before each next fetch.
+async fn pages<F, Fut>(s: &Server, first: &str, mut between: F) -> Vec<Vec<Value>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut out = Vec::new();
+    let mut url = Some(first.to_owned());
+    while let Some(current) = url {
+        if !out.is_empty() {
+            between(out.len()).await;
+        }
+        let page = s.get(&current, Some(ALICE)).await;
+        assert_eq!(page.status, 200, "{current}: {}", page.body);
+        out.push(page.body["data"].as_array().cloned().unwrap_or_default());
+        url = page.header("next-page").map(str::to_owned);
+        assert!(out.len() < 20, "no end");
+    }
+    out
+}
+
+async fn seed_numbered(s: &Server, n: usize) {
+    s.seed().await;
+    for i in 0..n {
+        let put = s.put(&format!("{R}/r{i}"), Some(ALICE), json!({"data": {"n": i, "v": 0}})).await;
+        assert_eq!(put.status, 201);
+    }
+}
+
+fn sorted_ids(pages: &[Vec<Value>]) -> Vec<String> {
+    let mut all: Vec<String> = pages.iter().flatten().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn pages_are_pinned_to_the_first_page_while_the_collection_changes() {
+    for query in ["?_limit=3", "?_limit=3&_sort=n", "?_limit=3&_sort=-v,n"] {
+        let s = Server::start().await;
+        seed_numbered(&s, 10).await;
+        let expected: Vec<String> = {
+            let mut ids: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+            ids.sort();
+            ids
+        };
+        let s = &s;
+        let got = pages(s, &format!("{R}{query}"), |page| async move {
+            // Touch every record (returned or not: unreturned ones jump to the front of the
+            // default order), add new ones and delete one not yet seen.
+            for i in 0..10 {
+                let patch = s.patch(&format!("{R}/r{i}"), Some(ALICE), json!({"data": {"v": page}})).await;
+                assert!(patch.status == 200 || patch.status == 404, "{}", patch.body);
+            }
+            assert_eq!(s.post(R, Some(ALICE), json!({"data": {"n": 100 + page}})).await.status, 201);
+            if page == 2 {
+                assert_eq!(s.delete(&format!("{R}/r9"), Some(ALICE)).await.status, 200);
+                assert_eq!(s.delete(&format!("{R}/r0"), Some(ALICE)).await.status, 200);
+            }
+        })
+        .await;
+        assert_eq!(sorted_ids(&got), expected, "{query}: each record of the first page's snapshot, once");
+        for record in got.iter().flatten() {
+            assert_eq!(record["v"], 0, "{query}: shown as it was when paging started: {record}");
+            assert!(record.get("deleted").is_none(), "{query}: deleted meanwhile, shown as it was");
+        }
+        assert!(got.iter().all(|p| p.len() <= 3));
+        s.get(R, Some(ALICE)).await; // the list itself moved on
+        assert_eq!(ids(&s.get(&format!("{R}?v=0"), Some(ALICE)).await.body), Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+async fn pinned_pages_include_tombstones_of_the_snapshot_with_since() {
+    let s = Server::start().await;
+    seed_numbered(&s, 6).await;
+    let start = s.get(R, Some(ALICE)).await.etag();
+    for i in 0..3 {
+        s.patch(&format!("{R}/r{i}"), Some(ALICE), json!({"data": {"v": 1}})).await;
+    }
+    s.delete(&format!("{R}/r3"), Some(ALICE)).await;
+    let s = &s;
+    let got = pages(s, &format!("{R}?_since={start}&_limit=2"), |_| async move {
+        // r3 re-created, r0 deleted: the snapshot still has r3's tombstone and r0 alive.
+        s.put(&format!("{R}/r3"), Some(ALICE), json!({"data": {"v": 9}})).await;
+        s.delete(&format!("{R}/r0"), Some(ALICE)).await;
+    })
+    .await;
+    assert_eq!(sorted_ids(&got), ["r0", "r1", "r2", "r3"]);
+    let all: Vec<&Value> = got.iter().flatten().collect();
+    assert!(all.iter().any(|r| r["id"] == "r3" && r["deleted"] == true));
+    assert!(all.iter().any(|r| r["id"] == "r0" && r["v"] == 1));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn kinto_tokens_without_a_pin_still_work_unpinned() {
+    use base64::Engine as _;
+    let s = Server::start().await;
+    seed_numbered(&s, 5).await;
+    let first = s.get(&format!("{R}?_limit=2"), Some(ALICE)).await;
+    assert_eq!(ids(&first.body), ["r4", "r3"]);
+    let next = first.header("next-page").unwrap_or_default().to_owned();
+    let raw = next.split("_token=").nth(1).unwrap_or_default().replace("%3D", "=").replace("%2B", "+").replace("%2F", "/");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut token: Value = serde_json::from_slice(&b64.decode(&raw).expect("base64")).expect("json");
+    assert!(token["seq"].is_u64() && token["list_ts"].is_u64(), "{token}");
+    for key in ["last_object", "offset", "nonce"] {
+        assert!(token.get(key).is_some(), "Kinto's {key} kept");
+    }
+    let map = token.as_object_mut().expect("object");
+    map.remove("seq");
+    map.remove("list_ts");
+    let unpinned = b64.encode(token.to_string());
+    // r2 changes: unpinned, it moves ahead of the token and is skipped (Kinto #1584).
+    s.patch(&format!("{R}/r2"), Some(ALICE), json!({"data": {"v": 1}})).await;
+    let page = s.call("GET", &format!("{R}?_limit=2&_token={}", encode(&unpinned)), Some(ALICE), None, &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(ids(&page.body), ["r1", "r0"]);
+    let pinned = s.get(&next, Some(ALICE)).await;
+    assert_eq!(ids(&pinned.body), ["r2", "r1"]);
+    assert_eq!(pinned.body["data"][0]["v"], 0);
+    s.stop().await;
+}
+
+fn encode(token: &str) -> String {
+    token.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
+}
+
+#[tokio::test]
+async fn plural_delete_tokens_are_single_use() {
+    let s = Server::start().await;
+    seed_numbered(&s, 8).await;
+    let first = s.delete(&format!("{R}?_limit=2"), Some(ALICE)).await;
+    assert_eq!(ids(&first.body), ["r7", "r6"]);
+    let next = first.header("next-page").unwrap_or_default().to_owned();
+    assert!(next.contains("_token="), "{next}");
+    // A DELETE token works in a GET, any number of times, without using it up.
+    for _ in 0..2 {
+        assert_eq!(ids(&s.get(&next, Some(ALICE)).await.body), ["r5", "r4"]);
+    }
+    let second = s.delete(&next, Some(ALICE)).await;
+    assert_eq!(ids(&second.body), ["r5", "r4"]);
+    let reused = s.delete(&next, Some(ALICE)).await;
+    assert_eq!(reused.status, 400);
+    assert_eq!(reused.body["message"], "querystring: _token was already used or has expired.");
+    assert_eq!(reused.body["details"][0]["description"], "_token was already used or has expired.");
+    assert_eq!(ids(&s.get(R, Some(ALICE)).await.body), ["r3", "r2", "r1", "r0"], "nothing more deleted");
+    // A GET token was never issued for deletion.
+    let listed = s.get(&format!("{R}?_limit=1"), Some(ALICE)).await;
+    let get_token = listed.header("next-page").unwrap_or_default().to_owned();
+    assert_eq!(s.delete(&get_token, Some(ALICE)).await.status, 400);
+    // The precondition is checked before the token is used up.
+    let third = second.header("next-page").unwrap_or_default().to_owned();
+    let failed = s.call("DELETE", &third, Some(ALICE), None, &[("If-Match", "\"1\"")]).await;
+    assert_eq!(failed.status, 412);
+    assert_eq!(ids(&s.delete(&third, Some(ALICE)).await.body), ["r3", "r2"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn plural_delete_tokens_expire() {
+    let s = Server::start_with(&[("pagination_token_validity_seconds", "1")]).await;
+    seed_numbered(&s, 3).await;
+    let first = s.delete(&format!("{R}?_limit=1"), Some(ALICE)).await;
+    let next = first.header("next-page").unwrap_or_default().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let late = s.delete(&next, Some(ALICE)).await;
+    assert_eq!(late.status, 400);
+    assert_eq!(late.body["message"], "querystring: _token was already used or has expired.");
+    s.stop().await;
+}

@@ -1,0 +1,98 @@
+//! kinto.plugins.accounts: the rules that make `/accounts` more than a plain resource —
+//! bcrypt-hashed passwords, an account always owned by itself, ids tied to the caller.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Map, Value};
+use tidemark_engine::Acl;
+use tidemark_protocol::{body, ApiError, Errno, Location};
+
+use crate::auth::hash_password;
+use crate::request::ApiRequest;
+use crate::resources::Address;
+use crate::response::ApiResponse;
+use crate::state::AppState;
+
+/// Is the caller an accounts administrator (`account_write_principals`)?
+fn is_admin(state: &AppState, req: &ApiRequest) -> bool {
+    let admins = state.settings.principals("account", "write");
+    admins.iter().any(|p| req.identity.principals.contains(p))
+}
+
+/// Checks and transforms the data of an account write: the id belongs to the caller (unless
+/// admin), a password is required on creation, and it is stored as a bcrypt hash.
+pub async fn prepare(
+    state: &AppState,
+    req: &ApiRequest,
+    id: &str,
+    data: &mut Map<String, Value>,
+    creating: bool,
+    password_sent: bool,
+) -> Result<(), ApiError> {
+    if let Some(own) = req.identity.account() {
+        if own != id && !is_admin(state, req) {
+            return Err(ApiError::invalid_one(
+                Location::Body,
+                Some("data.id"),
+                "Username and account ID do not match.",
+            ));
+        }
+    }
+    match data.get("password") {
+        None if creating => Err(ApiError::invalid_one(Location::Body, Some("data.password"), "Required")),
+        // The stored value is already a hash: only a password the client sent gets hashed.
+        None | Some(_) if !password_sent => Ok(()),
+        None => Ok(()),
+        Some(Value::String(password)) => {
+            let hashed = hash_password(password.clone())
+                .await
+                .ok_or_else(|| ApiError::internal(&state.settings.error_info_link))?;
+            data.insert("password".into(), Value::String(hashed));
+            Ok(())
+        }
+        Some(other) => Err(ApiError::invalid_one(
+            Location::Body,
+            Some("data.password"),
+            format!("{} is not a string: {{'': ''}}", tidemark_protocol::pyrepr::pyrepr(other)),
+        )),
+    }
+}
+
+/// An account is always, and only, written by itself.
+pub fn acl(id: &str) -> Acl {
+    Acl::from([("write".to_owned(), vec![format!("account:{id}")])])
+}
+
+/// Anonymous listing gets Kinto's odd 401 (errno 999, no message).
+pub fn check_listing(req: &ApiRequest) -> Result<(), ApiError> {
+    if (req.method == Method::GET || req.method == Method::HEAD) && !req.identity.is_authenticated() {
+        let mut err = ApiError::new(401, Errno::Undefined, None);
+        err.error = "Cannot read accounts.".into();
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// `POST /accounts`: the id is mandatory; an existing account is returned to its readers,
+/// otherwise the request is a creation (`PUT /accounts/{id}`).
+pub async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
+    let envelope = body::parse_envelope(crate::common::json_body(req)?, addr.kind.permissions)?;
+    let id = match envelope.data.as_ref().and_then(|d| d.get("id")) {
+        Some(Value::String(id)) => id.clone(),
+        _ => return Err(ApiError::invalid_one(Location::Body, Some("data.id"), "data.id in body: Required")),
+    };
+    if !addr.kind.is_valid_id(&id) {
+        return Err(ApiError::invalid_one(Location::Path, None, "Invalid object id"));
+    }
+    let mut put = req.clone();
+    put.method = Method::PUT;
+    put.path = format!("/accounts/{id}");
+    put.segments = vec!["accounts".into(), id.clone()];
+    let object = Address { id: Some(id.clone()), ..addr.clone() };
+    if state.engine.get("", "account", &id).map_err(crate::error::from_engine)?.is_some_and(|a| !a.deleted) {
+        put.method = Method::GET;
+        let mut response = crate::objects::handle(state, &put, &object, &id).await?;
+        response.status = StatusCode::OK;
+        return Ok(response);
+    }
+    crate::objects::handle(state, &put, &object, &id).await
+}

@@ -1,0 +1,110 @@
+//! `GET /v1/permissions`: every object the caller holds an explicit permission on, served from
+//! the engine's principal → objects index (no scan of the objects).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+use tidemark_protocol::filter;
+use tidemark_protocol::query::{self, SortKey};
+use tidemark_protocol::ApiError;
+
+use crate::authz::deny;
+use crate::error::from_engine;
+use crate::request::ApiRequest;
+use crate::response::ApiResponse;
+use crate::state::{now_ms, AppState};
+
+const FIELDS: [&str; 8] =
+    ["uri", "resource_name", "permissions", "bucket_id", "collection_id", "group_id", "record_id", "id"];
+
+/// `{uri, resource_name, <parent>_id…, id}` for an object URI.
+fn describe(uri: &str) -> Map<String, Value> {
+    let parts: Vec<&str> = uri.trim_start_matches('/').split('/').collect();
+    let mut entry = Map::new();
+    entry.insert("uri".into(), json!(uri));
+    let (resource, ids): (&str, Vec<(&str, &str)>) = match parts.as_slice() {
+        ["buckets", b] => ("bucket", vec![("bucket_id", b)]),
+        ["buckets", b, "collections", c] => ("collection", vec![("bucket_id", b), ("collection_id", c)]),
+        ["buckets", b, "groups", g] => ("group", vec![("bucket_id", b), ("group_id", g)]),
+        ["buckets", b, "collections", c, "records", r] => {
+            ("record", vec![("bucket_id", b), ("collection_id", c), ("record_id", r)])
+        }
+        ["accounts", a] => ("account", vec![("id", a)]),
+        _ => ("unknown", vec![]),
+    };
+    entry.insert("resource_name".into(), json!(resource));
+    for (key, value) in &ids {
+        entry.insert((*key).into(), json!(value));
+    }
+    if let Some(last) = parts.last() {
+        entry.insert("id".into(), json!(last));
+    }
+    entry
+}
+
+pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    let readers = state.settings.principals("permissions", "read");
+    let allowed = readers.is_empty() && !state.settings.raw.contains_key("permissions_read_principals")
+        || readers.iter().any(|p| req.identity.principals.contains(p));
+    if !allowed {
+        return Err(deny(&req.identity));
+    }
+    let pairs = query::parse_pairs(&req.query)?;
+    let mut q = query::parse_list_query(&pairs, now_ms(), Some(&FIELDS))?;
+    // Sorted by URI (there are no timestamps here), newest-first tie-breaks do not apply.
+    q.sort.retain(|k| k.field != "last_modified");
+    if q.sort.is_empty() {
+        q.sort.push(SortKey { field: "uri".into(), descending: true });
+    }
+
+    let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for principal in &req.identity.principals {
+        for (perm, uri) in state.engine.objects_of_principal(principal).map_err(from_engine)? {
+            let perms = granted.entry(uri).or_default();
+            if perm == "write" {
+                perms.insert("read".into());
+            }
+            if perm.ends_with(":create") {
+                perms.insert("read:attributes".into());
+            }
+            perms.insert(perm);
+        }
+    }
+    let mut entries: Vec<Value> = granted
+        .into_iter()
+        .map(|(uri, perms)| {
+            let mut entry = describe(&uri);
+            entry.insert("permissions".into(), json!(perms));
+            Value::Object(entry)
+        })
+        .collect();
+    let root: Vec<&str> = ["bucket", "account"]
+        .into_iter()
+        .filter(|kind| {
+            state
+                .grants
+                .0
+                .get(&format!("{kind}_create"))
+                .is_some_and(|p| p.iter().any(|p| req.identity.principals.contains(p)))
+        })
+        .collect();
+    if !root.is_empty() {
+        let perms: Vec<String> = root.iter().map(|kind| format!("{kind}:create")).collect();
+        entries.push(json!({"uri": "/", "resource_name": "root", "permissions": perms}));
+    }
+    entries.retain(|entry| q.filters.iter().all(|f| f.matches(entry)));
+    entries.sort_by(|a, b| filter::compare_objects(a, b, &q.sort));
+    let total = entries.len();
+    if let Some(fields) = &q.fields {
+        entries = entries.iter().map(|e| filter::project(e, fields)).collect();
+    }
+    let response = if req.method == Method::HEAD {
+        ApiResponse::empty(StatusCode::OK)
+            .header("Total-Objects", total.to_string())
+            .header("Total-Records", total.to_string())
+    } else {
+        ApiResponse::json(StatusCode::OK, json!({ "data": entries }))
+    };
+    Ok(crate::common::cache_headers(response))
+}
