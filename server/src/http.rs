@@ -92,6 +92,15 @@ async fn route_request(
     origin: Option<&str>,
     cors: &[String],
 ) -> Result<Response, Response> {
+    // Read the body before any answer, redirects included: a response sent over an unread body
+    // makes the server drop the keep-alive connection under the client's next request.
+    let (parts, body) = request.into_parts();
+    let limit = state.settings.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Err(kinto_error(&ApiError::too_large(limit))),
+    };
+    let request = Request::from_parts(parts, AxumBody::empty());
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let with_query = |p: &str| match &query {
@@ -152,13 +161,8 @@ async fn route_request(
     if request.method() == Method::OPTIONS {
         return preflight(state, &request, &segments, origin);
     }
+    let (parts, _) = request.into_parts();
 
-    let (parts, body) = request.into_parts();
-    let limit = state.settings.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => return Err(kinto_error(&ApiError::too_large(limit))),
-    };
     let identity = state.identify(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())).await;
     let api_request = ApiRequest {
         method: parts.method,

@@ -175,15 +175,17 @@ fn range_of(q: &ListQuery) -> ListRange {
 /// collection changes"): every page of one pagination shows the same snapshot, so objects
 /// changed meanwhile are neither skipped nor repeated.
 ///
-/// Objects not changed since the pin (`seq <= pin.seq`) are read from the changes index as
-/// usual, in order; they all have `last_modified <= pin.list_ts`. Objects changed since have a
-/// newer `seq` and usually a timestamp above `pin.list_ts`: they are looked up as of the pin
-/// (their old state at its old place, or nothing if created since) and merged in. When nothing
-/// changed, the walk above `pin.list_ts` is an empty range scan and no object needs a lookup,
-/// so a pinned page costs what an unpinned one does.
+/// The changes index is split at `pin.list_ts`. At or below it, objects not changed since the
+/// pin (`seq <= pin.seq`) are walked in order as usual; an object changed since is replaced by
+/// its state as of the pin (walked back through the log: its old values at its old place, a
+/// tombstone if it was deleted then, nothing if it did not exist yet) and sorted in. Above it
+/// lies every object written since `pin.list_ts` was read — most of them after the pin — each
+/// shown as of the pin the same way. When nothing changed, the walk above is an empty range
+/// scan and no object needs a lookup: a pinned page costs what an unpinned one does.
 ///
-/// Not covered: an object deleted and re-created with an explicit past `last_modified` after
-/// the pin may be missed, since its current entry can sit below where a page stops.
+/// Not covered: writes carrying an explicit `last_modified` older than the list timestamp
+/// (Kinto honours them; normal clients do not send them) made after the pin can leave an
+/// object's current entry where no page looks for it, and that object may then be skipped.
 fn select(
     state: &AppState,
     addr: &Address,

@@ -6,6 +6,8 @@ mod batch;
 mod durability;
 mod errors;
 mod listing;
+mod listing_table;
 mod preconditions;
 mod resources;
 mod root;
+mod since;
