@@ -38,7 +38,7 @@ pub use replay::{digest, VerifyReport};
 pub use storage::{MemoryStorage, SledStorage, Storage};
 pub use writer::{command_uri, Command, Expect, Op};
 
-use writer::{Submission, Writer, WriterState};
+use writer::{LeaseOutcome, LeaseRequest, Message, Submission, Writer, WriterState};
 
 /// When an acknowledged write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,30 @@ impl Default for EngineConfig {
     }
 }
 
+/// Work staged on a fork of the store while holding the writer (see [`Engine::begin`]).
+pub struct Transaction {
+    fork: Engine,
+    base_seq: u64,
+    outcome: crossbeam_channel::Sender<LeaseOutcome>,
+}
+
+impl Transaction {
+    /// The fork: reads see the transaction's own writes; writes stay staged until commit.
+    pub fn engine(&self) -> &Engine {
+        &self.fork
+    }
+
+    /// Appends everything written on the fork to the real log, atomically, and returns the
+    /// committed events.
+    pub async fn commit(self) -> Result<Vec<Arc<Event>>> {
+        let events = self.fork.events_from(self.base_seq + 1, usize::MAX)?;
+        self.fork.close();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.outcome.send(LeaseOutcome::Commit(events, reply)).map_err(|_| EngineError::Closed)?;
+        rx.await.map_err(|_| EngineError::Closed)?
+    }
+}
+
 /// What opening found and did.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenReport {
@@ -75,7 +99,8 @@ pub struct OpenReport {
 
 struct Inner {
     storage: Arc<dyn Storage>,
-    submit: Mutex<Option<crossbeam_channel::Sender<Submission>>>,
+    submit: Mutex<Option<crossbeam_channel::Sender<Message>>>,
+    config: EngineConfig,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     bus: Arc<bus::Bus>,
     failed: Arc<Mutex<Option<String>>>,
@@ -135,6 +160,7 @@ impl Engine {
         let opened = OpenReport { last_seq: tail.last_seq, replayed };
         Ok(Engine {
             inner: Arc::new(Inner {
+                config,
                 storage,
                 submit: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
@@ -153,7 +179,7 @@ impl Engine {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let guard = self.inner.submit.lock();
         let tx = guard.as_ref().ok_or(EngineError::Closed)?;
-        tx.send(Submission { commands, reply }).map_err(|_| EngineError::Closed)?;
+        tx.send(Message::Submit(Submission { commands, reply })).map_err(|_| EngineError::Closed)?;
         Ok(rx)
     }
 
@@ -167,6 +193,31 @@ impl Engine {
     pub fn submit_blocking(&self, commands: Vec<Command>) -> Result<Vec<Arc<Event>>> {
         let rx = self.send(commands)?;
         rx.blocking_recv().map_err(|_| EngineError::Closed)?
+    }
+
+    /// Starts a transaction: takes the writer's exclusive lease (other writes wait) and opens a
+    /// fork of the store on which the caller runs any number of commands and reads. Committing
+    /// appends the fork's events to the log in one atomic, flushed batch; dropping the
+    /// transaction discards them. Meant for short work (a batch request): the lease expires
+    /// after 10 s.
+    pub async fn begin(&self) -> Result<Transaction> {
+        let (granted_tx, granted_rx) = tokio::sync::oneshot::channel();
+        let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(1);
+        {
+            let guard = self.inner.submit.lock();
+            let tx = guard.as_ref().ok_or(EngineError::Closed)?;
+            tx.send(Message::Lease(LeaseRequest { granted: granted_tx, outcome: outcome_rx }))
+                .map_err(|_| EngineError::Closed)?;
+        }
+        granted_rx.await.map_err(|_| EngineError::Closed)?;
+        if let Some(reason) = self.failure() {
+            return Err(EngineError::Unavailable(reason));
+        }
+        let base_seq = self.last_seq()?;
+        let overlay = Arc::new(storage::OverlayStorage::new(Arc::clone(&self.inner.storage)));
+        let config = EngineConfig { flush: FlushPolicy::None, ..self.inner.config.clone() };
+        let fork = Engine::open(overlay, config)?;
+        Ok(Transaction { fork, base_seq, outcome: outcome_tx })
     }
 
     /// Why writes are refused, if the engine has failed a write (fail-stop).

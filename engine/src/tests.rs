@@ -442,3 +442,38 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_transaction_commits_its_fork_atomically_or_not_at_all() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    for backend in Backend::all() {
+        let engine = backend.open(EngineConfig::default());
+        seed(&engine);
+        runtime.block_on(async {
+            let tx = engine.begin().await.expect("begin");
+            tx.engine().submit(vec![put(C, "record", "r1", json!({"v": 1}))]).await.expect("staged write");
+            tx.engine().submit(vec![put(C, "record", "r1", json!({"v": 2}))]).await.expect("staged update");
+            assert_eq!(tx.engine().get(C, "record", "r1").expect("get").expect("staged").data["v"], 2);
+            assert!(engine.get(C, "record", "r1").expect("get").is_none(), "invisible before commit");
+            // A writer arriving meanwhile waits for the lease.
+            let waiting = {
+                let engine = engine.clone();
+                std::thread::spawn(move || engine.submit_blocking(vec![put(C, "record", "r2", json!({}))]))
+            };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!waiting.is_finished());
+            let events = tx.commit().await.expect("commit");
+            assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+            let other = waiting.join().expect("thread").expect("write after the lease");
+            assert_eq!(other[0].seq, 5);
+            assert_eq!(engine.get(C, "record", "r1").expect("get").expect("committed").data["v"], 2);
+
+            let aborted = engine.begin().await.expect("begin");
+            aborted.engine().submit(vec![put(C, "record", "r3", json!({}))]).await.expect("staged");
+            drop(aborted);
+            assert!(engine.get(C, "record", "r3").expect("get").is_none(), "dropped means discarded");
+            engine.submit(vec![put(C, "record", "r4", json!({}))]).await.expect("writes resume");
+        });
+        assert!(engine.verify().expect("verify").ok());
+    }
+}

@@ -65,6 +65,27 @@ pub(crate) struct Submission {
     pub reply: Reply,
 }
 
+/// What a transaction sends back to a writer it holds: events prepared on a fork, or nothing.
+pub(crate) enum LeaseOutcome {
+    Commit(Vec<Arc<Event>>, Reply),
+}
+
+/// A request for the writer's exclusive lease (see `transaction.rs`).
+pub(crate) struct LeaseRequest {
+    /// Answered once everything before the lease is committed: the lease is held from then on.
+    pub granted: oneshot::Sender<()>,
+    /// The holder's decision; dropping the sender aborts the lease.
+    pub outcome: Receiver<LeaseOutcome>,
+}
+
+pub(crate) enum Message {
+    Submit(Submission),
+    Lease(LeaseRequest),
+}
+
+/// How long a transaction may hold the writer before it is aborted and writes resume.
+const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bounds one group so a flood of submitters still gets answered in slices.
 const MAX_GROUP_SUBMISSIONS: usize = 512;
 
@@ -85,12 +106,25 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn run(mut self, rx: Receiver<Submission>) {
-        while let Ok(first) = rx.recv() {
+    pub fn run(mut self, rx: Receiver<Message>) {
+        let mut pending_lease = None;
+        while let Some(first) = pending_lease.take().map(Message::Lease).or_else(|| rx.recv().ok()) {
+            let first = match first {
+                Message::Submit(submission) => submission,
+                Message::Lease(lease) => {
+                    self.serve_lease(lease);
+                    continue;
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP_SUBMISSIONS {
                 match rx.try_recv() {
-                    Ok(next) => group.push(next),
+                    Ok(Message::Submit(next)) => group.push(next),
+                    // A lease waits for the group before it to be committed.
+                    Ok(Message::Lease(lease)) => {
+                        pending_lease = Some(lease);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -100,6 +134,60 @@ impl Writer {
         if let Err(err) = self.storage.flush() {
             tracing::error!(error = %err, "final flush failed");
         }
+    }
+
+    /// Holds the writer for a transaction: nothing else commits until it commits its fork's
+    /// events (appended verbatim: they were built on exactly this state) or gives up.
+    fn serve_lease(&mut self, lease: LeaseRequest) {
+        if lease.granted.send(()).is_err() {
+            return;
+        }
+        let Ok(LeaseOutcome::Commit(events, reply)) = lease.outcome.recv_timeout(LEASE_TIMEOUT) else {
+            return;
+        };
+        let outcome = self.append_prepared(&events);
+        let outcome = match outcome {
+            Ok(()) => {
+                self.bus.publish(&events);
+                Ok(events)
+            }
+            Err(err) => Err(err),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    fn append_prepared(&mut self, events: &[Arc<Event>]) -> Result<()> {
+        if let Some(reason) = self.failed.lock().clone() {
+            return Err(EngineError::Unavailable(reason));
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let storage = Arc::clone(&self.storage);
+        let mut txn = Txn::new(storage.as_ref());
+        let mut chain = self.state.chain;
+        for (offset, event) in events.iter().enumerate() {
+            if event.seq != self.state.next_seq + offset as u64 {
+                return Err(EngineError::InvalidCommand("transaction events do not follow the log".into()));
+            }
+            let (bytes, next) = event::encode(event, &chain)?;
+            txn.put(keys::log(event.seq), bytes);
+            views::apply_event(&mut txn, event)?;
+            chain = next;
+        }
+        let written = storage.apply(txn.into_batch()).and_then(|()| match self.flush {
+            FlushPolicy::Always => storage.flush(),
+            FlushPolicy::IntervalMs(_) | FlushPolicy::None => Ok(()),
+        });
+        if let Err(err) = written {
+            let reason = err.to_string();
+            tracing::error!(error = %reason, "write failed: refusing further writes (fail-stop)");
+            *self.failed.lock() = Some(reason.clone());
+            return Err(EngineError::Unavailable(reason));
+        }
+        self.state.next_seq += events.len() as u64;
+        self.state.chain = chain;
+        Ok(())
     }
 
     fn commit_group(&mut self, group: Vec<Submission>) {

@@ -13,6 +13,7 @@ use tidemark_protocol::{ApiError, Location};
 
 use crate::common::{self, check_content_type};
 use crate::dispatch::dispatch;
+use crate::error::from_engine;
 use crate::request::{decode_segments, ApiRequest};
 use crate::response::{ApiResponse, Body};
 use crate::state::AppState;
@@ -169,9 +170,17 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<(ApiRequest, bool)
     })
 }
 
+/// Runs the subrequests in order. When any of them writes, they all run on one engine
+/// transaction: their writes commit together in one atomic, flushed batch, or not at all.
 pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     check_content_type(req, &["application/json"])?;
     let requests = parse(state, common::json_body(req)?)?;
+    let writes = requests.iter().any(|r| !matches!(r.method, Method::GET | Method::HEAD));
+    let transaction = if writes { Some(state.engine.begin().await.map_err(from_engine)?) } else { None };
+    let mut scoped = state.clone();
+    if let Some(tx) = &transaction {
+        scoped.engine = tx.engine().clone();
+    }
     let mut responses = Vec::with_capacity(requests.len());
     for sub in requests {
         let path = format!("/v1{}", sub.path.strip_prefix("/v1").unwrap_or(&sub.path));
@@ -183,11 +192,12 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
             let header = sub_req.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
             sub_req.identity = state.identify(header.as_deref()).await;
         }
-        let response = dispatch(state, sub_req).await;
-        if response.status.is_server_error() {
+        let response = dispatch(&scoped, sub_req).await;
+        // A server error or a write conflict aborts the whole batch: nothing it wrote lands.
+        if response.status.is_server_error() || response.status == StatusCode::CONFLICT {
             return Ok(response);
         }
-        let headers: Map<String, Value> = response
+        let mut headers: Map<String, Value> = response
             .headers
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (canonical(k.as_str()), json!(v))))
@@ -196,11 +206,13 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
             (Body::Json(value), false) => value.clone(),
             _ => json!(""),
         };
-        let mut headers = headers;
         if matches!(response.body, Body::Json(_)) {
             headers.insert("Content-Type".into(), json!("application/json"));
         }
         responses.push(json!({"status": response.status.as_u16(), "path": path, "headers": headers, "body": body}));
+    }
+    if let Some(tx) = transaction {
+        tx.commit().await.map_err(from_engine)?;
     }
     Ok(ApiResponse::json(StatusCode::OK, json!({ "responses": responses })))
 }

@@ -58,3 +58,44 @@ async fn batch_subrequests_without_credentials_are_401_inline() {
     assert_eq!(r.body["responses"][0]["body"]["errno"], 104);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_conflict_inside_a_batch_rolls_back_every_write_of_the_batch() {
+    let s = Server::start().await;
+    s.seed().await;
+    let before = s.get("/buckets/b/collections/c/records", Some(ALICE)).await.etag();
+    let body = json!({"requests": [
+        {"method": "PUT", "path": "/buckets/b/collections/c/records/r1", "body": {"data": {"last_modified": 1_000_000_000_000u64}}},
+        {"method": "PUT", "path": "/buckets/b/collections/c/records/r2", "body": {"data": {"last_modified": 1_000_000_000_000u64}}},
+    ]});
+    let r = s.post("/batch", Some(ALICE), body).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.errno(), 122);
+    assert_eq!(s.get("/buckets/b/collections/c/records/r1", Some(ALICE)).await.status, 404, "r1 was rolled back");
+    assert_eq!(s.get("/buckets/b/collections/c/records", Some(ALICE)).await.etag(), before);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn batch_writes_see_each_other_and_commit_together() {
+    let s = Server::start().await;
+    let body = json!({"defaults": {"method": "PUT"}, "requests": [
+        {"path": "/buckets/t"},
+        {"path": "/buckets/t/collections/c"},
+        {"path": "/buckets/t/collections/c/records/r1", "body": {"data": {"n": 1}}},
+        {"method": "PATCH", "path": "/buckets/t/collections/c/records/r1", "body": {"data": {"m": 2}}},
+        {"method": "GET", "path": "/buckets/t/collections/c/records/r1"},
+        {"method": "PUT", "path": "/buckets/t/collections/c/records/r2", "headers": {"If-Match": "\"1\""}},
+    ]});
+    let r = s.post("/batch", Some(ALICE), body).await;
+    let statuses: Vec<u64> =
+        r.body["responses"].as_array().into_iter().flatten().filter_map(|x| x["status"].as_u64()).collect();
+    assert_eq!(statuses, vec![201, 201, 201, 200, 200, 412], "a failed precondition is reported inline");
+    assert_eq!(r.body["responses"][4]["body"]["data"]["m"], 2);
+    let stored = s.get("/buckets/t/collections/c/records/r1", Some(ALICE)).await;
+    assert_eq!(
+        stored.body["data"], r.body["responses"][4]["body"]["data"],
+        "what the batch answered is what was committed"
+    );
+    s.stop().await;
+}

@@ -5,9 +5,11 @@
 //! an order of magnitude faster than a multi-tree transaction).
 
 mod memory;
+mod overlay;
 mod sled_store;
 
 pub use memory::MemoryStorage;
+pub use overlay::OverlayStorage;
 pub use sled_store::SledStorage;
 
 use crate::error::Result;
