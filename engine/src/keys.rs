@@ -145,6 +145,16 @@ pub fn applied(view: &str) -> Vec<u8> {
     meta(&format!("applied/{view}"))
 }
 
+/// A listener's durable cursor (the last seq it has fully handled): metadata, not a view.
+pub fn listener_cursor(name: &str) -> Vec<u8> {
+    meta(&format!("listener/{name}"))
+}
+
+/// Prefix of every listener cursor.
+pub fn listener_cursor_prefix() -> Vec<u8> {
+    meta("listener/")
+}
+
 /// Key prefixes (for `prefix` in O, T, N, C) under which lists whose parent is `uri` itself or
 /// lies below it are stored: the children purged when `uri` is deleted.
 pub fn descendant_prefixes(prefix: u8, uri: &str) -> [Vec<u8>; 2] {

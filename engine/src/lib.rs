@@ -16,6 +16,7 @@ pub mod clock;
 pub mod error;
 pub mod event;
 mod keys;
+pub mod listeners;
 pub mod object;
 mod read;
 mod replay;
@@ -57,11 +58,18 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Largest object (compact JSON of its data) the engine accepts.
     pub max_object_bytes: usize,
+    /// Events the bus keeps for subscribers that read late.
+    pub bus_capacity: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { flush: FlushPolicy::Always, clock: Arc::new(SystemClock), max_object_bytes: 8 * 1024 * 1024 }
+        EngineConfig {
+            flush: FlushPolicy::Always,
+            clock: Arc::new(SystemClock),
+            max_object_bytes: 8 * 1024 * 1024,
+            bus_capacity: 4096,
+        }
     }
 }
 
@@ -140,7 +148,7 @@ impl Engine {
     /// Checks the log tail, replays what the views lack, and starts the writer.
     pub fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine> {
         let (tail, replayed) = replay::recover(storage.as_ref())?;
-        let bus = Arc::new(bus::Bus::default());
+        let bus = Arc::new(bus::Bus::new(config.bus_capacity));
         let failed = Arc::new(Mutex::new(None));
         let writer = Writer {
             storage: Arc::clone(&storage),

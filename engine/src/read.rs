@@ -211,6 +211,7 @@ fn stored_state(event: &Event) -> Result<StoredObject> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 

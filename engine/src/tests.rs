@@ -326,19 +326,21 @@ fn open_replays_a_log_tail_the_views_lack() {
 }
 
 #[test]
-fn the_bus_gets_every_committed_event_and_flags_a_full_queue() {
-    let engine = Engine::open_memory(EngineConfig::default()).expect("open");
-    let fast = engine.bus().subscribe(1024);
-    let slow = engine.bus().subscribe(2);
+fn the_bus_gets_every_committed_event_and_reports_lag() {
+    let engine = Engine::open_memory(EngineConfig { bus_capacity: 8, ..EngineConfig::default() }).expect("open");
+    let mut fast = engine.bus().subscribe();
+    let mut slow = engine.bus().subscribe();
     seed(&engine);
+    let mut seqs = Vec::new();
     for i in 0..10 {
         engine.submit_blocking(vec![put(C, "record", &format!("r{i}"), json!({}))]).expect("write");
+        while let Ok(event) = fast.try_recv() {
+            seqs.push(event.seq);
+        }
     }
-    let seqs: Vec<u64> = fast.events.try_iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
-    assert!(!fast.lagged());
-    assert!(slow.lagged());
-    assert_eq!(slow.events.try_iter().count(), 2);
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>(), "published before the writer answers");
+    assert!(matches!(slow.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(4))));
+    assert_eq!(slow.try_recv().map(|e| e.seq).ok(), Some(5), "then the newest 8 events remain");
 }
 
 mod model {

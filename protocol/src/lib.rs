@@ -15,5 +15,6 @@ pub mod ids;
 pub mod json;
 pub mod pyrepr;
 pub mod query;
+pub mod stream;
 
 pub use error::{ApiError, Errno, Invalid, Location};

@@ -2,7 +2,8 @@
 //! headers, panics → 500 in Kinto JSON. Everything under `/v1` goes to [`dispatch`].
 
 use axum::body::Body as AxumBody;
-use axum::extract::{Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -16,6 +17,7 @@ use crate::request::{decode_segments, ApiRequest};
 use crate::response::ApiResponse;
 use crate::routes;
 use crate::state::AppState;
+use crate::stream;
 
 const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ";
 const BASE_EXPOSE: &str = "Backoff,Retry-After,Alert,Content-Length,Content-Type";
@@ -161,7 +163,24 @@ async fn route_request(
     if request.method() == Method::OPTIONS {
         return preflight(state, &request, &segments, origin);
     }
-    let (parts, _) = request.into_parts();
+    let (mut parts, _) = request.into_parts();
+    let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    if segments == ["ws"] && parts.method == Method::GET {
+        let identity = state.identify(authorization.as_deref()).await;
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => {
+                let state = state.clone();
+                Ok(upgrade.on_upgrade(move |socket| stream::ws::run(socket, state, identity)).into_response())
+            }
+            Err(rejection) => Ok(rejection.into_response()),
+        };
+    }
+    if let (Some((bucket, collection)), &Method::GET) = (stream::sse::parse_path(&segments), &parts.method) {
+        let identity = state.identify(authorization.as_deref()).await;
+        let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        let query = query.clone().unwrap_or_default();
+        return Ok(stream::sse::serve(state.clone(), identity, bucket, collection, &query, last_event_id).await);
+    }
 
     let identity = state.identify(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())).await;
     let api_request = ApiRequest {

@@ -16,6 +16,7 @@ mod default_bucket;
 mod dispatch;
 pub mod error;
 mod http;
+mod listeners;
 mod lists;
 mod objects;
 mod permissions;
@@ -26,6 +27,7 @@ mod root;
 mod routes;
 pub mod settings;
 pub mod state;
+mod stream;
 
 use std::path::Path;
 
@@ -98,7 +100,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
+    // Started before the first request, so their cursors predate every write they must see.
+    let listeners = listeners::start(&engine, &state.settings);
     let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    for handle in listeners {
+        handle.stop().await;
+    }
     engine.close();
     result
 }

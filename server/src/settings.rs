@@ -81,7 +81,6 @@ const WHY_POOL: &str = "Tidemark's engine has no connection pool";
 const WHY_MONITORING: &str = "Tidemark logs through RUST_LOG and has no statsd/Sentry/New Relic hooks";
 const WHY_PYTHON: &str = "it configures Kinto's Python/Pyramid internals";
 const WHY_FIXED: &str = "Tidemark does not make this configurable";
-const WHY_LISTENERS: &str = "Tidemark publishes changes on its own notification bus";
 const WHY_PLUGIN: &str = "Tidemark does not support this plugin's settings";
 const WHY_ENDPOINT_SWITCH: &str = "Tidemark cannot disable individual endpoints";
 
@@ -142,12 +141,10 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("root_cache_expires_seconds", WHY_FIXED),
     ("account_cache_ttl_seconds", WHY_FIXED),
     ("admin_assets_path", WHY_FIXED),
-    ("event_listeners", WHY_LISTENERS),
 ];
 
 /// Families of ignored Kinto settings, by prefix.
 const IGNORED_PREFIXES: &[(&str, &str)] = &[
-    ("event_listeners.", WHY_LISTENERS),
     ("pyramid.", WHY_PYTHON),
     ("history.", WHY_PLUGIN),
     ("quotas.", WHY_PLUGIN),
@@ -906,6 +903,7 @@ fn exact_known_keys() -> Vec<String> {
         .map(|k| (*k).to_owned())
         .chain(principal_keys())
         .chain(IGNORED_KEYS.iter().map(|(k, _)| (*k).to_owned()))
+        .chain(std::iter::once("event_listeners".to_owned()))
         .collect()
 }
 
@@ -914,6 +912,9 @@ fn classify(key: &str) -> Known {
         || TIDEMARK_KEYS.contains(&key)
         || principal_keys().any(|k| k == key)
         || key.starts_with("multiauth.policy.")
+        // Read from `raw` by the server's listeners module.
+        || key == "event_listeners"
+        || key.starts_with("event_listeners.")
     {
         return Known::Used;
     }

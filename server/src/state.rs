@@ -10,6 +10,7 @@ use crate::authz::{Authz, SettingsGrants};
 use crate::request::ApiRequest;
 use crate::routes::Endpoints;
 use crate::settings::{AuthPolicyKind, Plugin, Settings};
+use crate::stream::Hub;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,6 +20,8 @@ pub struct AppState {
     pub grants: Arc<SettingsGrants>,
     pub explicit_permissions: bool,
     pub delete_tokens: Arc<crate::lists::DeleteTokens>,
+    /// The live-stream hub, started with the first stream connection.
+    hub: Arc<std::sync::OnceLock<Arc<Hub>>>,
 }
 
 impl AppState {
@@ -47,8 +50,15 @@ impl AppState {
             delete_tokens: Arc::new(crate::lists::DeleteTokens::from_settings(&settings)),
             authenticator: Authenticator::new(policies, hmac_secret, std::time::Duration::from_secs(cache_ttl)),
             grants: Arc::new(SettingsGrants(grants)),
+            hub: Arc::default(),
             settings: Arc::new(settings),
         }
+    }
+
+    /// The stream hub (must be called within the runtime: it starts a task the first time).
+    pub fn hub(&self) -> Arc<Hub> {
+        let capacity = self.settings.raw.get("stream_queue_size").and_then(|v| v.parse().ok()).unwrap_or(256);
+        Arc::clone(self.hub.get_or_init(|| Hub::start(self.engine.clone(), capacity)))
     }
 
     pub fn authz<'a>(&'a self, identity: &'a Identity) -> Authz<'a> {

@@ -1,0 +1,380 @@
+//! Live change streams (WebSocket `/v1/ws` and SSE `…/changes/stream`).
+//!
+//! The [`Hub`] turns each committed event into a [`Change`] once — before-image looked up,
+//! frame tail encoded — and broadcasts it to every connection. A [`Session`] holds one
+//! connection's subscriptions; each subscription remembers the seq of the last change it has
+//! considered, so any gap (a late subscriber, a lagging connection, a resume from a cursor) is
+//! filled from the log and nothing is delivered twice. The publisher never waits on a
+//! connection: a slow one falls behind the broadcast ring and catches up from the log.
+
+pub mod sse;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tidemark_engine::{Action, Engine, Event, ListOrder, ListRange};
+use tidemark_protocol::filter::Filter as QueryFilter;
+use tidemark_protocol::stream::{self, change_frame, Filter, ServerFrame, Since};
+use tidemark_protocol::{json, query, ApiError};
+use tokio::sync::broadcast;
+
+use crate::auth::Identity;
+use crate::resources::{Node, ACCOUNT, BUCKET, COLLECTION, GROUP, RECORD};
+use crate::state::{now_ms, AppState};
+
+/// One committed event as streams deliver it, encoded once for every subscriber.
+#[derive(Debug)]
+pub struct Change {
+    pub event: Arc<Event>,
+    /// The object before the change (its previous event's data), if it existed.
+    pub old: Option<Value>,
+    pub bucket_id: Option<String>,
+    pub collection_id: Option<String>,
+    /// The `change` frame after its `subscription` field, from `"cursor"` to the closing brace.
+    pub tail: String,
+}
+
+/// The bucket and collection an event's object belongs to (or is).
+fn location(event: &Event) -> (Option<String>, Option<String>) {
+    let parts: Vec<&str> = event.parent.trim_start_matches('/').split('/').collect();
+    match (event.resource.as_str(), parts.as_slice()) {
+        ("bucket", _) => (Some(event.object_id.clone()), None),
+        ("collection", ["buckets", b]) => (Some((*b).to_owned()), Some(event.object_id.clone())),
+        ("group", ["buckets", b]) => (Some((*b).to_owned()), None),
+        ("record", ["buckets", b, "collections", c]) => (Some((*b).to_owned()), Some((*c).to_owned())),
+        _ => (None, None),
+    }
+}
+
+impl Change {
+    pub fn build(engine: &Engine, event: Arc<Event>) -> Change {
+        let old = event
+            .prev_seq
+            .and_then(|seq| engine.events_from(seq, 1).ok())
+            .and_then(|events| events.into_iter().next())
+            .filter(|e| e.action != Action::Delete)
+            .map(|e| e.data.clone());
+        let action = event_action(&event);
+        Change::with_old(event, old, action)
+    }
+
+    fn with_old(event: Arc<Event>, old: Option<Value>, action: &str) -> Change {
+        let (bucket_id, collection_id) = location(&event);
+        let mut body = Map::new();
+        body.insert("cursor".into(), json!(stream::cursor(event.seq)));
+        body.insert("action".into(), json!(action));
+        body.insert("resource_name".into(), json!(event.resource));
+        body.insert("uri".into(), json!(event.uri()));
+        if let Some(b) = &bucket_id {
+            body.insert("bucket_id".into(), json!(b));
+        }
+        if let Some(c) = &collection_id {
+            body.insert("collection_id".into(), json!(c));
+        }
+        body.insert("id".into(), json!(event.object_id));
+        body.insert("timestamp".into(), json!(event.timestamp));
+        body.insert("user_id".into(), json!(event.context.user_id));
+        body.insert("data".into(), event.data.clone());
+        body.insert("old".into(), old.clone().unwrap_or(Value::Null));
+        let encoded = String::from_utf8(json::to_vec(&Value::Object(body))).unwrap_or_default();
+        let tail = encoded.strip_prefix('{').unwrap_or(&encoded).to_owned();
+        Change { event, old, bucket_id, collection_id, tail }
+    }
+}
+
+fn event_action(event: &Event) -> &'static str {
+    event.action.as_str()
+}
+
+/// Encodes each committed event once and fans it out to every connection.
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+impl Hub {
+    /// Starts the hub's task (within the runtime): it follows the engine's bus and, when it
+    /// falls behind it, the log.
+    pub fn start(engine: Engine, capacity: usize) -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        let hub = Arc::new(Hub { tx: tx.clone() });
+        let mut bus = engine.bus().subscribe();
+        let mut last = engine.last_seq().unwrap_or(0);
+        tokio::spawn(async move {
+            loop {
+                let received = bus.recv().await;
+                let events = match received {
+                    Ok(event) if event.seq <= last => continue,
+                    Ok(event) if event.seq == last + 1 => vec![event],
+                    // A gap (lag, or an event published before we subscribed): read the log.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        engine.events_from(last + 1, 4096).unwrap_or_default()
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for event in events {
+                    last = event.seq;
+                    let change = Arc::new(Change::build(&engine, event));
+                    // No receiver is fine: nobody is subscribed.
+                    let _ = tx.send(change);
+                }
+            }
+        });
+        hub
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+}
+
+/// One subscription of a connection: what it wants, and how far it has got.
+pub struct Subscription {
+    pub id: String,
+    filter: Filter,
+    query: Vec<QueryFilter>,
+    /// The seq of the last change considered (delivered or filtered out).
+    pub delivered: u64,
+    /// Resuming from a Kinto timestamp: changes at or before it are skipped.
+    after_timestamp: Option<u64>,
+    /// Per parent URI: may the subscriber read every child (list-level right)?
+    readable: HashMap<String, bool>,
+}
+
+impl Subscription {
+    pub fn new(id: String, filter: Filter) -> Result<Subscription, ApiError> {
+        let query = match &filter.query {
+            Some(q) if !q.is_empty() => {
+                let pairs = query::parse_pairs(q)?;
+                query::parse_list_query(&pairs, now_ms(), None)?.filters
+            }
+            _ => Vec::new(),
+        };
+        Ok(Subscription { id, filter, query, delivered: 0, after_timestamp: None, readable: HashMap::new() })
+    }
+
+    fn matches(&self, change: &Change) -> bool {
+        let event = &change.event;
+        let f = &self.filter;
+        let eq = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
+        eq(&f.bucket, change.bucket_id.as_deref())
+            && eq(&f.collection, change.collection_id.as_deref())
+            && eq(&f.resource_name, Some(event.resource.as_str()))
+            && eq(&f.id, Some(event.object_id.as_str()))
+            && f.actions.as_ref().is_none_or(|a| a.iter().any(|a| a == event.action.as_str()))
+            && self.after_timestamp.is_none_or(|ts| event.timestamp > ts)
+            // An object entering or leaving the query's result both concern the subscriber.
+            && (self.query.is_empty()
+                || self.query.iter().all(|q| q.matches(&event.data))
+                || change.old.as_ref().is_some_and(|old| self.query.iter().all(|q| q.matches(old))))
+    }
+
+    /// May the subscriber read this change's object now? Tombstones only to list readers
+    /// (the object's own ACL is gone), as Kinto shows them.
+    fn allowed(&mut self, state: &AppState, identity: &Identity, change: &Change) -> bool {
+        let event = &change.event;
+        if matches!(event.resource.as_str(), "bucket" | "collection" | "group") {
+            // ACLs or memberships may have changed: forget what was cached.
+            self.readable.clear();
+        }
+        let Some(chain) = chain_of(event) else { return false };
+        let authz = state.authz(identity);
+        let (parents, _) = chain.split_at(chain.len() - 1);
+        let kind = chain[chain.len() - 1].kind.name;
+        let list_level = *self
+            .readable
+            .entry(event.parent.clone())
+            .or_insert_with(|| authz.allowed_on_list(parents, kind, "read").unwrap_or(false));
+        list_level || (event.action != Action::Delete && authz.allowed(&chain, "read").unwrap_or(false))
+    }
+}
+
+/// The object's chain of nodes from its URI (bucket first), for authorization.
+fn chain_of(event: &Event) -> Option<Vec<Node>> {
+    let uri = event.uri();
+    let parts: Vec<&str> = uri.trim_start_matches('/').split('/').collect();
+    let node = |kind, id: &str, uri: String| Node { kind, id: id.to_owned(), uri };
+    let b = |id: &str| node(&BUCKET, id, format!("/buckets/{id}"));
+    Some(match parts.as_slice() {
+        ["buckets", bid] => vec![b(bid)],
+        ["buckets", bid, "collections", cid] => vec![b(bid), node(&COLLECTION, cid, uri.clone())],
+        ["buckets", bid, "groups", gid] => vec![b(bid), node(&GROUP, gid, uri.clone())],
+        ["buckets", bid, "collections", cid, "records", rid] => vec![
+            b(bid),
+            node(&COLLECTION, cid, format!("/buckets/{bid}/collections/{cid}")),
+            node(&RECORD, rid, uri.clone()),
+        ],
+        ["accounts", aid] => vec![node(&ACCOUNT, aid, uri.clone())],
+        _ => return None,
+    })
+}
+
+/// A frame to send, and the cursor a client would resume from after it.
+pub struct Outgoing {
+    pub text: String,
+    pub cursor: u64,
+}
+
+/// How many log events one catch-up read takes.
+const CATCH_UP_CHUNK: usize = 512;
+
+/// One connection's subscriptions and identity.
+pub struct Session {
+    pub state: AppState,
+    pub identity: Identity,
+    pub subscriptions: Vec<Subscription>,
+}
+
+impl Session {
+    pub fn new(state: AppState, identity: Identity) -> Session {
+        Session { state, identity, subscriptions: Vec::new() }
+    }
+
+    /// The cursor to resume the whole connection from: the least advanced subscription.
+    pub fn cursor(&self) -> u64 {
+        self.subscriptions.iter().map(|s| s.delivered).min().unwrap_or(0)
+    }
+
+    fn deliver(&mut self, index: usize, change: &Change, out: &mut Vec<Outgoing>) {
+        let identity = self.identity.clone();
+        let sub = &mut self.subscriptions[index];
+        if change.event.seq <= sub.delivered {
+            return;
+        }
+        sub.delivered = change.event.seq;
+        if sub.matches(change) && sub.allowed(&self.state, &identity, change) {
+            out.push(Outgoing { text: change_frame(&sub.id, &change.tail), cursor: change.event.seq });
+        }
+    }
+
+    /// Reads the log from the subscription's position up to `until` (inclusive).
+    fn catch_up(&mut self, index: usize, until: u64, out: &mut Vec<Outgoing>) -> Result<(), ApiError> {
+        while self.subscriptions[index].delivered < until {
+            let from = self.subscriptions[index].delivered + 1;
+            let events = self.state.engine.events_from(from, CATCH_UP_CHUNK).map_err(crate::error::from_engine)?;
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                if event.seq > until {
+                    return Ok(());
+                }
+                let change = Change::build(&self.state.engine, event);
+                self.deliver(index, &change, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one change from the hub for every subscription, filling any gap from the log.
+    pub fn on_change(&mut self, change: &Change) -> Result<Vec<Outgoing>, ApiError> {
+        let mut out = Vec::new();
+        for index in 0..self.subscriptions.len() {
+            let seq = change.event.seq;
+            if seq > self.subscriptions[index].delivered + 1 {
+                self.catch_up(index, seq - 1, &mut out)?;
+            }
+            self.deliver(index, change, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Adds a subscription: `subscribed`, then (snapshot or resume) everything up to the head.
+    pub fn subscribe(
+        &mut self,
+        id: String,
+        filter: Filter,
+        since: Since,
+        snapshot: bool,
+    ) -> Result<Vec<Outgoing>, ApiError> {
+        if self.subscriptions.iter().any(|s| s.id == id) {
+            return Err(ApiError::invalid_one(
+                tidemark_protocol::Location::Body,
+                Some("id"),
+                "Subscription id already in use",
+            ));
+        }
+        let mut sub = Subscription::new(id.clone(), filter)?;
+        let head = self.state.engine.last_seq().map_err(crate::error::from_engine)?;
+        let mut out = Vec::new();
+        let (start, timestamp) = match since {
+            Since::Now => (head, None),
+            Since::Cursor(seq) => (seq.min(head), None),
+            Since::Timestamp(ts) => (0, Some(ts)),
+        };
+        sub.after_timestamp = timestamp;
+        if snapshot {
+            sub.delivered = head;
+            out.push(Outgoing { text: ServerFrame::subscribed(&id, &stream::cursor(head)).to_string(), cursor: head });
+            self.snapshot(&mut sub, head, &mut out)?;
+            out.push(Outgoing {
+                text: ServerFrame::snapshot_done(&id, &stream::cursor(head)).to_string(),
+                cursor: head,
+            });
+            self.subscriptions.push(sub);
+            return Ok(out);
+        }
+        sub.delivered = start;
+        out.push(Outgoing { text: ServerFrame::subscribed(&id, &stream::cursor(start)).to_string(), cursor: start });
+        self.subscriptions.push(sub);
+        let index = self.subscriptions.len() - 1;
+        self.catch_up(index, head, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn unsubscribe(&mut self, id: &str) -> bool {
+        let before = self.subscriptions.len();
+        self.subscriptions.retain(|s| s.id != id);
+        before != self.subscriptions.len()
+    }
+
+    /// The objects matching the subscription as of seq `at`: current ones unchanged since,
+    /// and for the others their state at `at`, found by walking their event chain back.
+    fn snapshot(&self, sub: &mut Subscription, at: u64, out: &mut Vec<Outgoing>) -> Result<(), ApiError> {
+        let Some(bucket) = sub.filter.bucket.clone() else {
+            return Err(ApiError::invalid_one(
+                tidemark_protocol::Location::Body,
+                Some("filter.bucket"),
+                "A snapshot needs a bucket",
+            ));
+        };
+        let (parent, resource) = match (&sub.filter.collection, sub.filter.resource_name.as_deref()) {
+            (Some(c), _) => (format!("/buckets/{bucket}/collections/{c}"), "record"),
+            (None, Some(kind @ ("collection" | "group"))) => (format!("/buckets/{bucket}"), kind),
+            (None, _) => (format!("/buckets/{bucket}"), "collection"),
+        };
+        let engine = &self.state.engine;
+        let mut objects = Vec::new();
+        engine
+            .walk_list(&parent, resource, ListRange::default(), ListOrder::Newest, |o| {
+                objects.push(o);
+                Ok(true)
+            })
+            .map_err(crate::error::from_engine)?;
+        for object in objects {
+            let mut seq = object.seq;
+            let mut event = None;
+            // Walk back to the state as of `at`.
+            loop {
+                let Some(e) = engine.events_from(seq, 1).map_err(crate::error::from_engine)?.into_iter().next() else {
+                    break;
+                };
+                if e.seq <= at {
+                    event = Some(e);
+                    break;
+                }
+                match e.prev_seq {
+                    Some(prev) => seq = prev,
+                    None => break,
+                }
+            }
+            let Some(event) = event.filter(|e| e.action != Action::Delete) else { continue };
+            let change = Change::with_old(event, None, "create");
+            if sub.matches(&change) && sub.allowed(&self.state, &self.identity, &change) {
+                out.push(Outgoing { text: change_frame(&sub.id, &change.tail), cursor: at });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,282 @@
+//! Live change streams over real WebSockets (tokio-tungstenite) and SSE.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{user_id, Server, ALICE, BOB};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const R: &str = "/buckets/b/collections/c/records";
+
+async fn connect(s: &Server, auth: Option<&str>) -> Socket {
+    let mut request = format!("ws://{}/v1/ws", s.addr).into_client_request().expect("request");
+    if let Some(auth) = auth {
+        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, auth);
+        request.headers_mut().insert("Authorization", format!("Basic {token}").parse().expect("header"));
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    socket
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket.send(Message::Text(frame.to_string().into())).await.expect("send");
+}
+
+/// The next JSON frame, or None after `wait` of silence.
+async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Err(_) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Reads change frames until `count` arrive (or a silence of 5 s).
+async fn changes(socket: &mut Socket, count: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        match next(socket, Duration::from_secs(5)).await {
+            Some(frame) if frame["type"] == "change" => out.push(frame),
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    out
+}
+
+async fn subscribe(socket: &mut Socket, id: &str, filter: Value, since: Value, snapshot: bool) -> Value {
+    send(socket, json!({"type": "subscribe", "id": id, "filter": filter, "since": since, "snapshot": snapshot})).await;
+    loop {
+        let frame = next(socket, Duration::from_secs(5)).await.expect("subscribed frame");
+        if frame["type"] == "subscribed" || frame["type"] == "error" {
+            return frame;
+        }
+    }
+}
+
+async fn create_many(s: &Server, prefix: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
+        let requests: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"method": "PUT", "path": format!("{R}/{prefix}{i}"), "body": {"data": {"i": i}}}))
+            .collect();
+        let r = s.post("/batch", Some(ALICE), json!({ "requests": requests })).await;
+        assert_eq!(r.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_receives_every_change_in_order_and_resumes_without_gap_or_duplicate() {
+    let s = Server::start().await;
+    s.seed().await;
+    let mut socket = connect(&s, Some(ALICE)).await;
+    let subscribed = subscribe(&mut socket, "s1", json!({"bucket": "b", "collection": "c"}), json!("now"), false).await;
+    assert_eq!(subscribed["type"], "subscribed");
+    create_many(&s, "r", 1000).await;
+    let got = changes(&mut socket, 1000).await;
+    assert_eq!(got.len(), 1000);
+    let cursors: Vec<String> = got.iter().filter_map(|f| f["cursor"].as_str().map(str::to_owned)).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "in seq order");
+    assert!(got.iter().all(|f| f["subscription"] == "s1" && f["action"] == "create" && f["resource_name"] == "record"));
+    assert_eq!(got[0]["uri"], "/buckets/b/collections/c/records/r0");
+    let last = cursors.last().cloned().unwrap_or_default();
+    drop(socket);
+
+    create_many(&s, "later", 500).await;
+    let mut socket = connect(&s, Some(ALICE)).await;
+    subscribe(&mut socket, "s1", json!({"bucket": "b", "collection": "c"}), json!(last), false).await;
+    let resumed = changes(&mut socket, 501).await;
+    assert_eq!(resumed.len(), 500, "exactly the 500 written while away");
+    let ids: HashSet<String> = resumed.iter().filter_map(|f| f["id"].as_str().map(str::to_owned)).collect();
+    assert_eq!(ids.len(), 500);
+    assert!(ids.iter().all(|id| id.starts_with("later")));
+}
+
+#[tokio::test]
+async fn filters_and_query_select_changes_and_updates_carry_the_old_version() {
+    let s = Server::start().await;
+    s.seed().await;
+    s.put("/buckets/b/collections/other", Some(ALICE), json!({})).await;
+    let mut socket = connect(&s, Some(ALICE)).await;
+    subscribe(
+        &mut socket,
+        "done",
+        json!({"bucket": "b", "collection": "c", "query": "status=done&min_price=10"}),
+        json!("now"),
+        false,
+    )
+    .await;
+    subscribe(&mut socket, "deletes", json!({"bucket": "b", "actions": ["delete"]}), json!("now"), false).await;
+    s.put(&format!("{R}/a"), Some(ALICE), json!({"data": {"status": "done", "price": 20}})).await;
+    s.put(&format!("{R}/b"), Some(ALICE), json!({"data": {"status": "todo", "price": 20}})).await;
+    s.put("/buckets/b/collections/other/records/x", Some(ALICE), json!({"data": {"status": "done", "price": 20}}))
+        .await;
+    s.patch(&format!("{R}/a"), Some(ALICE), json!({"data": {"price": 30}})).await;
+    s.delete(&format!("{R}/b"), Some(ALICE)).await;
+    let got = changes(&mut socket, 3).await;
+    let summary: Vec<(String, String, String)> = got
+        .iter()
+        .map(|f| {
+            (
+                f["subscription"].as_str().unwrap_or("").into(),
+                f["id"].as_str().unwrap_or("").into(),
+                f["action"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("done".into(), "a".into(), "create".into()),
+            ("done".into(), "a".into(), "update".into()),
+            ("deletes".into(), "b".into(), "delete".into())
+        ]
+    );
+    assert_eq!(got[1]["old"]["price"], 20);
+    assert_eq!(got[1]["data"]["price"], 30);
+    assert!(next(&mut socket, Duration::from_millis(300)).await.is_none(), "nothing else matched");
+}
+
+#[tokio::test]
+async fn another_users_private_collection_never_leaks() {
+    let s = Server::start().await;
+    s.seed().await;
+    let mut bob = connect(&s, Some(BOB)).await;
+    subscribe(&mut bob, "all", json!({}), json!("now"), false).await;
+    s.put(&format!("{R}/secret"), Some(ALICE), json!({"data": {"pin": 1234}})).await;
+    s.put(&format!("{R}/shared"), Some(ALICE), json!({"permissions": {"read": [user_id(BOB)]}})).await;
+    let got = changes(&mut bob, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], "shared", "only the record shared with bob");
+    assert!(next(&mut bob, Duration::from_millis(300)).await.is_none());
+    // After the grant is revoked, nothing more of it is delivered.
+    s.put(&format!("{R}/shared"), Some(ALICE), json!({"permissions": {"read": []}})).await;
+    s.patch(&format!("{R}/shared"), Some(ALICE), json!({"data": {"x": 1}})).await;
+    assert!(next(&mut bob, Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn snapshot_then_live_delivers_every_object_exactly_once_under_concurrent_writes() {
+    let s = Server::start().await;
+    s.seed().await;
+    create_many(&s, "pre", 300).await;
+    let writer = {
+        let (base, client) = (s.base.clone(), s.client.clone());
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let url = format!("{base}{R}/live{i}");
+                let _ =
+                    client.put(url).basic_auth("alice", Some("secret")).json(&json!({"data": {"i": i}})).send().await;
+            }
+        })
+    };
+    let mut socket = connect(&s, Some(ALICE)).await;
+    send(
+        &mut socket,
+        json!({"type": "subscribe", "id": "snap", "filter": {"bucket": "b", "collection": "c"}, "snapshot": true}),
+    )
+    .await;
+    let mut seen: Vec<String> = Vec::new();
+    let mut done = false;
+    let _ = writer.await;
+    loop {
+        let Some(frame) = next(&mut socket, Duration::from_secs(2)).await else { break };
+        match frame["type"].as_str() {
+            Some("change") => seen.push(frame["id"].as_str().unwrap_or_default().to_owned()),
+            Some("snapshot_done") => done = true,
+            _ => {}
+        }
+    }
+    assert!(done);
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no object twice");
+    assert_eq!(unique.len(), 500, "every object: 300 before, 200 during");
+}
+
+#[tokio::test]
+async fn ping_pong_and_protocol_errors() {
+    let s = Server::start().await;
+    let mut socket = connect(&s, None).await;
+    send(&mut socket, json!({"type": "ping", "id": "p1"})).await;
+    let pong = next(&mut socket, Duration::from_secs(2)).await.expect("pong");
+    assert_eq!(pong["type"], "pong");
+    assert_eq!(pong["id"], "p1");
+    socket.send(Message::Text("{not json".into())).await.expect("send");
+    let error = next(&mut socket, Duration::from_secs(2)).await.expect("error");
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], 400);
+}
+
+#[tokio::test]
+async fn browsers_authenticate_with_a_first_frame() {
+    let s = Server::start().await;
+    s.seed().await;
+    let mut socket = connect(&s, None).await;
+    let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ALICE);
+    send(&mut socket, json!({"type": "auth", "authorization": format!("Basic {token}")})).await;
+    subscribe(&mut socket, "s", json!({"bucket": "b", "collection": "c"}), json!("now"), false).await;
+    s.put(&format!("{R}/r1"), Some(ALICE), json!({})).await;
+    assert_eq!(changes(&mut socket, 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn sse_streams_changes_and_resumes_from_last_event_id() {
+    let s = Server::start().await;
+    s.seed().await;
+    s.put(&format!("{R}/r1"), Some(ALICE), json!({})).await;
+    let url = format!("{}/buckets/b/collections/c/changes/stream?since=0", s.base);
+    let response = s.client.get(&url).basic_auth("alice", Some("secret")).send().await.expect("sse");
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream")));
+    let mut body = response.bytes_stream();
+    s.put(&format!("{R}/r2"), Some(ALICE), json!({})).await;
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while text.matches("event: change").count() < 2 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(1), body.next()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(text.contains("\"id\":\"r1\""), "{text}");
+    assert!(text.contains("\"id\":\"r2\""), "{text}");
+    let last_id = text.lines().filter_map(|l| l.strip_prefix("id: ")).last().unwrap_or_default().to_owned();
+    drop(body);
+    s.put(&format!("{R}/r3"), Some(ALICE), json!({})).await;
+    let response = s
+        .client
+        .get(format!("{}/buckets/b/collections/c/changes/stream", s.base))
+        .basic_auth("alice", Some("secret"))
+        .header("Last-Event-ID", last_id)
+        .send()
+        .await
+        .expect("sse");
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("event: change") {
+        match tokio::time::timeout(Duration::from_secs(3), body.next()).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    assert!(text.contains("\"id\":\"r3\"") && !text.contains("\"id\":\"r2\""), "{text}");
+    let denied = s
+        .client
+        .get(format!("{}/buckets/b/collections/c/changes/stream", s.base))
+        .basic_auth("bob", Some("x"))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(denied.status(), 403);
+}
