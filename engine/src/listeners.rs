@@ -85,7 +85,7 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, event: &Event) -> bool {
         self.actions.as_ref().is_none_or(|actions| actions.contains(&event.action))
-            && self.resources.as_ref().is_none_or(|resources| resources.iter().any(|r| *r == event.resource))
+            && self.resources.as_ref().is_none_or(|resources| resources.contains(&event.resource))
     }
 }
 

@@ -126,7 +126,9 @@ fn visibility(state: &AppState, authz: &Authz<'_>, addr: &Address, perm: &str) -
     let mut ids = HashSet::new();
     for principal in &authz.identity.principals {
         for (granted, uri) in state.engine.objects_of_principal(principal).map_err(from_engine)? {
-            let grants = granted == "write" || (perm == "read" && granted == "read");
+            // Kinto lists an object to whoever holds any permission on it (`record:create` on a
+            // collection included); deleting needs `write`.
+            let grants = granted == "write" || perm == "read";
             if let Some(id) = uri.strip_prefix(&prefix).filter(|id| grants && !id.contains('/')) {
                 ids.insert(id.to_owned());
             }
@@ -386,6 +388,10 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
         Some(Value::String(id)) if addr.kind.is_valid_id(id) => Some(id.clone()),
         Some(_) => return Err(ApiError::invalid_one(Location::Path, None, "Invalid object id")),
     };
+    // Kinto looks a record's collection up before any permission check: 404 for anyone.
+    if addr.kind.name == "record" {
+        require_parents(&state.engine, &addr.parents)?;
+    }
     let authz = state.authz(&req.identity);
     let id = given_id.clone().unwrap_or_else(|| addr.kind.generate_id());
     for _ in 0..MAX_ATTEMPTS {

@@ -70,7 +70,18 @@ const TYPED_KEYS: &[&str] = &[
 ];
 
 /// Tidemark's own settings (no Kinto equivalent).
-const TIDEMARK_KEYS: &[&str] = &["data_dir", "flush_policy", "flush_interval_ms", "bind", "max_body_bytes"];
+const TIDEMARK_KEYS: &[&str] = &[
+    "data_dir",
+    "flush_policy",
+    "flush_interval_ms",
+    "bind",
+    "max_body_bytes",
+    // Live streams (read by the stream module from `raw`).
+    "stream_queue_size",
+    "stream_stall_timeout_seconds",
+    "stream_stall_timeout_ms",
+    "stream_ping_interval_seconds",
+];
 
 const PRINCIPAL_RESOURCES: &[&str] = &["bucket", "collection", "group", "record", "account", "permissions"];
 const PRINCIPAL_PERMS: &[&str] = &["create", "read", "write"];

@@ -280,3 +280,112 @@ async fn sse_streams_changes_and_resumes_from_last_event_id() {
         .expect("sse");
     assert_eq!(denied.status(), 403);
 }
+
+/// A client socket whose receive buffer is tiny, so a client that never reads stalls quickly.
+async fn connect_small_buffer(s: &Server) -> Socket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket.connect(s.addr).await.expect("connect");
+    let mut request = format!("ws://{}/v1/ws", s.addr).into_client_request().expect("request");
+    let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ALICE);
+    request.headers_mut().insert("Authorization", format!("Basic {token}").parse().expect("header"));
+    let (socket, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .expect("handshake");
+    socket
+}
+
+async fn read_all(mut socket: Socket, kind: &'static str, total: usize) -> (&'static str, Vec<String>) {
+    let mut ids = Vec::new();
+    loop {
+        if kind == "slow" {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        match next(&mut socket, Duration::from_secs(4)).await {
+            Some(frame) if frame["type"] == "change" => ids.push(frame["id"].as_str().unwrap_or_default().to_owned()),
+            Some(_) => {}
+            None => break,
+        }
+        if ids.len() == total {
+            break;
+        }
+    }
+    (kind, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_subscribers_some_slow_all_get_every_change_once() {
+    let s = Server::start_with(&[("stream_queue_size", "32")]).await;
+    s.seed().await;
+    let filter = json!({"bucket": "b", "collection": "c"});
+    let total = 500;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let kind = if i < 10 { "slow" } else { "normal" };
+        let mut socket = connect(&s, Some(ALICE)).await;
+        subscribe(&mut socket, "s", filter.clone(), json!("now"), false).await;
+        tasks.push(tokio::spawn(read_all(socket, kind, total)));
+    }
+    create_many(&s, "r", total).await;
+    let expected: Vec<String> = (0..total).map(|i| format!("r{i}")).collect();
+    for task in tasks {
+        let (kind, ids) = task.await.expect("reader");
+        let unique: HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{kind}: no duplicate");
+        assert_eq!(ids.len(), total, "{kind}: every change, gaps filled from the log");
+        if kind == "normal" {
+            assert_eq!(ids, expected, "normal readers get every change in order");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_told_it_lagged_and_closed_with_its_cursor() {
+    let s = Server::start_with(&[("stream_queue_size", "16"), ("stream_stall_timeout_ms", "1000")]).await;
+    s.seed().await;
+    let filter = json!({"bucket": "b", "collection": "c"});
+    let total = 800;
+    let mut normal = connect(&s, Some(ALICE)).await;
+    subscribe(&mut normal, "s", filter.clone(), json!("now"), false).await;
+    let normal = tokio::spawn(read_all(normal, "normal", total));
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut socket = connect_small_buffer(&s).await;
+        subscribe(&mut socket, "s", filter.clone(), json!("now"), false).await;
+        stalled.push(socket);
+    }
+    // 4 KiB records: a few hundred of them overflow any socket buffer of a peer that never reads.
+    let pad = "x".repeat(4096);
+    for chunk in (0..total).collect::<Vec<_>>().chunks(25) {
+        let requests: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"method": "PUT", "path": format!("{R}/r{i}"), "body": {"data": {"pad": pad}}}))
+            .collect();
+        assert_eq!(s.post("/batch", Some(ALICE), json!({ "requests": requests })).await.status, 200);
+    }
+    let (_, ids) = normal.await.expect("normal reader");
+    assert_eq!(ids.len(), total, "the writer and the normal reader were never held back");
+    // Longer than the stall bound: the server has given up on them by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for mut socket in stalled {
+        let mut saw_lagged = false;
+        let mut close_cursor = None;
+        while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+                    saw_lagged |= frame["type"] == "lagged";
+                }
+                Ok(Message::Close(frame)) => {
+                    close_cursor = frame.map(|f| f.reason.to_string());
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        assert!(saw_lagged, "a stalled subscriber is told it lagged");
+        let cursor = close_cursor.expect("closed with a cursor");
+        assert!(tidemark_protocol::stream::parse_cursor(&cursor).is_some(), "{cursor}");
+    }
+}

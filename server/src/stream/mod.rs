@@ -214,6 +214,14 @@ fn chain_of(event: &Event) -> Option<Vec<Node>> {
 pub struct Outgoing {
     pub text: String,
     pub cursor: u64,
+    /// The subscription a `change` frame belongs to (to rewind it if the frame is dropped).
+    pub subscription: Option<usize>,
+}
+
+impl Outgoing {
+    pub fn control(text: String, cursor: u64) -> Outgoing {
+        Outgoing { text, cursor, subscription: None }
+    }
 }
 
 /// How many log events one catch-up read takes.
@@ -244,7 +252,11 @@ impl Session {
         }
         sub.delivered = change.event.seq;
         if sub.matches(change) && sub.allowed(&self.state, &identity, change) {
-            out.push(Outgoing { text: change_frame(&sub.id, &change.tail), cursor: change.event.seq });
+            out.push(Outgoing {
+                text: change_frame(&sub.id, &change.tail),
+                cursor: change.event.seq,
+                subscription: Some(index),
+            });
         }
     }
 
@@ -306,20 +318,33 @@ impl Session {
         sub.after_timestamp = timestamp;
         if snapshot {
             sub.delivered = head;
-            out.push(Outgoing { text: ServerFrame::subscribed(&id, &stream::cursor(head)).to_string(), cursor: head });
+            out.push(Outgoing::control(ServerFrame::subscribed(&id, &stream::cursor(head)).to_string(), head));
             self.snapshot(&mut sub, head, &mut out)?;
-            out.push(Outgoing {
-                text: ServerFrame::snapshot_done(&id, &stream::cursor(head)).to_string(),
-                cursor: head,
-            });
+            out.push(Outgoing::control(ServerFrame::snapshot_done(&id, &stream::cursor(head)).to_string(), head));
             self.subscriptions.push(sub);
             return Ok(out);
         }
         sub.delivered = start;
-        out.push(Outgoing { text: ServerFrame::subscribed(&id, &stream::cursor(start)).to_string(), cursor: start });
+        out.push(Outgoing::control(ServerFrame::subscribed(&id, &stream::cursor(start)).to_string(), start));
         self.subscriptions.push(sub);
         let index = self.subscriptions.len() - 1;
         self.catch_up(index, head, &mut out)?;
+        Ok(out)
+    }
+
+    /// A frame for `index` could not be queued: the subscription will get it again from the log.
+    pub fn rewind(&mut self, index: usize, cursor: u64) {
+        if let Some(sub) = self.subscriptions.get_mut(index) {
+            sub.delivered = sub.delivered.min(cursor.saturating_sub(1));
+        }
+    }
+
+    /// Brings every subscription up to `head` from the log (after a lag).
+    pub fn catch_up_all(&mut self, head: u64) -> Result<Vec<Outgoing>, ApiError> {
+        let mut out = Vec::new();
+        for index in 0..self.subscriptions.len() {
+            self.catch_up(index, head, &mut out)?;
+        }
         Ok(out)
     }
 
@@ -372,7 +397,7 @@ impl Session {
             let Some(event) = event.filter(|e| e.action != Action::Delete) else { continue };
             let change = Change::with_old(event, None, "create");
             if sub.matches(&change) && sub.allowed(&self.state, &self.identity, &change) {
-                out.push(Outgoing { text: change_frame(&sub.id, &change.tail), cursor: at });
+                out.push(Outgoing::control(change_frame(&sub.id, &change.tail), at));
             }
         }
         Ok(())

@@ -1,11 +1,21 @@
 //! `GET /v1/ws`: subscriptions over a WebSocket (protocol in `tidemark_protocol::stream`).
+//!
+//! Two tasks per socket: this session task (client frames, hub changes, keepalive) and a
+//! writer task fed through a bounded queue (`stream_queue_size`, default 256 frames) that
+//! coalesces frames into few socket writes. When the queue is full the session stops taking
+//! changes from the hub (the publisher never waits on anyone), and once the peer has drained it,
+//! says `lagged` and catches up from the log. A peer that drains nothing for
+//! `stream_stall_timeout_seconds` (30) gets its cursor in a close frame.
 
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tidemark_protocol::stream::{self, ClientFrame, ServerFrame};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{Outgoing, Session};
 use crate::auth::Identity;
@@ -14,7 +24,9 @@ use crate::state::AppState;
 /// Stream settings, read once per connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// A send that makes no progress for this long closes the connection with its cursor.
+    /// Frames queued per socket before it counts as lagging.
+    pub queue: usize,
+    /// A socket that drains nothing for this long is closed with its cursor.
     pub stall: Duration,
     /// Server pings this often; a peer silent for two intervals is dropped.
     pub ping: Duration,
@@ -22,17 +34,86 @@ pub struct Limits {
 
 impl Limits {
     pub fn from_state(state: &AppState) -> Limits {
-        let secs =
-            |key: &str, default: u64| state.settings.raw.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let num = |key: &str, default: u64| state.settings.raw.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
         Limits {
-            stall: Duration::from_secs(secs("stream_stall_timeout_seconds", 30)),
-            ping: Duration::from_secs(secs("stream_ping_interval_seconds", 20)),
+            queue: num("stream_queue_size", 256).max(4) as usize,
+            stall: Duration::from_millis(num(
+                "stream_stall_timeout_ms",
+                num("stream_stall_timeout_seconds", 30) * 1000,
+            )),
+            ping: Duration::from_secs(num("stream_ping_interval_seconds", 20)),
         }
     }
 }
 
-fn error_frame(id: Option<&str>, err: &tidemark_protocol::ApiError) -> String {
-    ServerFrame::error(id, err.status, err.errno as u16, err.message.as_deref().unwrap_or(&err.error)).to_string()
+fn error_frame(id: Option<&str>, err: &tidemark_protocol::ApiError) -> Outgoing {
+    let text =
+        ServerFrame::error(id, err.status, err.errno as u16, err.message.as_deref().unwrap_or(&err.error)).to_string();
+    Outgoing::control(text, 0)
+}
+
+/// Writes queued frames, feeding every frame already waiting before one flush.
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Message>) {
+    while let Some(first) = queue.recv().await {
+        let closing = matches!(first, Message::Close(_));
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        while let Ok(next) = queue.try_recv() {
+            let close = matches!(next, Message::Close(_));
+            if sink.feed(next).await.is_err() {
+                return;
+            }
+            if close {
+                let _ = sink.flush().await;
+                return;
+            }
+        }
+        if sink.flush().await.is_err() || closing {
+            return;
+        }
+    }
+}
+
+fn handle_frame(session: &mut Session, state: &AppState, text: &str, by_frame: &mut bool) -> FrameAction {
+    match ClientFrame::parse(text) {
+        Err(why) => FrameAction::Send(vec![Outgoing::control(ServerFrame::error(None, 400, 107, &why).to_string(), 0)]),
+        Ok(ClientFrame::Auth { authorization }) => {
+            if *by_frame || !session.subscriptions.is_empty() {
+                let text = ServerFrame::error(None, 400, 107, "auth must come first, once").to_string();
+                FrameAction::Send(vec![Outgoing::control(text, 0)])
+            } else {
+                *by_frame = true;
+                FrameAction::Authenticate(authorization)
+            }
+        }
+        Ok(ClientFrame::Subscribe { id, filter, since, snapshot }) => {
+            FrameAction::Send(match stream::parse_since(since.as_ref()) {
+                Err(why) => vec![Outgoing::control(ServerFrame::error(Some(&id), 400, 107, &why).to_string(), 0)],
+                Ok(since) => match session.subscribe(id.clone(), filter, since, snapshot) {
+                    Ok(frames) => frames,
+                    Err(err) => vec![error_frame(Some(&id), &err)],
+                },
+            })
+        }
+        Ok(ClientFrame::Unsubscribe { id }) => FrameAction::Send(if session.unsubscribe(&id) {
+            Vec::new()
+        } else {
+            vec![Outgoing::control(ServerFrame::error(Some(&id), 404, 111, "unknown subscription").to_string(), 0)]
+        }),
+        Ok(ClientFrame::Ping { id }) => {
+            let head = state.engine.last_seq().unwrap_or(0);
+            FrameAction::Send(vec![Outgoing::control(
+                ServerFrame::pong(id.as_deref(), &stream::cursor(head)).to_string(),
+                head,
+            )])
+        }
+    }
+}
+
+enum FrameAction {
+    Send(Vec<Outgoing>),
+    Authenticate(String),
 }
 
 /// Serves one socket until the peer leaves, stalls, or goes silent.
@@ -40,105 +121,123 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
     let limits = Limits::from_state(&state);
     let hub = state.hub();
     let mut changes = hub.subscribe();
-    let (mut sink, mut incoming) = socket.split();
+    let (sink, mut incoming) = socket.split();
+    let (queue, queued) = mpsc::channel::<Message>(limits.queue);
+    let writer = tokio::spawn(write_loop(sink, queued));
     let mut session = Session::new(state.clone(), identity);
-    let mut ping = tokio::time::interval(limits.ping);
-    ping.tick().await;
-    let mut last_heard = tokio::time::Instant::now();
-    let mut authenticated_by_frame = false;
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(100).min(limits.stall / 2).max(Duration::from_millis(10)));
+    let mut last_heard = Instant::now();
+    let mut last_ping = Instant::now();
+    let mut by_frame = false;
+    // Since when the queue has been too full to take changes.
+    let mut lagging: Option<Instant> = None;
 
-    macro_rules! send_all {
-        ($frames:expr) => {{
-            let mut ok = true;
-            for frame in $frames {
-                let sent =
-                    tokio::time::timeout(limits.stall, sink.send(Message::Text(Utf8Bytes::from(frame.text)))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    ok = false;
-                    break;
-                }
-            }
-            ok
-        }};
-    }
-
-    loop {
-        let frames: Vec<Outgoing> = tokio::select! {
-            message = incoming.next() => {
-                let Some(Ok(message)) = message else { break };
-                last_heard = tokio::time::Instant::now();
-                let text = match message {
-                    Message::Text(text) => text.to_string(),
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                match ClientFrame::parse(&text) {
-                    Err(why) => vec![Outgoing { text: ServerFrame::error(None, 400, 107, &why).to_string(), cursor: 0 }],
-                    Ok(ClientFrame::Auth { authorization }) => {
-                        if authenticated_by_frame || !session.subscriptions.is_empty() {
-                            let text = ServerFrame::error(None, 400, 107, "auth must come first, once").to_string();
-                            vec![Outgoing { text, cursor: 0 }]
-                        } else {
-                            authenticated_by_frame = true;
-                            session.identity = state.identify(Some(authorization.as_bytes())).await;
-                            Vec::new()
-                        }
-                    }
-                    Ok(ClientFrame::Subscribe { id, filter, since, snapshot }) => {
-                        let since = stream::parse_since(since.as_ref());
-                        match since {
-                            Err(why) => vec![Outgoing { text: ServerFrame::error(Some(&id), 400, 107, &why).to_string(), cursor: 0 }],
-                            Ok(since) => match session.subscribe(id.clone(), filter, since, snapshot) {
-                                Ok(frames) => frames,
-                                Err(err) => vec![Outgoing { text: error_frame(Some(&id), &err), cursor: 0 }],
-                            },
-                        }
-                    }
-                    Ok(ClientFrame::Unsubscribe { id }) => {
-                        if session.unsubscribe(&id) {
-                            Vec::new()
-                        } else {
-                            vec![Outgoing { text: ServerFrame::error(Some(&id), 404, 111, "unknown subscription").to_string(), cursor: 0 }]
-                        }
-                    }
-                    Ok(ClientFrame::Ping { id }) => {
-                        let head = state.engine.last_seq().unwrap_or(0);
-                        vec![Outgoing { text: ServerFrame::pong(id.as_deref(), &stream::cursor(head)).to_string(), cursor: head }]
-                    }
-                }
-            }
-            change = changes.recv() => match change {
-                Ok(change) => match session.on_change(&change) {
-                    Ok(frames) => frames,
-                    Err(_) => break,
-                },
-                Err(RecvError::Lagged(_)) => {
-                    // Tell each subscription it is catching up; the next change fills the gap
-                    // from the log.
-                    session
-                        .subscriptions
-                        .iter()
-                        .map(|s| Outgoing { text: ServerFrame::lagged(&s.id, &stream::cursor(s.delivered)).to_string(), cursor: s.delivered })
-                        .collect()
-                }
-                Err(RecvError::Closed) => break,
-            },
-            _ = ping.tick() => {
-                if last_heard.elapsed() > limits.ping * 2 {
-                    break;
-                }
-                if tokio::time::timeout(limits.stall, sink.send(Message::Ping(Default::default()))).await.is_err() {
-                    break;
+    // Queues frames without waiting; returns false when the queue is full (the rest dropped,
+    // their subscriptions rewound so the log redelivers them).
+    let push = |session: &mut Session, frames: Vec<Outgoing>| -> bool {
+        let mut full = false;
+        for frame in frames {
+            if full {
+                if let Some(index) = frame.subscription {
+                    session.rewind(index, frame.cursor);
                 }
                 continue;
             }
-        };
-        if !send_all!(frames) {
-            // Stalled or gone: close with the cursor so the client can resume.
-            let reason = stream::cursor(session.cursor());
-            let close = Message::Close(Some(CloseFrame { code: 4008, reason: Utf8Bytes::from(reason) }));
-            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
-            break;
+            if queue.try_send(Message::Text(Utf8Bytes::from(frame.text))).is_err() {
+                full = true;
+                if let Some(index) = frame.subscription {
+                    session.rewind(index, frame.cursor);
+                }
+            }
+        }
+        !full
+    };
+
+    loop {
+        tokio::select! {
+            message = incoming.next() => {
+                let Some(Ok(message)) = message else { break };
+                last_heard = Instant::now();
+                let Message::Text(text) = message else {
+                    if matches!(message, Message::Close(_)) { break }
+                    continue;
+                };
+                let frames = match handle_frame(&mut session, &state, text.as_str(), &mut by_frame) {
+                    FrameAction::Send(frames) => frames,
+                    FrameAction::Authenticate(authorization) => {
+                        session.identity = state.identify(Some(authorization.as_bytes())).await;
+                        Vec::new()
+                    }
+                };
+                // Answers to the client wait for room rather than being dropped.
+                for frame in frames {
+                    if tokio::time::timeout(limits.stall, queue.send(Message::Text(Utf8Bytes::from(frame.text)))).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            change = changes.recv(), if lagging.is_none() => match change {
+                Ok(change) => match session.on_change(&change) {
+                    Ok(frames) => {
+                        if !push(&mut session, frames) {
+                            lagging = Some(Instant::now());
+                        }
+                    }
+                    Err(_) => break,
+                },
+                // Fell behind the hub's ring: the next change fills the gap from the log.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            },
+            _ = tick.tick() => {
+                if let Some(since) = lagging {
+                    if queue.capacity() * 2 >= limits.queue {
+                        // Drained: say so, then catch up from the log to the head.
+                        let notes: Vec<Outgoing> = session
+                            .subscriptions
+                            .iter()
+                            .map(|s| Outgoing::control(ServerFrame::lagged(&s.id, &stream::cursor(s.delivered)).to_string(), s.delivered))
+                            .collect();
+                        let head = state.engine.last_seq().unwrap_or(0);
+                        let mut frames = notes;
+                        match session.catch_up_all(head) {
+                            Ok(more) => frames.extend(more),
+                            Err(_) => break,
+                        }
+                        lagging = if push(&mut session, frames) { None } else { Some(Instant::now()) };
+                        // Changes the hub sent meanwhile are at or below the head: skipped.
+                        changes = changes.resubscribe();
+                    } else if since.elapsed() > limits.stall {
+                        close_with_cursor(&queue, &session, limits).await;
+                        break;
+                    }
+                }
+                if last_ping.elapsed() >= limits.ping {
+                    if last_heard.elapsed() > limits.ping * 2 {
+                        break;
+                    }
+                    last_ping = Instant::now();
+                    let _ = queue.try_send(Message::Ping(Default::default()));
+                }
+            }
         }
     }
+    drop(queue);
+    // Give the writer a moment to deliver what it holds (a close frame with the cursor).
+    let _ = tokio::time::timeout(limits.stall * 4, writer).await;
+}
+
+/// A stalled peer: tell each subscription it lagged, then close with the resume cursor.
+async fn close_with_cursor(queue: &mpsc::Sender<Message>, session: &Session, limits: Limits) {
+    let deadline = limits.stall * 4;
+    for sub in &session.subscriptions {
+        let note = ServerFrame::lagged(&sub.id, &stream::cursor(sub.delivered)).to_string();
+        if tokio::time::timeout(deadline, queue.send(Message::Text(Utf8Bytes::from(note)))).await.is_err() {
+            return;
+        }
+    }
+    let reason = Utf8Bytes::from(stream::cursor(session.cursor()));
+    let close = Message::Close(Some(CloseFrame { code: 4008, reason }));
+    let _ = tokio::time::timeout(deadline, queue.send(close)).await;
 }
