@@ -38,8 +38,19 @@ pub fn app(state: AppState) -> Router {
 async fn entry(State(state): State<AppState>, request: Request) -> Response {
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let cors = state.settings.cors_origins.clone();
-    let response = match route_request(&state, request, origin.as_deref(), &cors).await {
-        Ok(response) | Err(response) => response,
+    let eos = end_of_service(&state);
+    let response = match eos {
+        Some((true, _)) => {
+            let err = ApiError::new(
+                410,
+                tidemark_protocol::Errno::ServiceDeprecated,
+                Some("The service you are trying to connect no longer exists at this location.".into()),
+            );
+            kinto_error(&err)
+        }
+        _ => match route_request(&state, request, origin.as_deref(), &cors).await {
+            Ok(response) | Err(response) => response,
+        },
     };
     let mut response = with_common_headers(response, origin.as_deref().filter(|o| origin_allowed(&cors, o)), &cors);
     if let Some(backoff) = state.settings.backoff {
@@ -47,7 +58,40 @@ async fn entry(State(state): State<AppState>, request: Request) -> Response {
             response.headers_mut().insert("Backoff", value);
         }
     }
+    if let Some((_, alert)) = eos {
+        if let Ok(value) = HeaderValue::from_str(&alert) {
+            response.headers_mut().insert("Alert", value);
+        }
+    }
     response
+}
+
+/// With `eos` set: (is the service over, the `Alert` header). Over on the day itself (Kinto).
+fn end_of_service(state: &AppState) -> Option<(bool, String)> {
+    let eos = state.settings.eos.as_deref()?;
+    let over = today().as_str() >= eos.get(..10).unwrap_or(eos);
+    let url = state.settings.eos_url.clone().unwrap_or_else(|| state.settings.project_docs.clone());
+    let alert = serde_json::json!({
+        "code": if over { "hard-eol" } else { "soft-eol" },
+        "message": state.settings.eos_message,
+        "url": url,
+    });
+    Some((over, alert.to_string()))
+}
+
+/// Today's UTC date as `YYYY-MM-DD` (civil-from-days, Howard Hinnant's algorithm).
+fn today() -> String {
+    let days = (crate::state::now_ms() / 86_400_000) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 fn kinto_error(err: &ApiError) -> Response {

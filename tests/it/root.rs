@@ -91,3 +91,29 @@ async fn flush_endpoint_empties_the_server() {
     assert_eq!(s.put("/buckets/b", Some(ALICE), json!({})).await.status, 201);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn end_of_service_warns_before_and_answers_410_after() {
+    let future = Server::start_with(&[("eos", "2999-01-01"), ("eos_message", "Moving on")]).await;
+    let r = future.get("/", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["eos"], "2999-01-01");
+    let alert: serde_json::Value = serde_json::from_str(r.header("alert").unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(alert["code"], "soft-eol");
+    assert_eq!(alert["message"], "Moving on");
+    future.stop().await;
+    let past = Server::start_with(&[("eos", "2000-01-01")]).await;
+    let r = past.get("/buckets", Some(ALICE)).await;
+    assert_eq!(r.status, 410);
+    assert_eq!(r.errno(), 202);
+    assert!(r.header("alert").is_some_and(|a| a.contains("hard-eol")));
+    past.stop().await;
+}
+
+#[tokio::test]
+async fn backoff_is_sent_on_every_response() {
+    let s = Server::start_with(&[("backoff", "10")]).await;
+    assert_eq!(s.get("/", None).await.header("backoff"), Some("10"));
+    assert_eq!(s.get("/buckets", None).await.header("backoff"), Some("10"), "401s too");
+    s.stop().await;
+}
