@@ -54,7 +54,7 @@ pub enum ClientFrame {
     Subscribe {
         id: String,
         #[serde(default)]
-        filter: Filter,
+        filter: Box<Filter>,
         #[serde(default)]
         since: Option<Value>,
         #[serde(default)]

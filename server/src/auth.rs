@@ -184,7 +184,9 @@ fn parse_basic(header: &[u8]) -> Option<(String, String)> {
         return None;
     }
     let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
+    // Not UTF-8: read as latin-1, as Kinto does.
+    let decoded =
+        String::from_utf8(decoded).unwrap_or_else(|e| e.into_bytes().iter().map(|b| char::from(*b)).collect());
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
 }

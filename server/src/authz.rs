@@ -45,6 +45,8 @@ fn granting(kind: &str, perm: &str) -> &'static [(&'static str, &'static str)] {
             ("record", "write"),
             ("record", "read"),
         ],
+        ("account", "write") => &[("account", "write")],
+        ("account", "read") => &[("account", "write"), ("account", "read")],
         _ => &[],
     }
 }

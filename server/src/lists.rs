@@ -151,8 +151,10 @@ fn effective_limit(state: &AppState, q: &ListQuery) -> usize {
     q.effective_limit(state.settings.paginate_by, state.settings.storage_max_fetch_size) as usize
 }
 
+/// Newest first by `last_modified` only (`_sort=-last_modified` arrives with the implicit
+/// tie-breaker repeated): the changes index already walks in that order.
 fn is_default_order(q: &ListQuery) -> bool {
-    matches!(q.sort.as_slice(), [key] if key.field == "last_modified" && key.descending)
+    !q.sort.is_empty() && q.sort.iter().all(|key| key.field == "last_modified" && key.descending)
 }
 
 /// Narrows the walk of the changes index with the `last_modified` bounds the filters imply.

@@ -13,7 +13,7 @@ use tidemark_protocol::{ApiError, Location};
 
 use crate::accounts;
 use crate::authz::Authz;
-use crate::common::{self, check_content_type, object_response, require_parents};
+use crate::common::{self, check_content_type, require_parents};
 use crate::error::{from_engine, RETRY_AFTER_SECONDS};
 use crate::request::ApiRequest;
 use crate::resources::Address;
@@ -24,6 +24,12 @@ use crate::state::AppState;
 const MAX_ATTEMPTS: usize = 16;
 
 pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
+    // Kinto builds a record's resource, which looks its collection up, to find the target of a
+    // write before authorizing it: under a missing parent that is a 404 for anyone (a GET is
+    // authorized first).
+    if addr.kind.name == "record" && matches!(req.method, Method::PUT | Method::PATCH | Method::DELETE) {
+        require_parents(&state.engine, &addr.parents)?;
+    }
     match req.method {
         Method::GET | Method::HEAD => get(state, req, addr, id),
         Method::PUT => put(state, req, addr, id).await,
@@ -95,7 +101,8 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
         Verdict::Proceed => {}
     }
     let acl = state.engine.acl(&addr.object_uri(id)).map_err(from_engine)?;
-    Ok(common::cache_headers(object_response(StatusCode::OK, &object, &acl, &req.identity)))
+    let body = json!({"data": object.data, "permissions": shown_permissions(addr, &acl, &req.identity)});
+    Ok(common::cache_headers(ApiResponse::json(StatusCode::OK, body).timestamp_headers(object.last_modified)))
 }
 
 /// The caller's principal always ends up in `write` (explicit_permissions).
@@ -176,7 +183,7 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
         match state.submit(command(req, addr, id, op, expect_of(live.as_ref()), explicit)).await {
             Ok(event) => {
                 let status = if live.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-                return Ok(written(req, &event, status));
+                return Ok(written(req, addr, &event, status));
             }
             Err(EngineError::PreconditionFailed { .. }) => continue,
             Err(err) => return Err(from_engine(err)),
@@ -186,13 +193,21 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
 }
 
 /// The response of a write: the committed object as the client sees it.
-fn written(req: &ApiRequest, event: &tidemark_engine::Event, status: StatusCode) -> ApiResponse {
+fn written(req: &ApiRequest, addr: &Address, event: &tidemark_engine::Event, status: StatusCode) -> ApiResponse {
     let data = event.data.as_object().cloned().unwrap_or_default();
-    ApiResponse::json(
-        status,
-        json!({"data": data, "permissions": common::visible_permissions(&event.permissions, &req.identity)}),
-    )
-    .timestamp_headers(event.timestamp)
+    let permissions = shown_permissions(addr, &event.permissions, &req.identity);
+    ApiResponse::json(status, json!({"data": data, "permissions": permissions})).timestamp_headers(event.timestamp)
+}
+
+/// The ACL a response shows: the object's own, to its explicit writers only (§8.8). Kinto acts
+/// on an account as that account, for an admin or an anonymous sign-up too: an account's ACL is
+/// shown to whoever may reach it.
+fn shown_permissions(addr: &Address, acl: &Acl, identity: &crate::auth::Identity) -> Value {
+    if addr.kind.is_account() {
+        json!(acl)
+    } else {
+        common::visible_permissions(acl, identity)
+    }
 }
 
 enum PatchBody {
@@ -281,7 +296,7 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
             Err(err) => return Err(from_engine(err)),
         };
         let response = match behavior {
-            ResponseBehavior::Full => written(req, &event, StatusCode::OK),
+            ResponseBehavior::Full => written(req, addr, &event, StatusCode::OK),
             ResponseBehavior::Light | ResponseBehavior::Diff => {
                 let new = event.data.as_object().cloned().unwrap_or_default();
                 let sent = match &patch {

@@ -43,6 +43,20 @@ fn describe(uri: &str) -> Map<String, Value> {
     entry
 }
 
+/// What `perm` implies on the same object, as Kinto lists it: its inheritance tree restricted to
+/// the object (bucket `write` gives `read`, `read:attributes` and the create permissions; a
+/// bucket's or collection's `read` gives `read:attributes`; any create gives `read:attributes`).
+fn implied(resource: &str, perm: &str) -> &'static [&'static str] {
+    match (resource, perm) {
+        ("bucket", "write") => &["read", "read:attributes", "collection:create", "group:create"],
+        ("collection", "write") => &["read", "read:attributes", "record:create"],
+        ("bucket" | "collection", "read") => &["read:attributes"],
+        (_, "write") => &["read"],
+        (_, create) if create.ends_with(":create") => &["read:attributes"],
+        _ => &[],
+    }
+}
+
 pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let readers = state.settings.principals("permissions", "read");
     let allowed = readers.is_empty() && !state.settings.raw.contains_key("permissions_read_principals")
@@ -61,20 +75,16 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
     let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for principal in &req.identity.principals {
         for (perm, uri) in state.engine.objects_of_principal(principal).map_err(from_engine)? {
-            let perms = granted.entry(uri).or_default();
-            if perm == "write" {
-                perms.insert("read".into());
-            }
-            if perm.ends_with(":create") {
-                perms.insert("read:attributes".into());
-            }
-            perms.insert(perm);
+            granted.entry(uri).or_default().insert(perm);
         }
     }
     let mut entries: Vec<Value> = granted
         .into_iter()
-        .map(|(uri, perms)| {
+        .map(|(uri, mut perms)| {
             let mut entry = describe(&uri);
+            let resource = entry["resource_name"].as_str().unwrap_or_default().to_owned();
+            let extra: Vec<&str> = perms.iter().flat_map(|p| implied(&resource, p)).copied().collect();
+            perms.extend(extra.into_iter().map(str::to_owned));
             entry.insert("permissions".into(), json!(perms));
             Value::Object(entry)
         })

@@ -67,6 +67,9 @@ const TYPED_KEYS: &[&str] = &[
     "eos_url",
     "storage_backend",
     "storage_url",
+    // Read from `raw` where they are used.
+    "pagination_token_validity_seconds",
+    "account_cache_ttl_seconds",
 ];
 
 /// Tidemark's own settings (no Kinto equivalent).
@@ -148,9 +151,7 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("collection_id_generator", WHY_FIXED),
     ("group_id_generator", WHY_FIXED),
     ("record_id_generator", WHY_FIXED),
-    ("pagination_token_validity_seconds", WHY_FIXED),
     ("root_cache_expires_seconds", WHY_FIXED),
-    ("account_cache_ttl_seconds", WHY_FIXED),
     ("admin_assets_path", WHY_FIXED),
 ];
 

@@ -5,6 +5,7 @@ mod common;
 mod batch;
 mod durability;
 mod errors;
+mod identity;
 mod listeners;
 mod listing;
 mod listing_table;

@@ -251,7 +251,7 @@ async fn sse_streams_changes_and_resumes_from_last_event_id() {
     }
     assert!(text.contains("\"id\":\"r1\""), "{text}");
     assert!(text.contains("\"id\":\"r2\""), "{text}");
-    let last_id = text.lines().filter_map(|l| l.strip_prefix("id: ")).last().unwrap_or_default().to_owned();
+    let last_id = text.lines().filter_map(|l| l.strip_prefix("id: ")).next_back().unwrap_or_default().to_owned();
     drop(body);
     s.put(&format!("{R}/r3"), Some(ALICE), json!({})).await;
     let response = s

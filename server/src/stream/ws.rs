@@ -90,7 +90,7 @@ fn handle_frame(session: &mut Session, state: &AppState, text: &str, by_frame: &
         Ok(ClientFrame::Subscribe { id, filter, since, snapshot }) => {
             FrameAction::Send(match stream::parse_since(since.as_ref()) {
                 Err(why) => vec![Outgoing::control(ServerFrame::error(Some(&id), 400, 107, &why).to_string(), 0)],
-                Ok(since) => match session.subscribe(id.clone(), filter, since, snapshot) {
+                Ok(since) => match session.subscribe(id.clone(), *filter, since, snapshot) {
                     Ok(frames) => frames,
                     Err(err) => vec![error_frame(Some(&id), &err)],
                 },
@@ -225,12 +225,17 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
     }
     drop(queue);
     // Give the writer a moment to deliver what it holds (a close frame with the cursor).
-    let _ = tokio::time::timeout(limits.stall * 4, writer).await;
+    let _ = tokio::time::timeout(goodbye_deadline(limits), writer).await;
+}
+
+/// How long a stalled peer's task waits for room to say goodbye before it drops the socket.
+fn goodbye_deadline(limits: Limits) -> Duration {
+    (limits.stall * 4).max(Duration::from_secs(30))
 }
 
 /// A stalled peer: tell each subscription it lagged, then close with the resume cursor.
 async fn close_with_cursor(queue: &mpsc::Sender<Message>, session: &Session, limits: Limits) {
-    let deadline = limits.stall * 4;
+    let deadline = goodbye_deadline(limits);
     for sub in &session.subscriptions {
         let note = ServerFrame::lagged(&sub.id, &stream::cursor(sub.delivered)).to_string();
         if tokio::time::timeout(deadline, queue.send(Message::Text(Utf8Bytes::from(note)))).await.is_err() {
