@@ -622,53 +622,57 @@ async fn run_k(k: u64, batch: u64) -> Option<Row> {
     Some(row)
 }
 
-/// p99 commit latency with 0, then 200, then 0 subscribers: (p50, p99) in ms each.
+/// Runs the sequential writer; prints its latencies and the CPU the server and this process used
+/// per PUT (until every subscriber has every change, so frames still in flight count).
+async fn commit_run(
+    server: &Server,
+    label: &str,
+    prefix: &str,
+    subscribers: Option<&Subscribers>,
+) -> Option<(f64, f64)> {
+    let writes = (COMMIT_WARMUP + COMMIT_WRITES) as u64;
+    let (base, prefix) = (server.base.clone(), prefix.to_owned());
+    let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs("self"));
+    let expected = subscribers.map(|s| s.changes() + s.subscribed() * writes);
+    let latencies = on_writer(move |c| sequential(c, base, prefix, COMMIT_WRITES)).await;
+    if let (Some(expected), Some(subscribers)) = (expected, subscribers) {
+        let (_, complete) = wait_for(&subscribers.counters.changes, expected).await;
+        if !complete {
+            println!("  (subscribers did not receive every change: {} of {expected})", subscribers.changes());
+        }
+    }
+    let per_put = |cpu: f64| cpu * 1e6 / writes as f64;
+    let (server_cpu, own_cpu) = (per_put(server.cpu_secs() - server_cpu), per_put(cpu_secs("self") - own_cpu));
+    match latencies {
+        Ok(l) => {
+            let (p50, p99) = (pct_ms(&l, 0.5), pct_ms(&l, 0.99));
+            println!(
+                "  {label}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms; CPU per PUT: server {server_cpu:.0} µs, \
+                 bench process {own_cpu:.0} µs",
+                pct_ms(&l, 1.0)
+            );
+            Some((p50, p99))
+        }
+        Err(e) => {
+            println!("  {label}: failed: {e}");
+            None
+        }
+    }
+}
+
+/// Commit latency with 0, then 200, then 0 subscribers: (p50, p99) in ms each.
 async fn commit_latency() -> Option<[(f64, f64); 3]> {
     println!("--- commit latency: {COMMIT_WRITES} sequential PUTs (after {COMMIT_WARMUP} warm-up)");
     let server = Server::start().await;
-    let run = |prefix: &str| {
-        let (base, prefix) = (server.base.clone(), prefix.to_owned());
-        on_writer(move |c| sequential(c, base, prefix, COMMIT_WRITES))
-    };
-    let summary = |label: &str, latencies: &[u32]| {
-        let (p50, p99) = (pct_ms(latencies, 0.5), pct_ms(latencies, 0.99));
-        println!("  {label}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms", pct_ms(latencies, 1.0));
-        (p50, p99)
-    };
-    let quiet = match run("quiet").await {
-        Ok(l) => summary("0 subscribers", &l),
-        Err(e) => {
-            println!("  failed: {e}");
-            return None;
-        }
-    };
+    let quiet = commit_run(&server, "0 subscribers", "quiet", None).await?;
     let subscribers = Subscribers::connect(&server.addr, COMMIT_SUBSCRIBERS).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = subscribers.changes();
-    let busy = run("busy").await;
-    let expected = before + subscribers.subscribed() * (COMMIT_WARMUP + COMMIT_WRITES) as u64;
-    let (_, complete) = wait_for(&subscribers.counters.changes, expected).await;
-    let busy = match busy {
-        Ok(l) => summary(&format!("{} subscribers reading", subscribers.subscribed()), &l),
-        Err(e) => {
-            println!("  failed: {e}");
-            subscribers.close().await;
-            return None;
-        }
-    };
-    if !complete {
-        println!("  (subscribers did not receive every change: {} of {expected})", subscribers.changes() - before);
-    }
+    let label = format!("{} subscribers reading", subscribers.subscribed());
+    let busy = commit_run(&server, &label, "busy", Some(&subscribers)).await;
     subscribers.close().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let again = match run("again").await {
-        Ok(l) => summary("0 subscribers again", &l),
-        Err(e) => {
-            println!("  failed: {e}");
-            return None;
-        }
-    };
-    Some([quiet, busy, again])
+    let again = commit_run(&server, "0 subscribers again", "again", None).await?;
+    Some([quiet, busy?, again])
 }
 
 fn main() {
@@ -749,7 +753,10 @@ fn main() {
     if !skipped.is_empty() {
         println!("skipped K: {skipped:?}");
     }
-    println!("bare WebSocket ceiling on this machine (shared/perf limits, run.sh ws): ≈55–70k deliveries/s at 1k–10k");
+    println!(
+        "compare: bare WebSocket ceiling (../shared/perf/README.md, Limits, 2026-11-24: ≈55–70k deliveries/s at \
+         1k–10k subscribers, one message per publish); re-measure it alongside with ../shared/perf/limits/run.sh ws"
+    );
     match commit {
         Some([quiet, busy, again]) => println!(
             "commit latency ({COMMIT_WRITES} sequential PUTs): p99 {:.2} ms with 0 subscribers, {:.2} ms with \

@@ -14,7 +14,19 @@ impl SledStorage {
     /// Opens (or creates) the store in `dir`. `flush_every_ms` is sled's own background flush,
     /// used by the `interval` flush policy; `None` disables it.
     pub fn open(dir: &Path, flush_every_ms: Option<u64>) -> Result<Self> {
-        let db = sled::Config::new().path(dir).flush_every_ms(flush_every_ms).open()?;
+        // A store closed moments ago in this process may still be locked by sled's background
+        // flusher thread for a short while: wait for it rather than fail.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match sled::Config::new().path(dir).flush_every_ms(flush_every_ms).open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let tree = db.open_tree("tidemark")?;
         Ok(SledStorage { db, tree })
     }

@@ -125,10 +125,10 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
     let (queue, queued) = mpsc::channel::<Message>(limits.queue);
     let writer = tokio::spawn(write_loop(sink, queued));
     let mut session = Session::new(state.clone(), identity);
-    let mut tick =
-        tokio::time::interval(Duration::from_millis(100).min(limits.stall / 2).max(Duration::from_millis(10)));
+    // Timers only where needed: an idle socket wakes for keepalive alone.
+    let mut ping = tokio::time::interval_at(Instant::now() + limits.ping, limits.ping);
+    let lag_check_every = Duration::from_millis(100).min(limits.stall / 2).max(Duration::from_millis(10));
     let mut last_heard = Instant::now();
-    let mut last_ping = Instant::now();
     let mut by_frame = false;
     // Since when the queue has been too full to take changes.
     let mut lagging: Option<Instant> = None;
@@ -190,36 +190,34 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => {
-                if let Some(since) = lagging {
-                    if queue.capacity() * 2 >= limits.queue {
-                        // Drained: say so, then catch up from the log to the head.
-                        let notes: Vec<Outgoing> = session
-                            .subscriptions
-                            .iter()
-                            .map(|s| Outgoing::control(ServerFrame::lagged(&s.id, &stream::cursor(s.delivered)).to_string(), s.delivered))
-                            .collect();
-                        let head = state.engine.last_seq().unwrap_or(0);
-                        let mut frames = notes;
-                        match session.catch_up_all(head) {
-                            Ok(more) => frames.extend(more),
-                            Err(_) => break,
-                        }
-                        lagging = if push(&mut session, frames) { None } else { Some(Instant::now()) };
-                        // Changes the hub sent meanwhile are at or below the head: skipped.
-                        changes = changes.resubscribe();
-                    } else if since.elapsed() > limits.stall {
-                        close_with_cursor(&queue, &session, limits).await;
-                        break;
+            _ = tokio::time::sleep(lag_check_every), if lagging.is_some() => {
+                let Some(since) = lagging else { continue };
+                if queue.capacity() * 2 >= limits.queue {
+                    // Drained: say so, then catch up from the log to the head.
+                    let notes: Vec<Outgoing> = session
+                        .subscriptions
+                        .iter()
+                        .map(|s| Outgoing::control(ServerFrame::lagged(&s.id, &stream::cursor(s.delivered)).to_string(), s.delivered))
+                        .collect();
+                    let head = state.engine.last_seq().unwrap_or(0);
+                    let mut frames = notes;
+                    match session.catch_up_all(head) {
+                        Ok(more) => frames.extend(more),
+                        Err(_) => break,
                     }
+                    lagging = if push(&mut session, frames) { None } else { Some(Instant::now()) };
+                    // Changes the hub sent meanwhile are at or below the head: skipped.
+                    changes = changes.resubscribe();
+                } else if since.elapsed() > limits.stall {
+                    close_with_cursor(&queue, &session, limits).await;
+                    break;
                 }
-                if last_ping.elapsed() >= limits.ping {
-                    if last_heard.elapsed() > limits.ping * 2 {
-                        break;
-                    }
-                    last_ping = Instant::now();
-                    let _ = queue.try_send(Message::Ping(Default::default()));
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > limits.ping * 2 {
+                    break;
                 }
+                let _ = queue.try_send(Message::Ping(Default::default()));
             }
         }
     }
