@@ -479,3 +479,16 @@ fn a_transaction_commits_its_fork_atomically_or_not_at_all() {
         assert!(engine.verify().expect("verify").ok());
     }
 }
+
+#[test]
+fn reopening_a_store_waits_for_the_previous_handle_to_let_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = crate::storage::SledStorage::open(dir.path(), None).expect("first open");
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let second = crate::storage::SledStorage::open(dir.path(), None);
+    assert!(second.is_ok(), "{:?}", second.err());
+    holder.join().expect("holder");
+}

@@ -19,8 +19,11 @@ impl SledStorage {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let db = loop {
             match sled::Config::new().path(dir).flush_every_ms(flush_every_ms).open() {
+                // sled reports the lock as an I/O error of kind Other naming the lock.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
+                        && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
