@@ -141,10 +141,17 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng) -> (usize, Vec<String>
     (acked.len(), problems)
 }
 
+/// Cycles sharing one data directory: each reopens what the kills before it left, while the
+/// full `verify` replay of every cycle stays bounded.
+const CYCLES_PER_STORE: u64 = 20;
+
 fn run(policy: &str, cycles: u64, rng: &mut Rng) -> (usize, usize, usize) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (mut acked, mut failed, mut lost) = (0, 0, 0);
     for n in 0..cycles {
+        if n > 0 && n % CYCLES_PER_STORE == 0 {
+            dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        }
         let (count, problems) = cycle(dir.path(), policy, n, rng);
         acked += count;
         if !problems.is_empty() {

@@ -331,14 +331,23 @@ fn the_bus_gets_every_committed_event_and_reports_lag() {
     let mut fast = engine.bus().subscribe();
     let mut slow = engine.bus().subscribe();
     seed(&engine);
+    // Publishing follows the answers: after each write, wait briefly for its event.
     let mut seqs = Vec::new();
-    for i in 0..10 {
-        engine.submit_blocking(vec![put(C, "record", &format!("r{i}"), json!({}))]).expect("write");
-        while let Ok(event) = fast.try_recv() {
-            seqs.push(event.seq);
+    let mut drain = |until: u64, seqs: &mut Vec<u64>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while seqs.last().copied().unwrap_or(0) < until && std::time::Instant::now() < deadline {
+            match fast.try_recv() {
+                Ok(event) => seqs.push(event.seq),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
         }
+    };
+    drain(2, &mut seqs);
+    for i in 0..10 {
+        let events = engine.submit_blocking(vec![put(C, "record", &format!("r{i}"), json!({}))]).expect("write");
+        drain(events[0].seq, &mut seqs);
     }
-    assert_eq!(seqs, (1..=12).collect::<Vec<_>>(), "published before the writer answers");
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>(), "every committed event, in commit order");
     assert!(matches!(slow.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(4))));
     assert_eq!(slow.try_recv().map(|e| e.seq).ok(), Some(5), "then the newest 8 events remain");
 }

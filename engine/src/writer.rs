@@ -145,15 +145,15 @@ impl Writer {
         let Ok(LeaseOutcome::Commit(events, reply)) = lease.outcome.recv_timeout(LEASE_TIMEOUT) else {
             return;
         };
-        let outcome = self.append_prepared(&events);
-        let outcome = match outcome {
+        match self.append_prepared(&events) {
             Ok(()) => {
+                let _ = reply.send(Ok(events.clone()));
                 self.bus.publish(&events);
-                Ok(events)
             }
-            Err(err) => Err(err),
-        };
-        let _ = reply.send(outcome);
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
     }
 
     fn append_prepared(&mut self, events: &[Arc<Event>]) -> Result<()> {
@@ -235,14 +235,15 @@ impl Writer {
             }
         }
 
-        // Subscribers hear of a commit no later than its writer: publish, then answer.
+        // Answer first, then publish: the callers' tasks are woken ahead of the fan-out, so a
+        // crowd of subscribers does not delay the writers' responses.
         let published: Vec<Arc<Event>> =
             outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|events| events.iter().cloned()).collect();
-        self.bus.publish(&published);
         for (submission, outcome) in group.into_iter().zip(outcomes) {
             // A caller that went away still had its write committed; nothing to undo.
             let _ = submission.reply.send(outcome);
         }
+        self.bus.publish(&published);
     }
 
     fn apply_submission(&mut self, txn: &mut Txn<'_>, commands: &[Command]) -> Result<Vec<Arc<Event>>> {
