@@ -12,8 +12,10 @@ pub const OBJECT: u8 = b'O';
 pub const LIST_TS: u8 = b'T';
 /// Live-object counts: `N` + parent `\0` resource → u64 (`Total-Objects` without a scan).
 pub const COUNT: u8 = b'N';
-/// Changes: `C` + parent `\0` resource `\0` ts (u64 BE) id → empty. One entry per id, at its
-/// latest timestamp: `_since`, `_before` and the default order without a scan of the list.
+/// Changes: `C` + parent `\0` resource `\0` !ts (u64 BE, bits inverted) id → empty. One entry
+/// per id, at its latest timestamp: `_since`, `_before` and the default order without a scan of
+/// the list. Inverted so that newest-first — Kinto's default order — is a forward scan, which
+/// sled does much faster than a reverse one.
 pub const CHANGE: u8 = b'C';
 /// ACLs: `A` + object URI → ACL.
 pub const ACL: u8 = b'A';
@@ -78,8 +80,7 @@ pub fn change_list_prefix(parent: &str, resource: &str) -> Vec<u8> {
 }
 
 pub fn change(parent: &str, resource: &str, ts: u64, id: &str) -> Vec<u8> {
-    let mut k = change_list_prefix(parent, resource);
-    k.extend_from_slice(&ts.to_be_bytes());
+    let mut k = change_at(parent, resource, ts);
     k.extend_from_slice(id.as_bytes());
     k
 }
@@ -87,7 +88,7 @@ pub fn change(parent: &str, resource: &str, ts: u64, id: &str) -> Vec<u8> {
 /// Prefix of the change entries of one list at exactly `ts`.
 pub fn change_at(parent: &str, resource: &str, ts: u64) -> Vec<u8> {
     let mut k = change_list_prefix(parent, resource);
-    k.extend_from_slice(&ts.to_be_bytes());
+    k.extend_from_slice(&(!ts).to_be_bytes());
     k
 }
 
@@ -95,7 +96,7 @@ pub fn change_at(parent: &str, resource: &str, ts: u64) -> Vec<u8> {
 pub fn split_change(key: &[u8], prefix_len: usize) -> Option<(u64, String)> {
     let ts_bytes: [u8; 8] = key.get(prefix_len..prefix_len + 8)?.try_into().ok()?;
     let id = std::str::from_utf8(key.get(prefix_len + 8..)?).ok()?;
-    Some((u64::from_be_bytes(ts_bytes), id.to_owned()))
+    Some((!u64::from_be_bytes(ts_bytes), id.to_owned()))
 }
 
 pub fn acl(uri: &str) -> Vec<u8> {

@@ -38,6 +38,11 @@ impl Engine {
         views::read_live_uri(self.storage(), uri)
     }
 
+    /// Whether a URI names a live object (cheaper than [`Engine::get_uri`]).
+    pub fn exists_uri(&self, uri: &str) -> Result<bool> {
+        views::live_uri_exists(self.storage(), uri)
+    }
+
     /// The list timestamp (list ETag).
     pub fn list_timestamp(&self, parent: &str, resource: &str) -> Result<u64> {
         views::list_timestamp(self.storage(), parent, resource)
@@ -63,20 +68,22 @@ impl Engine {
         mut visit: impl FnMut(StoredObject) -> Result<bool>,
     ) -> Result<()> {
         let prefix = keys::change_list_prefix(parent, resource);
-        let start = match range.since {
-            Some(since) => keys::change_at(parent, resource, since.saturating_add(1)),
+        // Keys hold inverted timestamps: newer entries sort first.
+        let start = match range.before {
+            Some(before) => prefix_end(&keys::change_at(parent, resource, before)),
             None => prefix.clone(),
         };
-        let end = match range.before {
-            Some(before) => keys::change_at(parent, resource, before),
+        let end = match range.since {
+            Some(since) => keys::change_at(parent, resource, since),
             None => prefix_end(&prefix),
         };
         let storage = self.storage();
-        // Pages of index keys keep memory flat on large lists.
-        const PAGE: usize = 512;
+        // Pages of index keys keep memory flat on large lists; they start small because most
+        // walks stop early (a page of a listing, a `_since` poll).
+        let mut page = 64;
         let (mut lo, mut hi) = (start, end);
         loop {
-            let chunk = storage.range(&lo, &hi, order == ListOrder::Newest, Some(PAGE))?;
+            let chunk = storage.range(&lo, &hi, order == ListOrder::Oldest, Some(page))?;
             let Some((last_key, _)) = chunk.last().cloned() else { return Ok(()) };
             for (key, _) in &chunk {
                 let (_, id) = keys::split_change(key, prefix.len())
@@ -89,15 +96,16 @@ impl Engine {
                     return Ok(());
                 }
             }
-            if chunk.len() < PAGE {
+            if chunk.len() < page {
                 return Ok(());
             }
+            page = (page * 2).min(1024);
             match order {
-                ListOrder::Oldest => {
+                ListOrder::Newest => {
                     lo = last_key;
                     lo.push(0);
                 }
-                ListOrder::Newest => hi = last_key,
+                ListOrder::Oldest => hi = last_key,
             }
         }
     }

@@ -30,6 +30,15 @@ pub(crate) fn read_live_uri<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Opti
     Ok(read_object(r, parent, resource, id)?.filter(|o| !o.deleted))
 }
 
+/// Whether a URI names a live object, without decoding it.
+pub(crate) fn live_uri_exists<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<bool> {
+    let Some((parent, resource, id)) = split_uri(uri) else {
+        return Ok(false);
+    };
+    // The first byte of an object entry is its tombstone flag.
+    Ok(r.get(&keys::object(parent, resource, id))?.is_some_and(|bytes| bytes.first() == Some(&0)))
+}
+
 fn read_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>> {
     match r.get(key)? {
         Some(bytes) => {

@@ -13,7 +13,7 @@ use crate::response::ApiResponse;
 /// The first missing ancestor (top-down) answers 404 errno 111.
 pub fn require_parents(engine: &Engine, parents: &[Node]) -> Result<(), ApiError> {
     for node in parents {
-        if engine.get_uri(&node.uri).map_err(from_engine)?.is_none() {
+        if !engine.exists_uri(&node.uri).map_err(from_engine)? {
             return Err(ApiError::parent_not_found(node.kind.name, &node.id));
         }
     }

@@ -206,6 +206,9 @@ fn select(
         if (object.deleted && !q.with_tombstones) || !visible.admits(object) {
             return false;
         }
+        if q.filters.is_empty() && token.is_none() {
+            return true;
+        }
         let doc = Value::Object(object.data.clone());
         q.filters.iter().all(|f| f.matches(&doc))
             && token.is_none_or(|t| filter::is_after_token(&doc, &t.last_object, &q.sort))
@@ -357,10 +360,10 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
         let next = next_page(req, &pairs, &q, &selection, limit, offset, pin).map(|(url, _)| url);
         let data: Vec<Value> = selection
             .objects
-            .iter()
+            .into_iter()
             .map(|o| match &q.fields {
-                Some(fields) => filter::project(&Value::Object(o.data.clone()), fields),
-                None => Value::Object(o.data.clone()),
+                Some(fields) => filter::project(&Value::Object(o.data), fields),
+                None => Value::Object(o.data),
             })
             .collect();
         let mut response = ApiResponse::json(StatusCode::OK, json!({ "data": data }));
