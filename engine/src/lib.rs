@@ -108,6 +108,8 @@ pub struct OpenReport {
 struct Inner {
     storage: Arc<dyn Storage>,
     submit: Mutex<Option<crossbeam_channel::Sender<Message>>>,
+    /// A fork's writer, run by its callers (see `Engine::open_with`).
+    inline: Option<Mutex<Writer>>,
     config: EngineConfig,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     bus: Arc<bus::Bus>,
@@ -147,6 +149,12 @@ impl Engine {
 
     /// Checks the log tail, replays what the views lack, and starts the writer.
     pub fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine> {
+        Engine::open_with(storage, config, false)
+    }
+
+    /// `inline`: no writer thread; each submission is applied by its caller under a lock. Only
+    /// for a transaction's fork, whose writes are in memory and which has one user at a time.
+    fn open_with(storage: Arc<dyn Storage>, config: EngineConfig, inline: bool) -> Result<Engine> {
         let (tail, replayed) = replay::recover(storage.as_ref())?;
         let bus = Arc::new(bus::Bus::new(config.bus_capacity));
         let failed = Arc::new(Mutex::new(None));
@@ -160,18 +168,24 @@ impl Engine {
             failed: Arc::clone(&failed),
             ulids: ulid::Generator::new(),
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let handle = std::thread::Builder::new()
-            .name("tidemark-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| EngineError::Storage(format!("cannot start the writer thread: {e}")))?;
         let opened = OpenReport { last_seq: tail.last_seq, replayed };
+        let (submit, handle, inline) = if inline {
+            (None, None, Some(Mutex::new(writer)))
+        } else {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let handle = std::thread::Builder::new()
+                .name("tidemark-writer".into())
+                .spawn(move || writer.run(rx))
+                .map_err(|e| EngineError::Storage(format!("cannot start the writer thread: {e}")))?;
+            (Some(tx), Some(handle), None)
+        };
         Ok(Engine {
             inner: Arc::new(Inner {
                 config,
                 storage,
-                submit: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(handle)),
+                inline,
+                submit: Mutex::new(submit),
+                writer: Mutex::new(handle),
                 bus,
                 failed,
                 opened,
@@ -185,6 +199,10 @@ impl Engine {
 
     fn send(&self, commands: Vec<Command>) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Arc<Event>>>>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        if let Some(writer) = &self.inner.inline {
+            writer.lock().commit_group(vec![Submission { commands, reply }]);
+            return Ok(rx);
+        }
         let guard = self.inner.submit.lock();
         let tx = guard.as_ref().ok_or(EngineError::Closed)?;
         tx.send(Message::Submit(Submission { commands, reply })).map_err(|_| EngineError::Closed)?;
@@ -224,7 +242,7 @@ impl Engine {
         let base_seq = self.last_seq()?;
         let overlay = Arc::new(storage::OverlayStorage::new(Arc::clone(&self.inner.storage)));
         let config = EngineConfig { flush: FlushPolicy::None, ..self.inner.config.clone() };
-        let fork = Engine::open(overlay, config)?;
+        let fork = Engine::open_with(overlay, config, true)?;
         Ok(Transaction { fork, base_seq, outcome: outcome_tx })
     }
 

@@ -190,7 +190,7 @@ impl Writer {
         Ok(())
     }
 
-    fn commit_group(&mut self, group: Vec<Submission>) {
+    pub(crate) fn commit_group(&mut self, group: Vec<Submission>) {
         if let Some(reason) = self.failed.lock().clone() {
             for submission in group {
                 let _ = submission.reply.send(Err(EngineError::Unavailable(reason.clone())));

@@ -31,7 +31,15 @@ pub fn visible_permissions(acl: &Acl, identity: &Identity) -> Value {
 }
 
 pub fn envelope(data: &Map<String, Value>, acl: &Acl, identity: &Identity) -> Value {
-    json!({"data": data, "permissions": visible_permissions(acl, identity)})
+    data_and_permissions(Value::Object(data.clone()), visible_permissions(acl, identity))
+}
+
+/// `{"data": …, "permissions": …}` without `json!`'s serialise-into-a-copy.
+pub fn data_and_permissions(data: Value, permissions: Value) -> Value {
+    let mut body = Map::new();
+    body.insert("data".into(), data);
+    body.insert("permissions".into(), permissions);
+    Value::Object(body)
 }
 
 pub fn object_response(

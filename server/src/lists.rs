@@ -366,7 +366,10 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
                 None => Value::Object(o.data),
             })
             .collect();
-        let mut response = ApiResponse::json(StatusCode::OK, json!({ "data": data }));
+        // Built by hand: `json!` would serialise every object into a copy.
+        let mut body = serde_json::Map::new();
+        body.insert("data".into(), Value::Array(data));
+        let mut response = ApiResponse::json(StatusCode::OK, Value::Object(body));
         if let Some(next) = next {
             response.set_header("Next-Page", next);
         }
