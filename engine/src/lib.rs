@@ -232,7 +232,7 @@ impl Engine {
         {
             let guard = self.inner.submit.lock();
             let tx = guard.as_ref().ok_or(EngineError::Closed)?;
-            tx.send(Message::Lease(LeaseRequest { granted: granted_tx, outcome: outcome_rx }))
+            tx.send(Message::Lease(LeaseRequest { granted: Some(granted_tx), outcome: outcome_rx }))
                 .map_err(|_| EngineError::Closed)?;
         }
         granted_rx.await.map_err(|_| EngineError::Closed)?;

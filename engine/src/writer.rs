@@ -73,7 +73,8 @@ pub(crate) enum LeaseOutcome {
 /// A request for the writer's exclusive lease (see `transaction.rs`).
 pub(crate) struct LeaseRequest {
     /// Answered once everything before the lease is committed: the lease is held from then on.
-    pub granted: oneshot::Sender<()>,
+    /// Taken when granted.
+    pub granted: Option<oneshot::Sender<()>>,
     /// The holder's decision; dropping the sender aborts the lease.
     pub outcome: Receiver<LeaseOutcome>,
 }
@@ -81,6 +82,14 @@ pub(crate) struct LeaseRequest {
 pub(crate) enum Message {
     Submit(Submission),
     Lease(LeaseRequest),
+}
+
+/// Grants a lease (once); false when its requester is gone.
+fn grant(lease: &mut LeaseRequest) -> bool {
+    match lease.granted.take() {
+        Some(granted) => granted.send(()).is_ok(),
+        None => true,
+    }
 }
 
 /// How long a transaction may hold the writer before it is aborted and writes resume.
@@ -107,12 +116,21 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn run(mut self, rx: Receiver<Message>) {
-        let mut pending_lease = None;
-        while let Some(first) = pending_lease.take().map(Message::Lease).or_else(|| rx.recv().ok()) {
+        // A message taken early (a lease met while draining a group, or the one after a
+        // transaction), and whether that lease was granted already.
+        let mut pending: Option<Message> = None;
+        loop {
+            let first = match pending.take() {
+                Some(taken) => taken,
+                None => match rx.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
             let first = match first {
                 Message::Submit(submission) => submission,
                 Message::Lease(lease) => {
-                    self.serve_lease(lease);
+                    pending = self.serve_lease(lease, &rx);
                     continue;
                 }
             };
@@ -121,8 +139,8 @@ impl Writer {
                 match rx.try_recv() {
                     Ok(Message::Submit(next)) => group.push(next),
                     // A lease waits for the group before it to be committed.
-                    Ok(Message::Lease(lease)) => {
-                        pending_lease = Some(lease);
+                    Ok(lease @ Message::Lease(_)) => {
+                        pending = Some(lease);
                         break;
                     }
                     Err(_) => break,
@@ -138,14 +156,27 @@ impl Writer {
 
     /// Holds the writer for a transaction: nothing else commits until it commits its fork's
     /// events (appended verbatim: they were built on exactly this state) or gives up.
-    fn serve_lease(&mut self, lease: LeaseRequest) {
-        if lease.granted.send(()).is_err() {
-            return;
+    ///
+    /// Pipelined: once the events are applied, a transaction waiting next is granted the lease
+    /// before this one's flush, so its work overlaps the flush; it is answered only after its
+    /// own flush, which covers both. Returns the message taken early, if any.
+    fn serve_lease(&mut self, mut lease: LeaseRequest, rx: &Receiver<Message>) -> Option<Message> {
+        if !grant(&mut lease) {
+            return None;
         }
         let Ok(LeaseOutcome::Commit(events, reply)) = lease.outcome.recv_timeout(LEASE_TIMEOUT) else {
-            return;
+            return None;
         };
-        match self.append_prepared(&events) {
+        if let Err(err) = self.append_prepared(&events) {
+            let _ = reply.send(Err(err));
+            return None;
+        }
+        let next = match rx.try_recv() {
+            Ok(Message::Lease(mut next)) => grant(&mut next).then_some(Message::Lease(next)),
+            Ok(other) => Some(other),
+            Err(_) => None,
+        };
+        match self.make_durable() {
             Ok(()) => {
                 let _ = reply.send(Ok(events.clone()));
                 self.bus.publish(&events);
@@ -154,8 +185,26 @@ impl Writer {
                 let _ = reply.send(Err(err));
             }
         }
+        next
     }
 
+    /// Flushes per policy; a failure stops all writes (fail-stop).
+    fn make_durable(&mut self) -> Result<()> {
+        let flushed = match self.flush {
+            FlushPolicy::Always => self.storage.flush(),
+            FlushPolicy::IntervalMs(_) | FlushPolicy::None => Ok(()),
+        };
+        flushed.map_err(|err| self.fail(err))
+    }
+
+    fn fail(&self, err: EngineError) -> EngineError {
+        let reason = err.to_string();
+        tracing::error!(error = %reason, "write failed: refusing further writes (fail-stop)");
+        *self.failed.lock() = Some(reason.clone());
+        EngineError::Unavailable(reason)
+    }
+
+    /// Appends a transaction's events and applies them to the views (not yet flushed).
     fn append_prepared(&mut self, events: &[Arc<Event>]) -> Result<()> {
         if let Some(reason) = self.failed.lock().clone() {
             return Err(EngineError::Unavailable(reason));
@@ -175,16 +224,7 @@ impl Writer {
             views::apply_event(&mut txn, event)?;
             chain = next;
         }
-        let written = storage.apply(txn.into_batch()).and_then(|()| match self.flush {
-            FlushPolicy::Always => storage.flush(),
-            FlushPolicy::IntervalMs(_) | FlushPolicy::None => Ok(()),
-        });
-        if let Err(err) = written {
-            let reason = err.to_string();
-            tracing::error!(error = %reason, "write failed: refusing further writes (fail-stop)");
-            *self.failed.lock() = Some(reason.clone());
-            return Err(EngineError::Unavailable(reason));
-        }
+        storage.apply(txn.into_batch()).map_err(|err| self.fail(err))?;
         self.state.next_seq += events.len() as u64;
         self.state.chain = chain;
         Ok(())

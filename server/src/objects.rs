@@ -195,7 +195,8 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
 /// The response of a write: the committed object as the client sees it.
 fn written(req: &ApiRequest, addr: &Address, event: &tidemark_engine::Event, status: StatusCode) -> ApiResponse {
     let permissions = shown_permissions(addr, &event.permissions, &req.identity);
-    ApiResponse::json(status, common::data_and_permissions(event.data.clone(), permissions)).timestamp_headers(event.timestamp)
+    ApiResponse::json(status, common::data_and_permissions(event.data.clone(), permissions))
+        .timestamp_headers(event.timestamp)
 }
 
 /// The ACL a response shows: the object's own, to its explicit writers only (§8.8). Kinto acts

@@ -1,7 +1,7 @@
 //! A storage that stages writes in memory over a read-only base: the fork a transaction runs
 //! on. Reads see the staged writes first, then the base.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -13,11 +13,14 @@ use crate::error::Result;
 pub struct OverlayStorage {
     base: Arc<dyn Storage>,
     staged: RwLock<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Point reads of the base, remembered: the base cannot change while a transaction holds
+    /// the writer, and a batch reads the same bucket, collection and ACLs again and again.
+    read_cache: RwLock<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl OverlayStorage {
     pub fn new(base: Arc<dyn Storage>) -> Self {
-        OverlayStorage { base, staged: RwLock::default() }
+        OverlayStorage { base, staged: RwLock::default(), read_cache: RwLock::default() }
     }
 }
 
@@ -34,7 +37,12 @@ impl Storage for OverlayStorage {
         if let Some(value) = self.staged.read().get(key) {
             return Ok(value.clone());
         }
-        self.base.get(key)
+        if let Some(value) = self.read_cache.read().get(key) {
+            return Ok(value.clone());
+        }
+        let value = self.base.get(key)?;
+        self.read_cache.write().insert(key.to_vec(), value.clone());
+        Ok(value)
     }
 
     fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
