@@ -105,6 +105,30 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
     Ok(common::cache_headers(ApiResponse::json(StatusCode::OK, body).timestamp_headers(object.last_modified)))
 }
 
+/// The live object a PATCH or DELETE may change: it exists (else 404 or a denial), the caller
+/// may write it, its id is valid, and the preconditions hold.
+fn writable(
+    state: &AppState,
+    authz: &Authz<'_>,
+    addr: &Address,
+    id: &str,
+    conditions: &Preconditions,
+) -> Result<StoredObject, ApiError> {
+    let Some(live) = current(state, addr, id)? else {
+        return Err(missing(state, authz, addr, id)?);
+    };
+    if !authz.allowed(&addr.chain_with(id), "write")? {
+        return Err(authz.deny());
+    }
+    if !addr.kind.is_valid_id(id) {
+        return Err(invalid_id());
+    }
+    if conditions.evaluate(Some(live.last_modified), false) == Verdict::Failed {
+        return Err(precondition_failed(Some(&live), None));
+    }
+    Ok(live)
+}
+
 /// The caller's principal always ends up in `write` (explicit_permissions).
 fn with_writer(mut acl: Acl, state: &AppState, req: &ApiRequest) -> Acl {
     if state.explicit_permissions {
@@ -242,18 +266,7 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
     let authz = state.authz(&req.identity);
     let uri = addr.object_uri(id);
     for _ in 0..MAX_ATTEMPTS {
-        let Some(live) = current(state, addr, id)? else {
-            return Err(missing(state, &authz, addr, id)?);
-        };
-        if !authz.allowed(&addr.chain_with(id), "write")? {
-            return Err(authz.deny());
-        }
-        if !addr.kind.is_valid_id(id) {
-            return Err(invalid_id());
-        }
-        if conditions.evaluate(Some(live.last_modified), false) == Verdict::Failed {
-            return Err(precondition_failed(Some(&live), None));
-        }
+        let live = writable(state, &authz, addr, id, &conditions)?;
         let acl = state.engine.acl(&uri).map_err(from_engine)?;
         let (mut data, acl, sent_keys): (Map<String, Value>, Acl, Vec<String>) = match &patch {
             PatchBody::Kinto { data, permissions } => {
@@ -330,18 +343,7 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) ->
     let explicit = crate::lists::query_timestamp(req, "last_modified")?;
     let authz = state.authz(&req.identity);
     for _ in 0..MAX_ATTEMPTS {
-        let Some(live) = current(state, addr, id)? else {
-            return Err(missing(state, &authz, addr, id)?);
-        };
-        if !authz.allowed(&addr.chain_with(id), "write")? {
-            return Err(authz.deny());
-        }
-        if !addr.kind.is_valid_id(id) {
-            return Err(invalid_id());
-        }
-        if conditions.evaluate(Some(live.last_modified), false) == Verdict::Failed {
-            return Err(precondition_failed(Some(&live), None));
-        }
+        let live = writable(state, &authz, addr, id, &conditions)?;
         let cmd = command(req, addr, id, Op::Delete, Expect::Version(live.last_modified), explicit);
         match state.submit(cmd).await {
             Ok(event) => {
