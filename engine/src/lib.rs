@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, Result};
 pub use event::{Action, Context, Event};
-pub use object::{object_uri, split_uri, Acl, StoredObject};
+pub use object::{object_uri, split_uri, Acl, RawObject, StoredObject};
 pub use read::{ListOrder, ListRange};
 pub use replay::{digest, VerifyReport};
 pub use storage::{MemoryStorage, SledStorage, Storage};

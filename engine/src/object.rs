@@ -48,6 +48,31 @@ impl StoredObject {
     }
 }
 
+/// An object as stored, its JSON left undecoded (for responses that only copy it out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawObject {
+    pub id: String,
+    pub deleted: bool,
+    pub seq: u64,
+    pub last_modified: u64,
+    /// The compact JSON of the object's data.
+    pub json: Vec<u8>,
+}
+
+impl RawObject {
+    pub(crate) fn split(id: &str, mut bytes: Vec<u8>) -> Result<RawObject> {
+        let corrupt = || EngineError::Corrupt("object view entry too short".into());
+        let deleted = *bytes.first().ok_or_else(corrupt)? != 0;
+        let seq = crate::keys::read_u64(bytes.get(1..).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
+        let last_modified = crate::keys::read_u64(bytes.get(9..).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
+        if bytes.len() < 17 {
+            return Err(corrupt());
+        }
+        let json = bytes.split_off(17);
+        Ok(RawObject { id: id.to_owned(), deleted, seq, last_modified, json })
+    }
+}
+
 pub(crate) fn encode_acl(acl: &Acl) -> Result<Vec<u8>> {
     rmp_serde::to_vec(acl).map_err(|e| EngineError::Corrupt(format!("acl encoding: {e}")))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::error::{EngineError, Result};
 use crate::event::{self, Event};
 use crate::keys;
-use crate::object::{Acl, StoredObject};
+use crate::object::{Acl, RawObject, StoredObject};
 use crate::storage::prefix_end;
 use crate::views;
 use crate::Engine;
@@ -67,6 +67,41 @@ impl Engine {
         order: ListOrder,
         mut visit: impl FnMut(StoredObject) -> Result<bool>,
     ) -> Result<()> {
+        let storage = self.storage();
+        self.walk_ids(parent, resource, range, order, |id| {
+            // The index and the objects view are written in one batch, so the object exists.
+            match views::read_object(storage, parent, resource, id)? {
+                Some(object) => visit(object),
+                None => Ok(true),
+            }
+        })
+    }
+
+    /// [`Engine::walk_list`] without decoding the objects: their stored compact JSON as is.
+    pub fn walk_list_raw(
+        &self,
+        parent: &str,
+        resource: &str,
+        range: ListRange,
+        order: ListOrder,
+        mut visit: impl FnMut(RawObject) -> Result<bool>,
+    ) -> Result<()> {
+        let storage = self.storage();
+        self.walk_ids(parent, resource, range, order, |id| match storage.get(&keys::object(parent, resource, id))? {
+            Some(bytes) => visit(RawObject::split(id, bytes)?),
+            None => Ok(true),
+        })
+    }
+
+    /// Walks the ids of a list through the changes index.
+    fn walk_ids(
+        &self,
+        parent: &str,
+        resource: &str,
+        range: ListRange,
+        order: ListOrder,
+        mut visit: impl FnMut(&str) -> Result<bool>,
+    ) -> Result<()> {
         let prefix = keys::change_list_prefix(parent, resource);
         // Keys hold inverted timestamps: newer entries sort first.
         let start = match range.before {
@@ -88,11 +123,7 @@ impl Engine {
             for (key, _) in &chunk {
                 let (_, id) = keys::split_change(key, prefix.len())
                     .ok_or_else(|| EngineError::Corrupt("malformed changes index key".into()))?;
-                // The index and the objects view are written in one batch, so the object exists.
-                let Some(object) = views::read_object(storage, parent, resource, &id)? else {
-                    continue;
-                };
-                if !visit(object)? {
+                if !visit(&id)? {
                     return Ok(());
                 }
             }

@@ -204,9 +204,10 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
             .collect();
         let body = match (&response.body, is_head) {
             (Body::Json(value), false) => value.clone(),
+            (Body::RawJson(bytes), false) => serde_json::from_slice(bytes).unwrap_or(Value::Null),
             _ => json!(""),
         };
-        if matches!(response.body, Body::Json(_)) {
+        if matches!(response.body, Body::Json(_) | Body::RawJson(_)) {
             headers.insert("Content-Type".into(), json!("application/json"));
         }
         responses.push(json!({"status": response.status.as_u16(), "path": path, "headers": headers, "body": body}));

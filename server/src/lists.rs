@@ -21,7 +21,7 @@ use crate::error::{from_engine, RETRY_AFTER_SECONDS};
 use crate::objects::precondition_failed;
 use crate::request::ApiRequest;
 use crate::resources::Address;
-use crate::response::ApiResponse;
+use crate::response::{ApiResponse, Body};
 use crate::state::{now_ms, AppState};
 
 const MAX_ATTEMPTS: usize = 16;
@@ -321,6 +321,81 @@ fn next_page(
     Some((query::next_page_url(&base, pairs, limit as u64, &token.encode()), nonce))
 }
 
+/// The common first page — newest first, no filter, no projection, everything visible —
+/// copied out of storage without decoding and re-encoding each object. `None` when the request
+/// needs the general path (or something changed since the pin).
+#[allow(clippy::too_many_arguments)]
+fn plain_page(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    pairs: &[(String, String)],
+    q: &ListQuery,
+    visible: &Visibility,
+    limit: usize,
+    pin: Option<Pin>,
+) -> Result<Option<ApiResponse>, ApiError> {
+    let plain = q.filters.is_empty()
+        && q.token.is_none()
+        && q.fields.is_none()
+        && !q.with_tombstones
+        && !q.deprecated_to
+        && is_default_order(q)
+        && matches!(visible, Visibility::All);
+    let Some(pin) = pin.filter(|_| plain) else { return Ok(None) };
+    let (parent, resource) = (addr.parent_uri(), addr.kind.name);
+    let mut body = Vec::with_capacity(64 + limit * 256);
+    body.extend_from_slice(b"{\"data\":[");
+    let (mut count, mut more, mut changed) = (0usize, false, false);
+    let mut last: Option<(String, u64)> = None;
+    state
+        .engine
+        .walk_list_raw(parent, resource, ListRange::default(), ListOrder::Newest, |object| {
+            if object.seq > pin.seq {
+                changed = true;
+                return Ok(false);
+            }
+            if object.deleted {
+                return Ok(true);
+            }
+            if count == limit {
+                more = true;
+                return Ok(false);
+            }
+            if count > 0 {
+                body.push(b',');
+            }
+            if object.json.is_ascii() {
+                body.extend_from_slice(&object.json);
+            } else {
+                // Kinto escapes non-ASCII: re-render this one.
+                let value: Value = serde_json::from_slice(&object.json)
+                    .map_err(|e| EngineError::Corrupt(format!("stored object: {e}")))?;
+                body.extend_from_slice(&tidemark_protocol::json::to_vec(&value));
+            }
+            count += 1;
+            last = Some((object.id, object.last_modified));
+            Ok(true)
+        })
+        .map_err(from_engine)?;
+    if changed {
+        return Ok(None);
+    }
+    body.extend_from_slice(b"]}");
+    let mut response = ApiResponse { status: StatusCode::OK, headers: Default::default(), body: Body::RawJson(body) };
+    if let (true, Some((id, last_modified))) = (more, last) {
+        let mut data = serde_json::Map::new();
+        data.insert("id".into(), json!(id));
+        data.insert("last_modified".into(), json!(last_modified));
+        let last = StoredObject { data, last_modified, deleted: false, seq: 0 };
+        let selection = Selection { objects: vec![last], more: true };
+        if let Some((url, _)) = next_page(req, pairs, q, &selection, limit, count as u64 + 1, Some(pin)) {
+            response.set_header("Next-Page", url);
+        }
+    }
+    Ok(Some(response))
+}
+
 fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
     common::check_accept(req)?;
     let (pairs, q) = parse_query(req)?;
@@ -355,6 +430,9 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
             None => Some(Pin { seq: state.engine.last_seq().map_err(from_engine)?, list_ts }),
         };
         let limit = effective_limit(state, &q);
+        if let Some(page) = plain_page(state, req, addr, &pairs, &q, &visible, limit, pin)? {
+            return Ok(common::cache_headers(page.timestamp_headers(list_ts)));
+        }
         let selection = select(state, addr, &q, &visible, Some(limit), pin)?;
         let offset = q.token.as_ref().map_or(0, |t| t.offset) + selection.objects.len() as u64 + 1;
         let next = next_page(req, &pairs, &q, &selection, limit, offset, pin).map(|(url, _)| url);

@@ -8,6 +8,8 @@ use tidemark_protocol::json;
 #[derive(Debug, Clone)]
 pub enum Body {
     Json(Value),
+    /// JSON already rendered the way Kinto renders it.
+    RawJson(Vec<u8>),
     Empty,
 }
 
@@ -49,6 +51,7 @@ impl ApiResponse {
     pub fn body_bytes(&self) -> Vec<u8> {
         match &self.body {
             Body::Json(value) => json::to_vec(value),
+            Body::RawJson(bytes) => bytes.clone(),
             Body::Empty => Vec::new(),
         }
     }
@@ -62,8 +65,11 @@ pub fn http_date(ts_ms: u64) -> String {
 
 impl IntoResponse for ApiResponse {
     fn into_response(self) -> Response {
-        let bytes = self.body_bytes();
-        let is_json = matches!(self.body, Body::Json(_));
+        let (bytes, is_json) = match self.body {
+            Body::Json(value) => (json::to_vec(&value), true),
+            Body::RawJson(bytes) => (bytes, true),
+            Body::Empty => (Vec::new(), false),
+        };
         let mut response = (self.status, bytes).into_response();
         if is_json {
             response

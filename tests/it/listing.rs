@@ -308,3 +308,18 @@ async fn plural_delete_tokens_expire() {
     assert_eq!(late.body["message"], "querystring: _token was already used or has expired.");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn plain_pages_render_non_ascii_as_kinto_does() {
+    let s = Server::start().await;
+    s.seed().await;
+    s.put(&format!("{R}/a"), Some(ALICE), json!({"data": {"s": "é/😀"}})).await;
+    s.put(&format!("{R}/b"), Some(ALICE), json!({"data": {"s": "plain"}})).await;
+    let list = s.get(R, Some(ALICE)).await;
+    let text = String::from_utf8_lossy(&list.raw).into_owned();
+    assert!(text.contains(r#""s":"\u00E9/\uD83D\uDE00""#), "{text}");
+    assert!(text.is_ascii());
+    assert_eq!(ids(&list.body), ["b", "a"]);
+    assert_eq!(list.header("content-type"), Some("application/json"));
+    s.stop().await;
+}
