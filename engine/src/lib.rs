@@ -114,6 +114,7 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     bus: Arc<bus::Bus>,
     failed: Arc<Mutex<Option<String>>>,
+    memberships: Arc<std::sync::atomic::AtomicU64>,
     opened: OpenReport,
 }
 
@@ -158,6 +159,7 @@ impl Engine {
         let (tail, replayed) = replay::recover(storage.as_ref())?;
         let bus = Arc::new(bus::Bus::new(config.bus_capacity));
         let failed = Arc::new(Mutex::new(None));
+        let memberships = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = Writer {
             storage: Arc::clone(&storage),
             clock: Arc::clone(&config.clock),
@@ -167,6 +169,7 @@ impl Engine {
             state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain },
             failed: Arc::clone(&failed),
             ulids: ulid::Generator::new(),
+            memberships: Arc::clone(&memberships),
         };
         let opened = OpenReport { last_seq: tail.last_seq, replayed };
         let (submit, handle, inline) = if inline {
@@ -188,6 +191,7 @@ impl Engine {
                 writer: Mutex::new(handle),
                 bus,
                 failed,
+                memberships,
                 opened,
             }),
         })
@@ -244,6 +248,11 @@ impl Engine {
         let config = EngineConfig { flush: FlushPolicy::None, ..self.inner.config.clone() };
         let fork = Engine::open_with(overlay, config, true)?;
         Ok(Transaction { fork, base_seq, outcome: outcome_tx })
+    }
+
+    /// Changes whenever group memberships may have changed: caches of `groups_of` key on it.
+    pub fn membership_version(&self) -> u64 {
+        self.inner.memberships.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Why writes are refused, if the engine has failed a write (fail-stop).

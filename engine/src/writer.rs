@@ -112,6 +112,8 @@ pub(crate) struct Writer {
     pub state: WriterState,
     pub failed: Arc<parking_lot::Mutex<Option<String>>>,
     pub ulids: Generator,
+    /// Bumped whenever a committed change touches a group (membership may have changed).
+    pub memberships: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -179,6 +181,7 @@ impl Writer {
         match self.make_durable() {
             Ok(()) => {
                 let _ = reply.send(Ok(events.clone()));
+                self.note_memberships(&events);
                 self.bus.publish(&events);
             }
             Err(err) => {
@@ -186,6 +189,13 @@ impl Writer {
             }
         }
         next
+    }
+
+    fn note_memberships(&self, events: &[Arc<Event>]) {
+        // A bucket delete purges its groups too.
+        if events.iter().any(|e| e.resource == "group" || (e.resource == "bucket" && e.action == Action::Delete)) {
+            self.memberships.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Flushes per policy; a failure stops all writes (fail-stop).
@@ -283,6 +293,7 @@ impl Writer {
             // A caller that went away still had its write committed; nothing to undo.
             let _ = submission.reply.send(outcome);
         }
+        self.note_memberships(&published);
         self.bus.publish(&published);
     }
 

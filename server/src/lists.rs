@@ -481,8 +481,13 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
     let authz = state.authz(&req.identity);
     let id = given_id.clone().unwrap_or_else(|| addr.kind.generate_id());
     for _ in 0..MAX_ATTEMPTS {
-        let existing =
-            state.engine.get(addr.parent_uri(), addr.kind.name, &id).map_err(from_engine)?.filter(|o| !o.deleted);
+        // A freshly generated id exists nowhere: skip the lookup (the command expects absence).
+        let existing = match given_id {
+            Some(_) => {
+                state.engine.get(addr.parent_uri(), addr.kind.name, &id).map_err(from_engine)?.filter(|o| !o.deleted)
+            }
+            None => None,
+        };
         if let Some(existing) = existing {
             // POST of an existing id returns it untouched, to readers only.
             if !authz.allowed(&addr.chain_with(&id), "read")? {

@@ -22,6 +22,8 @@ pub struct AppState {
     pub delete_tokens: Arc<crate::lists::DeleteTokens>,
     /// The live-stream hub, started with the first stream connection.
     hub: Arc<std::sync::OnceLock<Arc<Hub>>>,
+    /// Principal → group URIs, valid while the engine's membership version is unchanged.
+    groups: Arc<parking_lot::Mutex<HashMap<String, (u64, Vec<String>)>>>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             authenticator: Authenticator::new(policies, hmac_secret, std::time::Duration::from_secs(cache_ttl)),
             grants: Arc::new(SettingsGrants(grants)),
             hub: Arc::default(),
+            groups: Arc::default(),
             settings: Arc::new(settings),
         }
     }
@@ -84,7 +87,7 @@ impl AppState {
         let mut identity = self.authenticator.authenticate(&self.engine, authorization).await;
         if let Some(user_id) = identity.user_id.clone() {
             for member in [user_id.as_str(), AUTHENTICATED] {
-                for group in self.engine.groups_of(member).unwrap_or_default() {
+                for group in self.groups_of(member) {
                     if !identity.principals.contains(&group) {
                         identity.principals.push(group);
                     }
@@ -92,6 +95,23 @@ impl AppState {
             }
         }
         identity
+    }
+
+    /// The groups naming `member`, from a cache that any group change invalidates.
+    fn groups_of(&self, member: &str) -> Vec<String> {
+        let version = self.engine.membership_version();
+        if let Some((seen, groups)) = self.groups.lock().get(member) {
+            if *seen == version {
+                return groups.clone();
+            }
+        }
+        let groups = self.engine.groups_of(member).unwrap_or_default();
+        let mut cache = self.groups.lock();
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(member.to_owned(), (version, groups.clone()));
+        groups
     }
 
     /// Submits one command and returns its event.
