@@ -12,6 +12,9 @@ use crate::routes::Endpoints;
 use crate::settings::{AuthPolicyKind, Plugin, Settings};
 use crate::stream::Hub;
 
+/// Principal → (membership version, group URIs).
+type GroupCache = HashMap<String, (u64, Vec<String>)>;
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
@@ -23,7 +26,7 @@ pub struct AppState {
     /// The live-stream hub, started with the first stream connection.
     hub: Arc<std::sync::OnceLock<Arc<Hub>>>,
     /// Principal → group URIs, valid while the engine's membership version is unchanged.
-    groups: Arc<parking_lot::Mutex<HashMap<String, (u64, Vec<String>)>>>,
+    groups: Arc<parking_lot::Mutex<GroupCache>>,
 }
 
 impl AppState {
