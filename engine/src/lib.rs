@@ -76,6 +76,7 @@ impl Default for EngineConfig {
 /// Work staged on a fork of the store while holding the writer (see [`Engine::begin`]).
 pub struct Transaction {
     fork: Engine,
+    overlay: Arc<storage::OverlayStorage>,
     base_seq: u64,
     outcome: crossbeam_channel::Sender<LeaseOutcome>,
 }
@@ -91,8 +92,13 @@ impl Transaction {
     pub async fn commit(self) -> Result<Vec<Arc<Event>>> {
         let events = self.fork.events_from(self.base_seq + 1, usize::MAX)?;
         self.fork.close();
+        // The fork's staged writes are exactly the log entries and view changes the writer
+        // would make (same state, same function): they go in as they are.
+        let chain = replay::read_tail(self.overlay.as_ref())?.chain;
+        let staged = self.overlay.staged();
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.outcome.send(LeaseOutcome::Commit(events, reply)).map_err(|_| EngineError::Closed)?;
+        let commit = LeaseOutcome::Commit { events, staged, chain, reply };
+        self.outcome.send(commit).map_err(|_| EngineError::Closed)?;
         rx.await.map_err(|_| EngineError::Closed)?
     }
 }
@@ -246,8 +252,8 @@ impl Engine {
         let base_seq = self.last_seq()?;
         let overlay = Arc::new(storage::OverlayStorage::new(Arc::clone(&self.inner.storage)));
         let config = EngineConfig { flush: FlushPolicy::None, ..self.inner.config.clone() };
-        let fork = Engine::open_with(overlay, config, true)?;
-        Ok(Transaction { fork, base_seq, outcome: outcome_tx })
+        let fork = Engine::open_with(Arc::clone(&overlay) as Arc<dyn Storage>, config, true)?;
+        Ok(Transaction { fork, overlay, base_seq, outcome: outcome_tx })
     }
 
     /// Changes whenever group memberships may have changed: caches of `groups_of` key on it.

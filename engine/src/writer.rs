@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
 use crate::object::{normalize_acl, object_uri, Acl};
-use crate::storage::Storage;
+use crate::storage::{Storage, WriteBatch};
 use crate::txn::{KvRead, Txn};
 use crate::views;
 use crate::FlushPolicy;
@@ -67,7 +67,9 @@ pub(crate) struct Submission {
 
 /// What a transaction sends back to a writer it holds: events prepared on a fork, or nothing.
 pub(crate) enum LeaseOutcome {
-    Commit(Vec<Arc<Event>>, Reply),
+    /// The fork's events, its staged writes (log entries and view changes), and the chain hash
+    /// after its last event.
+    Commit { events: Vec<Arc<Event>>, staged: WriteBatch, chain: ChainHash, reply: Reply },
 }
 
 /// A request for the writer's exclusive lease (see `transaction.rs`).
@@ -166,10 +168,11 @@ impl Writer {
         if !grant(&mut lease) {
             return None;
         }
-        let Ok(LeaseOutcome::Commit(events, reply)) = lease.outcome.recv_timeout(LEASE_TIMEOUT) else {
+        let Ok(LeaseOutcome::Commit { events, staged, chain, reply }) = lease.outcome.recv_timeout(LEASE_TIMEOUT)
+        else {
             return None;
         };
-        if let Err(err) = self.append_prepared(&events) {
+        if let Err(err) = self.append_staged(&events, staged, chain) {
             let _ = reply.send(Err(err));
             return None;
         }
@@ -214,27 +217,20 @@ impl Writer {
         EngineError::Unavailable(reason)
     }
 
-    /// Appends a transaction's events and applies them to the views (not yet flushed).
-    fn append_prepared(&mut self, events: &[Arc<Event>]) -> Result<()> {
+    /// Writes a transaction's staged batch (not yet flushed). It was built on exactly the
+    /// state the lease has held, so only its place in the log needs checking.
+    fn append_staged(&mut self, events: &[Arc<Event>], staged: WriteBatch, chain: ChainHash) -> Result<()> {
         if let Some(reason) = self.failed.lock().clone() {
             return Err(EngineError::Unavailable(reason));
+        }
+        let follows = events.iter().enumerate().all(|(offset, e)| e.seq == self.state.next_seq + offset as u64);
+        if !follows {
+            return Err(EngineError::InvalidCommand("transaction events do not follow the log".into()));
         }
         if events.is_empty() {
             return Ok(());
         }
-        let storage = Arc::clone(&self.storage);
-        let mut txn = Txn::new(storage.as_ref());
-        let mut chain = self.state.chain;
-        for (offset, event) in events.iter().enumerate() {
-            if event.seq != self.state.next_seq + offset as u64 {
-                return Err(EngineError::InvalidCommand("transaction events do not follow the log".into()));
-            }
-            let (bytes, next) = event::encode(event, &chain)?;
-            txn.put(keys::log(event.seq), bytes);
-            views::apply_event(&mut txn, event)?;
-            chain = next;
-        }
-        storage.apply(txn.into_batch()).map_err(|err| self.fail(err))?;
+        self.storage.apply(staged).map_err(|err| self.fail(err))?;
         self.state.next_seq += events.len() as u64;
         self.state.chain = chain;
         Ok(())

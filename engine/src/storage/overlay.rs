@@ -24,6 +24,13 @@ impl OverlayStorage {
     }
 }
 
+impl OverlayStorage {
+    /// Everything staged, as one batch for the base.
+    pub fn staged(&self) -> WriteBatch {
+        WriteBatch { ops: self.staged.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect() }
+    }
+}
+
 impl Storage for OverlayStorage {
     fn apply(&self, batch: WriteBatch) -> Result<()> {
         let mut staged = self.staged.write();
