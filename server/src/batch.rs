@@ -202,20 +202,28 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (canonical(k.as_str()), json!(v))))
             .collect();
-        let body = match (&response.body, is_head) {
-            (Body::Json(value), false) => value.clone(),
-            (Body::RawJson(bytes), false) => serde_json::from_slice(bytes).unwrap_or(Value::Null),
-            _ => json!(""),
-        };
         if matches!(response.body, Body::Json(_) | Body::RawJson(_)) {
             headers.insert("Content-Type".into(), json!("application/json"));
         }
-        responses.push(json!({"status": response.status.as_u16(), "path": path, "headers": headers, "body": body}));
+        let status = response.status.as_u16();
+        let body = match (response.body, is_head) {
+            (Body::Json(value), false) => value,
+            (Body::RawJson(bytes), false) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            _ => json!(""),
+        };
+        let mut entry = Map::new();
+        entry.insert("status".into(), json!(status));
+        entry.insert("path".into(), Value::String(path));
+        entry.insert("headers".into(), Value::Object(headers));
+        entry.insert("body".into(), body);
+        responses.push(Value::Object(entry));
     }
     if let Some(tx) = transaction {
         tx.commit().await.map_err(from_engine)?;
     }
-    Ok(ApiResponse::json(StatusCode::OK, json!({ "responses": responses })))
+    let mut out = Map::new();
+    out.insert("responses".into(), Value::Array(responses));
+    Ok(ApiResponse::json(StatusCode::OK, Value::Object(out)))
 }
 
 /// `etag` → `ETag`-like display casing, as Kinto's subresponse headers read.

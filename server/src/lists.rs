@@ -523,7 +523,8 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
         };
         match state.submit(cmd).await {
             Ok(event) => {
-                let body = json!({"data": event.data, "permissions": common::visible_permissions(&event.permissions, &req.identity)});
+                let permissions = common::visible_permissions(&event.permissions, &req.identity);
+                let body = common::data_and_permissions(event.data.clone(), permissions);
                 return Ok(ApiResponse::json(StatusCode::CREATED, body).timestamp_headers(event.timestamp));
             }
             Err(EngineError::PreconditionFailed { .. }) => continue,
