@@ -216,7 +216,9 @@ async fn route_request(
                 let state = state.clone();
                 // Small buffers: an idle subscribed socket must stay cheap (tens of KiB).
                 let upgrade = upgrade.read_buffer_size(4096).write_buffer_size(16 * 1024).max_message_size(64 * 1024);
-                Ok(upgrade.on_upgrade(move |socket| stream::ws::run(socket, state, identity)).into_response())
+                Ok(upgrade
+                    .on_upgrade(move |socket| async move { stream::spawn(stream::ws::run(socket, state, identity)) })
+                    .into_response())
             }
             Err(rejection) => Ok(rejection.into_response()),
         };

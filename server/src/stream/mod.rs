@@ -24,6 +24,38 @@ use crate::auth::Identity;
 use crate::resources::{Node, ACCOUNT, BUCKET, COLLECTION, GROUP, RECORD};
 use crate::state::{now_ms, AppState};
 
+/// The runtime streams run on: its own thread, so fan-out work queues behind itself rather than
+/// in front of request handling (writers' responses). `None` if it cannot be built (then the
+/// caller's runtime serves streams).
+pub fn runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("tidemark-streams")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Spawns stream work on the streams runtime.
+pub fn spawn<F>(future: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match runtime() {
+        Some(runtime) => {
+            runtime.spawn(future);
+        }
+        None => {
+            tokio::spawn(future);
+        }
+    }
+}
+
 /// One committed event as streams deliver it, encoded once for every subscriber.
 #[derive(Debug)]
 pub struct Change {
@@ -101,7 +133,7 @@ impl Hub {
         let hub = Arc::new(Hub { tx: tx.clone() });
         let mut bus = engine.bus().subscribe();
         let mut last = engine.last_seq().unwrap_or(0);
-        tokio::spawn(async move {
+        spawn(async move {
             loop {
                 let received = bus.recv().await;
                 let events = match received {

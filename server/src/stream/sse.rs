@@ -91,7 +91,7 @@ fn open(
     let mut session = Session::new(state, identity);
     let first = session.subscribe("sse".into(), filter, since, false)?;
     let (tx, rx) = mpsc::channel::<Outgoing>(256);
-    tokio::spawn(async move {
+    super::spawn(async move {
         // Skip the `subscribed` frame: SSE has no use for it.
         for frame in first.into_iter().skip(1) {
             if tx.send(frame).await.is_err() {
