@@ -34,8 +34,4 @@ impl Bus {
             let _ = self.tx.send(Arc::clone(event));
         }
     }
-
-    pub fn subscriber_count(&self) -> usize {
-        self.tx.receiver_count()
-    }
 }

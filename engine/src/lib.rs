@@ -37,7 +37,7 @@ pub use object::{object_uri, split_uri, Acl, RawObject, StoredObject};
 pub use read::{ListOrder, ListRange};
 pub use replay::{digest, VerifyReport};
 pub use storage::{MemoryStorage, SledStorage, Storage};
-pub use writer::{command_uri, Command, Expect, Op};
+pub use writer::{Command, Expect, Op};
 
 use writer::{LeaseOutcome, LeaseRequest, Message, Submission, Writer, WriterState};
 

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
-use crate::object::{normalize_acl, object_uri, Acl};
+use crate::object::{normalize_acl, Acl};
 use crate::storage::{Storage, WriteBatch};
 use crate::txn::{KvRead, Txn};
 use crate::views;
@@ -183,8 +183,8 @@ impl Writer {
         };
         match self.make_durable() {
             Ok(()) => {
-                let _ = reply.send(Ok(events.clone()));
                 self.note_memberships(&events);
+                let _ = reply.send(Ok(events.clone()));
                 self.bus.publish(&events);
             }
             Err(err) => {
@@ -285,11 +285,12 @@ impl Writer {
         // crowd of subscribers does not delay the writers' responses.
         let published: Vec<Arc<Event>> =
             outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|events| events.iter().cloned()).collect();
+        // Before any answer: a caller's next request must not see stale memberships.
+        self.note_memberships(&published);
         for (submission, outcome) in group.into_iter().zip(outcomes) {
             // A caller that went away still had its write committed; nothing to undo.
             let _ = submission.reply.send(outcome);
         }
-        self.note_memberships(&published);
         self.bus.publish(&published);
     }
 
@@ -386,9 +387,4 @@ impl Writer {
         }
         Ok(wanted)
     }
-}
-
-/// The URI a command addresses (for error messages and authorization).
-pub fn command_uri(command: &Command) -> String {
-    object_uri(&command.parent, &command.resource, &command.id)
 }
