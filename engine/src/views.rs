@@ -30,6 +30,23 @@ pub(crate) fn read_live_uri<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Opti
     Ok(read_object(r, parent, resource, id)?.filter(|o| !o.deleted))
 }
 
+/// An object's state without its data (`data` left empty): for callers that need only
+/// `deleted`, `seq` and `last_modified`.
+fn read_header<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str, id: &str) -> Result<Option<StoredObject>> {
+    match r.get(&keys::object(parent, resource, id))? {
+        Some(bytes) => {
+            let raw = crate::object::RawObject::split(id, bytes)?;
+            Ok(Some(StoredObject {
+                data: serde_json::Map::new(),
+                last_modified: raw.last_modified,
+                deleted: raw.deleted,
+                seq: raw.seq,
+            }))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Whether a URI names a live object, without decoding it.
 pub(crate) fn live_uri_exists<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<bool> {
     let Some((parent, resource, id)) = split_uri(uri) else {
@@ -73,7 +90,12 @@ pub(crate) fn read_acl<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Acl> {
 pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
     let (parent, resource, id) = (event.parent.as_str(), event.resource.as_str(), event.object_id.as_str());
     let deleted = event.action == Action::Delete;
-    let prior = read_object(txn, parent, resource, id)?;
+    // Only a group's members need the prior data; everything else needs its header alone.
+    let prior = if resource == GROUP {
+        read_object(txn, parent, resource, id)?
+    } else {
+        read_header(txn, parent, resource, id)?
+    };
 
     // changes: one entry per id, at its latest timestamp
     if let Some(prior) = &prior {
@@ -110,7 +132,7 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
         let new = if deleted { Vec::new() } else { event.data.as_object().map(members).unwrap_or_default() };
         set_members(txn, &uri, &old, &new);
     }
-    set_acl(txn, &uri, if deleted { None } else { Some(&event.permissions) })?;
+    set_acl(txn, &uri, if deleted { None } else { Some(&event.permissions) }, was_live)?;
 
     if deleted {
         purge_descendants(txn, &uri)?;
@@ -136,8 +158,10 @@ fn forget_group_members(txn: &mut Txn<'_>, key: &[u8], value: &[u8]) -> Result<(
     Ok(())
 }
 
-fn set_acl(txn: &mut Txn<'_>, uri: &str, acl: Option<&Acl>) -> Result<()> {
-    let old = read_acl(txn, uri)?;
+/// Replaces an object's ACL and its principal-index entries. `had_acl`: whether an ACL may
+/// exist (a missing object or a tombstone has none: deletes drop it).
+fn set_acl(txn: &mut Txn<'_>, uri: &str, acl: Option<&Acl>, had_acl: bool) -> Result<()> {
+    let old = if had_acl { read_acl(txn, uri)? } else { Acl::new() };
     for (perm, principals) in &old {
         for principal in principals {
             txn.delete(keys::principal(principal, perm, uri));
@@ -191,7 +215,7 @@ fn purge_descendants(txn: &mut Txn<'_>, uri: &str) -> Result<()> {
     }
     for (key, _) in txn.scan_prefix(&keys::acl_descendants(uri))? {
         let child_uri = String::from_utf8_lossy(&key[1..]).into_owned();
-        set_acl(txn, &child_uri, None)?;
+        set_acl(txn, &child_uri, None, true)?;
     }
     Ok(())
 }

@@ -86,6 +86,24 @@ pub(crate) enum Message {
     Lease(LeaseRequest),
 }
 
+/// The length of an object's compact JSON, counted without building the string.
+fn json_size(data: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, data);
+    count.0
+}
+
 /// Grants a lease (once); false when its requester is gone.
 fn grant(lease: &mut LeaseRequest) -> bool {
     match lease.granted.take() {
@@ -326,7 +344,7 @@ impl Writer {
         if !holds || (must_exist && live.is_none()) {
             return Err(EngineError::PreconditionFailed { current: live.cloned().map(Box::new) });
         }
-        if !parent.is_empty() && views::read_live_uri(txn, parent)?.is_none() {
+        if !parent.is_empty() && !views::live_uri_exists(txn, parent)? {
             return Err(EngineError::UnknownParent(parent.clone()));
         }
 
@@ -336,7 +354,7 @@ impl Writer {
                 let mut data = data.clone();
                 data.insert("id".into(), json!(id));
                 data.insert("last_modified".into(), json!(timestamp));
-                let size = Value::Object(data.clone()).to_string().len();
+                let size = json_size(&data);
                 if size > self.max_object_bytes {
                     return Err(EngineError::TooLarge { size, limit: self.max_object_bytes });
                 }
