@@ -174,3 +174,48 @@ impl Server {
 pub fn user_id(auth: &str) -> String {
     format!("basicauth:{}", tidemark_server::auth::hmac_hex("some-secret", auth))
 }
+
+/// The real `tidemark` binary serving a data directory, for crash and restart tests.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18888)
+}
+
+/// Starts the binary on a free port and waits until it answers; its stderr goes to `log` if given.
+pub async fn spawn_binary(data: &std::path::Path, ini: &std::path::Path, log: Option<&std::path::Path>) -> Process {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let port = free_port();
+    let stderr = match log {
+        Some(log) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file")),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["serve", "--ini"])
+        .arg(ini)
+        .arg("--data")
+        .arg(data)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn tidemark");
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if client.get(format!("{base}/__lbheartbeat__")).send().await.is_ok() {
+            return Process { child, base };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = log.map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default();
+    panic!("tidemark did not start: {logged}");
+}

@@ -1,50 +1,13 @@
 //! Durability over HTTP: the real binary, 8 concurrent writers, `kill -9`, restart.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::common::ALICE;
-
-struct Process {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18888)
-}
-
-async fn spawn(data: &std::path::Path, ini: &std::path::Path) -> Process {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["serve", "--ini"])
-        .arg(ini)
-        .arg("--data")
-        .arg(data)
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tidemark");
-    let base = format!("http://127.0.0.1:{port}/v1");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if client.get(format!("{base}/__lbheartbeat__")).send().await.is_ok() {
-            return Process { child, base };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("tidemark did not start");
-}
+use crate::common::{spawn_binary, ALICE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_kill_9() {
@@ -56,7 +19,7 @@ async fn every_acknowledged_write_survives_kill_9() {
     )
     .expect("ini");
     let data = dir.path().join("data");
-    let mut server = spawn(&data, &ini).await;
+    let mut server = spawn_binary(&data, &ini, None).await;
     let client = reqwest::Client::new();
     let (user, password) = ALICE.split_once(':').unwrap_or_default();
     for path in ["/buckets/b", "/buckets/b/collections/c"] {
@@ -101,7 +64,7 @@ async fn every_acknowledged_write_survives_kill_9() {
     let acked = acked.lock().await.clone();
     assert!(acked.len() > 50, "only {} writes were acknowledged", acked.len());
 
-    let mut restarted = spawn(&data, &ini).await;
+    let mut restarted = spawn_binary(&data, &ini, None).await;
     for (id, (etag, n)) in &acked {
         let url = format!("{}/buckets/b/collections/c/records/{id}", restarted.base);
         let r = client.get(url).basic_auth(user, Some(password)).send().await.expect("get");

@@ -2,7 +2,6 @@
 //! webhook that POSTs committed events to a tiny HTTP receiver, at least once, across kill -9.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{user_id, Server, ALICE};
+use crate::common::{spawn_binary, user_id, Server, ALICE};
 
 const WEBHOOK: &str = "tidemark.listeners.webhook";
 
@@ -225,43 +224,6 @@ async fn webhook_gets_every_committed_event_with_its_ulid_and_filters_apply() {
     server.stop().await;
 }
 
-struct Process {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18889)
-}
-
-async fn spawn(data: &std::path::Path, ini: &std::path::Path, log: &std::path::Path) -> Process {
-    let port = free_port();
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["serve", "--ini"])
-        .arg(ini)
-        .arg("--data")
-        .arg(data)
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn tidemark");
-    let base = format!("http://127.0.0.1:{port}/v1");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if client.get(format!("{base}/__lbheartbeat__")).send().await.is_ok() {
-            return Process { child, base };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("tidemark did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
-}
-
 async fn write_records(client: &reqwest::Client, base: &str, ids: impl Iterator<Item = String>) {
     for id in ids {
         let url = format!("{base}/buckets/b/collections/c/records/{id}");
@@ -291,7 +253,7 @@ async fn webhook_deliveries_cover_every_committed_event_across_kill_9() {
     let data = dir.path().join("data");
     let client = reqwest::Client::new();
 
-    let mut server = spawn(&data, &ini, &log).await;
+    let mut server = spawn_binary(&data, &ini, Some(&log)).await;
     for path in ["/buckets/b", "/buckets/b/collections/c"] {
         let r = client.put(format!("{}{path}", server.base)).basic_auth("alice", Some("secret")).send().await;
         assert!(r.expect("seed").status().is_success());
@@ -308,7 +270,7 @@ async fn webhook_deliveries_cover_every_committed_event_across_kill_9() {
     let at_kill = receiver.by_seq().len();
     assert!(at_kill < 62, "kill -9 came after every delivery ({at_kill})");
 
-    let mut server = spawn(&data, &ini, &log).await;
+    let mut server = spawn_binary(&data, &ini, Some(&log)).await;
     write_records(&client, &server.base, (0..40).map(|i| format!("after-{i}"))).await;
     let total = 2 + 60 + 40;
     receiver.wait_for(total).await;
