@@ -6,6 +6,11 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use tidemark_server::{AppState, Settings};
 
+// Many small, short-lived allocations per request (JSON values, keys, headers): mimalloc's
+// thread-local free lists serve them faster than glibc's malloc under two busy runtimes.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tidemark", version, about = "A Kinto-compatible, event-sourced JSON store and sync server")]
 struct Cli {

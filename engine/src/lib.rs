@@ -13,6 +13,7 @@
 
 pub mod bus;
 pub mod clock;
+mod durable;
 pub mod error;
 pub mod event;
 mod keys;
@@ -39,7 +40,13 @@ pub use replay::{digest, VerifyReport};
 pub use storage::{MemoryStorage, SledStorage, Storage};
 pub use writer::{Command, Expect, Op};
 
-use writer::{LeaseOutcome, LeaseRequest, Message, Submission, Writer, WriterState};
+use writer::{Grant, LeaseOutcome, LeaseRequest, Message, Submission, Writer, WriterState};
+
+/// How a transaction's fork starts: where the log ends, and where its events are kept.
+struct Fork {
+    tail: replay::LogTail,
+    journal: Arc<Mutex<Vec<Arc<Event>>>>,
+}
 
 /// When an acknowledged write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +84,8 @@ impl Default for EngineConfig {
 pub struct Transaction {
     fork: Engine,
     overlay: Arc<storage::OverlayStorage>,
-    base_seq: u64,
+    /// The events committed on the fork, in order.
+    journal: Arc<Mutex<Vec<Arc<Event>>>>,
     outcome: crossbeam_channel::Sender<LeaseOutcome>,
 }
 
@@ -90,12 +98,15 @@ impl Transaction {
     /// Appends everything written on the fork to the real log, atomically, and returns the
     /// committed events.
     pub async fn commit(self) -> Result<Vec<Arc<Event>>> {
-        let events = self.fork.events_from(self.base_seq + 1, usize::MAX)?;
+        let events = std::mem::take(&mut *self.journal.lock());
+        let chain = match &self.fork.inner.inline {
+            Some(writer) => writer.lock().state.chain,
+            None => return Err(EngineError::InvalidCommand("a transaction runs on a fork".into())),
+        };
         self.fork.close();
         // The fork's staged writes are exactly the log entries and view changes the writer
         // would make (same state, same function): they go in as they are.
-        let chain = replay::read_tail(self.overlay.as_ref())?.chain;
-        let staged = self.overlay.staged();
+        let staged = self.overlay.take_staged();
         let (reply, rx) = tokio::sync::oneshot::channel();
         let commit = LeaseOutcome::Commit { events, staged, chain, reply };
         self.outcome.send(commit).map_err(|_| EngineError::Closed)?;
@@ -156,26 +167,42 @@ impl Engine {
 
     /// Checks the log tail, replays what the views lack, and starts the writer.
     pub fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine> {
-        Engine::open_with(storage, config, false)
+        Engine::open_with(storage, config, None)
     }
 
-    /// `inline`: no writer thread; each submission is applied by its caller under a lock. Only
-    /// for a transaction's fork, whose writes are in memory and which has one user at a time.
-    fn open_with(storage: Arc<dyn Storage>, config: EngineConfig, inline: bool) -> Result<Engine> {
-        let (tail, replayed) = replay::recover(storage.as_ref())?;
+    /// With `fork`: no recovery (the writer handed over its tail) and no writer thread: each
+    /// submission is applied by its caller under a lock, and its events are kept in the
+    /// journal. Only for a transaction's fork, whose writes are in memory and which has one
+    /// user at a time.
+    fn open_with(storage: Arc<dyn Storage>, config: EngineConfig, fork: Option<Fork>) -> Result<Engine> {
+        let inline = fork.is_some();
+        let (tail, replayed, journal) = match fork {
+            Some(Fork { tail, journal }) => (tail, 0, Some(journal)),
+            None => {
+                let (tail, replayed) = replay::recover(storage.as_ref())?;
+                (tail, replayed, None)
+            }
+        };
         let bus = Arc::new(bus::Bus::new(config.bus_capacity));
         let failed = Arc::new(Mutex::new(None));
         let memberships = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let announcer = durable::Announcer { bus: Arc::clone(&bus), memberships: Arc::clone(&memberships), journal };
+        let flusher = match (config.flush, inline) {
+            (FlushPolicy::Always, false) => {
+                Some(durable::Flusher::start(Arc::clone(&storage), Arc::clone(&failed), announcer.clone())?)
+            }
+            _ => None,
+        };
         let writer = Writer {
             storage: Arc::clone(&storage),
             clock: Arc::clone(&config.clock),
-            bus: Arc::clone(&bus),
+            announcer,
+            flusher,
             flush: config.flush,
             max_object_bytes: config.max_object_bytes,
             state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain },
             failed: Arc::clone(&failed),
             ulids: ulid::Generator::new(),
-            memberships: Arc::clone(&memberships),
         };
         let opened = OpenReport { last_seq: tail.last_seq, replayed };
         let (submit, handle, inline) = if inline {
@@ -245,15 +272,17 @@ impl Engine {
             tx.send(Message::Lease(LeaseRequest { granted: Some(granted_tx), outcome: outcome_rx }))
                 .map_err(|_| EngineError::Closed)?;
         }
-        granted_rx.await.map_err(|_| EngineError::Closed)?;
+        let Grant { unapplied, tail } = granted_rx.await.map_err(|_| EngineError::Closed)?;
         if let Some(reason) = self.failure() {
             return Err(EngineError::Unavailable(reason));
         }
-        let base_seq = self.last_seq()?;
-        let overlay = Arc::new(storage::OverlayStorage::new(Arc::clone(&self.inner.storage)));
-        let config = EngineConfig { flush: FlushPolicy::None, ..self.inner.config.clone() };
-        let fork = Engine::open_with(Arc::clone(&overlay) as Arc<dyn Storage>, config, true)?;
-        Ok(Transaction { fork, overlay, base_seq, outcome: outcome_tx })
+        let overlay = Arc::new(storage::OverlayStorage::new(Arc::clone(&self.inner.storage), unapplied));
+        // Nobody subscribes to a fork's bus.
+        let config = EngineConfig { flush: FlushPolicy::None, bus_capacity: 1, ..self.inner.config.clone() };
+        let journal = Arc::new(Mutex::new(Vec::new()));
+        let fork = Fork { tail, journal: Arc::clone(&journal) };
+        let fork = Engine::open_with(Arc::clone(&overlay) as Arc<dyn Storage>, config, Some(fork))?;
+        Ok(Transaction { fork, overlay, journal, outcome: outcome_tx })
     }
 
     /// Changes whenever group memberships may have changed: caches of `groups_of` key on it.

@@ -242,14 +242,16 @@ fn verify_detects_a_damaged_or_missing_event() {
     assert!(report.problems.iter().any(|p| p.contains("gap")), "{:?}", report.problems);
 }
 
-/// A storage whose flush can be made to fail, for fail-stop tests.
+/// A storage whose flush can be made to fail (fail-stop tests) and whose writes can be slowed.
 struct FailingStorage {
     inner: Arc<dyn Storage>,
     fail_flush: AtomicBool,
+    apply_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Storage for FailingStorage {
     fn apply(&self, batch: WriteBatch) -> Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(self.apply_delay_ms.load(Ordering::SeqCst)));
         self.inner.apply(batch)
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -272,7 +274,11 @@ impl Storage for FailingStorage {
 #[test]
 fn a_failed_flush_is_never_acknowledged_and_stops_writes() {
     let inner: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let failing = Arc::new(FailingStorage { inner: Arc::clone(&inner), fail_flush: AtomicBool::new(false) });
+    let failing = Arc::new(FailingStorage {
+        inner: Arc::clone(&inner),
+        fail_flush: AtomicBool::new(false),
+        apply_delay_ms: Default::default(),
+    });
     let engine = Engine::open(failing.clone(), EngineConfig::default()).expect("open");
     seed(&engine);
     failing.fail_flush.store(true, Ordering::SeqCst);
@@ -487,6 +493,42 @@ fn a_transaction_commits_its_fork_atomically_or_not_at_all() {
         });
         assert!(engine.verify().expect("verify").ok());
     }
+}
+
+#[test]
+fn a_transaction_granted_before_the_previous_one_is_written_reads_through_it() {
+    // Slow storage writes: each lease is granted while the previous transaction's writes are
+    // still being applied, so every fork must read the counter through them.
+    let slow = Arc::new(FailingStorage {
+        inner: Arc::new(MemoryStorage::new()),
+        fail_flush: AtomicBool::new(false),
+        apply_delay_ms: Default::default(),
+    });
+    let engine = Engine::open(slow.clone(), EngineConfig::default()).expect("open");
+    seed(&engine);
+    engine.submit_blocking(vec![put(C, "record", "counter", json!({"v": 0}))]).expect("counter");
+    slow.apply_delay_ms.store(3, Ordering::SeqCst);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    runtime.block_on(async {
+        let workers = (0..4).map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let tx = engine.begin().await.expect("begin");
+                    let counter = tx.engine().get(C, "record", "counter").expect("get").expect("counter");
+                    let v = counter.data["v"].as_u64().expect("v");
+                    tx.engine().submit(vec![put(C, "record", "counter", json!({"v": v + 1}))]).await.expect("stage");
+                    tx.commit().await.expect("commit");
+                }
+            })
+        });
+        for worker in workers.collect::<Vec<_>>() {
+            worker.await.expect("worker");
+        }
+    });
+    assert_eq!(engine.get(C, "record", "counter").expect("get").expect("counter").data["v"], 40);
+    assert_eq!(engine.last_seq().expect("seq"), 3 + 40);
+    assert!(engine.verify().expect("verify").ok());
 }
 
 #[test]

@@ -13,13 +13,14 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use ulid::Generator;
 
-use crate::bus::Bus;
 use crate::clock::Clock;
+use crate::durable::{self, Announcer, Applied, Flusher};
 use crate::error::{EngineError, Result};
 use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
 use crate::object::{normalize_acl, Acl};
-use crate::storage::{Storage, WriteBatch};
+use crate::replay::LogTail;
+use crate::storage::{Storage, Unapplied, WriteBatch};
 use crate::txn::{KvRead, Txn};
 use crate::views;
 use crate::FlushPolicy;
@@ -76,9 +77,18 @@ pub(crate) enum LeaseOutcome {
 pub(crate) struct LeaseRequest {
     /// Answered once everything before the lease is committed: the lease is held from then on.
     /// Taken when granted.
-    pub granted: Option<oneshot::Sender<()>>,
+    pub granted: Option<oneshot::Sender<Grant>>,
     /// The holder's decision; dropping the sender aborts the lease.
     pub outcome: Receiver<LeaseOutcome>,
+}
+
+/// What a transaction starts from.
+pub(crate) struct Grant {
+    /// The previous transaction's writes when they may not have reached the storage yet (the
+    /// fork reads through them).
+    pub unapplied: Option<Unapplied>,
+    /// Where the log ends, as the writer knows it (the storage may not show it yet).
+    pub tail: LogTail,
 }
 
 pub(crate) enum Message {
@@ -105,9 +115,10 @@ fn json_size(data: &Map<String, Value>) -> usize {
 }
 
 /// Grants a lease (once); false when its requester is gone.
-fn grant(lease: &mut LeaseRequest) -> bool {
+fn grant(lease: &mut LeaseRequest, state: &WriterState, unapplied: Option<Unapplied>) -> bool {
+    let tail = LogTail { last_seq: state.next_seq - 1, chain: state.chain };
     match lease.granted.take() {
-        Some(granted) => granted.send(()).is_ok(),
+        Some(granted) => granted.send(Grant { unapplied, tail }).is_ok(),
         None => true,
     }
 }
@@ -126,14 +137,14 @@ pub(crate) struct WriterState {
 pub(crate) struct Writer {
     pub storage: Arc<dyn Storage>,
     pub clock: Arc<dyn Clock>,
-    pub bus: Arc<Bus>,
+    pub announcer: Announcer,
+    /// Flushes and answers applied work off this thread (`FlushPolicy::Always` only).
+    pub flusher: Option<Flusher>,
     pub flush: FlushPolicy,
     pub max_object_bytes: usize,
     pub state: WriterState,
     pub failed: Arc<parking_lot::Mutex<Option<String>>>,
     pub ulids: Generator,
-    /// Bumped whenever a committed change touches a group (membership may have changed).
-    pub memberships: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -171,6 +182,9 @@ impl Writer {
             self.commit_group(group);
         }
         // Channel closed: the engine is shutting down; make everything durable.
+        if let Some(flusher) = &mut self.flusher {
+            flusher.stop();
+        }
         if let Err(err) = self.storage.flush() {
             tracing::error!(error = %err, "final flush failed");
         }
@@ -179,65 +193,63 @@ impl Writer {
     /// Holds the writer for a transaction: nothing else commits until it commits its fork's
     /// events (appended verbatim: they were built on exactly this state) or gives up.
     ///
-    /// Pipelined: once the events are applied, a transaction waiting next is granted the lease
-    /// before this one's flush, so its work overlaps the flush; it is answered only after its
-    /// own flush, which covers both. Returns the message taken early, if any.
+    /// Pipelined: a transaction waiting next is granted the lease as soon as this one's events
+    /// are accepted, on top of its writes, so its work overlaps this one's storage write and
+    /// flush; it is answered only after its own flush, which covers both (and refused if this
+    /// write fails: fail-stop). Returns the message taken early, if any.
     fn serve_lease(&mut self, mut lease: LeaseRequest, rx: &Receiver<Message>) -> Option<Message> {
-        if !grant(&mut lease) {
+        if !grant(&mut lease, &self.state, None) {
             return None;
         }
         let Ok(LeaseOutcome::Commit { events, staged, chain, reply }) = lease.outcome.recv_timeout(LEASE_TIMEOUT)
         else {
             return None;
         };
-        if let Err(err) = self.append_staged(&events, staged, chain) {
+        if let Err(err) = self.accept_staged(&events) {
             let _ = reply.send(Err(err));
             return None;
         }
+        if events.is_empty() {
+            let _ = reply.send(Ok(events));
+            return None;
+        }
+        self.state.next_seq += events.len() as u64;
+        self.state.chain = chain;
+        let unapplied: Unapplied = Arc::new(staged.ops.iter().cloned().collect());
         let next = match rx.try_recv() {
-            Ok(Message::Lease(mut next)) => grant(&mut next).then_some(Message::Lease(next)),
+            Ok(Message::Lease(mut next)) => {
+                grant(&mut next, &self.state, Some(unapplied)).then_some(Message::Lease(next))
+            }
             Ok(other) => Some(other),
             Err(_) => None,
         };
-        match self.make_durable() {
-            Ok(()) => {
-                self.note_memberships(&events);
-                let _ = reply.send(Ok(events.clone()));
-                self.bus.publish(&events);
-            }
+        match self.storage.apply(staged) {
+            Ok(()) => self.answer(Applied { answers: vec![(reply, Ok(events.clone()))], published: events }),
             Err(err) => {
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(EngineError::Unavailable(durable::fail(&self.failed, &err))));
             }
         }
         next
     }
 
-    fn note_memberships(&self, events: &[Arc<Event>]) {
-        // A bucket delete purges its groups too.
-        if events.iter().any(|e| e.resource == "group" || (e.resource == "bucket" && e.action == Action::Delete)) {
-            self.memberships.fetch_add(1, std::sync::atomic::Ordering::Release);
+    /// Answers applied work once it is durable per the policy: through the flusher, or here.
+    fn answer(&self, applied: Applied) {
+        if let Some(flusher) = &self.flusher {
+            return flusher.hand(applied);
+        }
+        let flushed = match self.flush {
+            FlushPolicy::Always if !applied.published.is_empty() => self.storage.flush(),
+            _ => Ok(()),
+        };
+        match flushed {
+            Ok(()) => self.announcer.announce(applied),
+            Err(err) => durable::refuse(applied, Some(&durable::fail(&self.failed, &err))),
         }
     }
 
-    /// Flushes per policy; a failure stops all writes (fail-stop).
-    fn make_durable(&mut self) -> Result<()> {
-        let flushed = match self.flush {
-            FlushPolicy::Always => self.storage.flush(),
-            FlushPolicy::IntervalMs(_) | FlushPolicy::None => Ok(()),
-        };
-        flushed.map_err(|err| self.fail(err))
-    }
-
-    fn fail(&self, err: EngineError) -> EngineError {
-        let reason = err.to_string();
-        tracing::error!(error = %reason, "write failed: refusing further writes (fail-stop)");
-        *self.failed.lock() = Some(reason.clone());
-        EngineError::Unavailable(reason)
-    }
-
-    /// Writes a transaction's staged batch (not yet flushed). It was built on exactly the
-    /// state the lease has held, so only its place in the log needs checking.
-    fn append_staged(&mut self, events: &[Arc<Event>], staged: WriteBatch, chain: ChainHash) -> Result<()> {
+    /// Checks a transaction's events before they are written: they were built on exactly the
+    /// state the lease has held, so only their place in the log needs checking.
+    fn accept_staged(&self, events: &[Arc<Event>]) -> Result<()> {
         if let Some(reason) = self.failed.lock().clone() {
             return Err(EngineError::Unavailable(reason));
         }
@@ -245,12 +257,6 @@ impl Writer {
         if !follows {
             return Err(EngineError::InvalidCommand("transaction events do not follow the log".into()));
         }
-        if events.is_empty() {
-            return Ok(());
-        }
-        self.storage.apply(staged).map_err(|err| self.fail(err))?;
-        self.state.next_seq += events.len() as u64;
-        self.state.chain = chain;
         Ok(())
     }
 
@@ -282,15 +288,8 @@ impl Writer {
         }
 
         if !txn.is_empty() {
-            let batch = txn.into_batch();
-            let written = storage.apply(batch).and_then(|()| match self.flush {
-                FlushPolicy::Always => storage.flush(),
-                FlushPolicy::IntervalMs(_) | FlushPolicy::None => Ok(()),
-            });
-            if let Err(err) = written {
-                let reason = err.to_string();
-                tracing::error!(error = %reason, "write failed: refusing further writes (fail-stop)");
-                *self.failed.lock() = Some(reason.clone());
+            if let Err(err) = storage.apply(txn.into_batch()) {
+                let reason = durable::fail(&self.failed, &err);
                 self.state = saved;
                 for submission in group {
                     let _ = submission.reply.send(Err(EngineError::Unavailable(reason.clone())));
@@ -298,18 +297,10 @@ impl Writer {
                 return;
             }
         }
-
-        // Answer first, then publish: the callers' tasks are woken ahead of the fan-out, so a
-        // crowd of subscribers does not delay the writers' responses.
-        let published: Vec<Arc<Event>> =
+        let published =
             outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|events| events.iter().cloned()).collect();
-        // Before any answer: a caller's next request must not see stale memberships.
-        self.note_memberships(&published);
-        for (submission, outcome) in group.into_iter().zip(outcomes) {
-            // A caller that went away still had its write committed; nothing to undo.
-            let _ = submission.reply.send(outcome);
-        }
-        self.bus.publish(&published);
+        let answers = group.into_iter().map(|submission| submission.reply).zip(outcomes).collect();
+        self.answer(Applied { answers, published });
     }
 
     fn apply_submission(&mut self, txn: &mut Txn<'_>, commands: &[Command]) -> Result<Vec<Arc<Event>>> {

@@ -1,5 +1,6 @@
 //! A storage that stages writes in memory over a read-only base: the fork a transaction runs
-//! on. Reads see the staged writes first, then the base.
+//! on. Reads see the staged writes first, then the writes of the previous transaction that the
+//! writer may still be applying (`Unapplied`), then the base.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -10,8 +11,13 @@ use parking_lot::RwLock;
 use super::{KeyValue, Storage, WriteBatch};
 use crate::error::Result;
 
+/// A committed transaction's writes, sorted, as the next transaction sees them while the writer
+/// is still applying them to the storage (identical values once applied).
+pub type Unapplied = Arc<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
 pub struct OverlayStorage {
     base: Arc<dyn Storage>,
+    unapplied: Option<Unapplied>,
     staged: RwLock<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     /// Point reads of the base, remembered: the base cannot change while a transaction holds
     /// the writer, and a batch reads the same bucket, collection and ACLs again and again.
@@ -19,15 +25,15 @@ pub struct OverlayStorage {
 }
 
 impl OverlayStorage {
-    pub fn new(base: Arc<dyn Storage>) -> Self {
-        OverlayStorage { base, staged: RwLock::default(), read_cache: RwLock::default() }
+    pub fn new(base: Arc<dyn Storage>, unapplied: Option<Unapplied>) -> Self {
+        OverlayStorage { base, unapplied, staged: RwLock::default(), read_cache: RwLock::default() }
     }
 }
 
 impl OverlayStorage {
-    /// Everything staged, as one batch for the base.
-    pub fn staged(&self) -> WriteBatch {
-        WriteBatch { ops: self.staged.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect() }
+    /// Everything staged, as one batch for the base; the overlay is left empty.
+    pub fn take_staged(&self) -> WriteBatch {
+        WriteBatch { ops: std::mem::take(&mut *self.staged.write()).into_iter().collect() }
     }
 }
 
@@ -44,6 +50,9 @@ impl Storage for OverlayStorage {
         if let Some(value) = self.staged.read().get(key) {
             return Ok(value.clone());
         }
+        if let Some(value) = self.unapplied.as_ref().and_then(|layer| layer.get(key)) {
+            return Ok(value.clone());
+        }
         if let Some(value) = self.read_cache.read().get(key) {
             return Ok(value.clone());
         }
@@ -57,15 +66,17 @@ impl Storage for OverlayStorage {
             return Ok(Vec::new());
         }
         let staged = self.staged.read();
-        let bounds = (Bound::Included(start.to_vec()), Bound::Excluded(end.to_vec()));
-        let overrides = staged.range(bounds).count();
+        let bounds = || (Bound::Included(start.to_vec()), Bound::Excluded(end.to_vec()));
+        let layers = [self.unapplied.as_deref(), Some(&*staged)];
         // Deleted or replaced base entries may hide some: ask the base for enough extra.
+        let overrides: usize = layers.iter().flatten().map(|layer| layer.range(bounds()).count()).sum();
         let base_limit = limit.map(|l| l.saturating_add(overrides));
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             self.base.range(start, end, reverse, base_limit)?.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        let bounds = (Bound::Included(start.to_vec()), Bound::Excluded(end.to_vec()));
-        for (k, v) in staged.range(bounds) {
-            merged.insert(k.clone(), v.clone());
+        for layer in layers.iter().flatten() {
+            for (k, v) in layer.range(bounds()) {
+                merged.insert(k.clone(), v.clone());
+            }
         }
         let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
         let take = limit.unwrap_or(usize::MAX);
