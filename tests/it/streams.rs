@@ -295,97 +295,120 @@ async fn connect_small_buffer(s: &Server) -> Socket {
     socket
 }
 
-async fn read_all(mut socket: Socket, kind: &'static str, total: usize) -> (&'static str, Vec<String>) {
-    let mut ids = Vec::new();
-    loop {
-        if kind == "slow" {
+/// Reads change frames until `total` arrived or the stream ends; a slow reader sleeps before
+/// each frame. Returns the ids in arrival order, and the last other frame (or how it ended).
+async fn read_all(mut socket: Socket, slow: bool, total: usize) -> (Vec<String>, String) {
+    let (mut ids, mut last) = (Vec::new(), String::new());
+    while ids.len() < total {
+        if slow {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        match next(&mut socket, Duration::from_secs(4)).await {
-            Some(frame) if frame["type"] == "change" => ids.push(frame["id"].as_str().unwrap_or_default().to_owned()),
-            Some(_) => {}
-            None => break,
-        }
-        if ids.len() == total {
-            break;
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+                match frame["type"].as_str() {
+                    Some("change") => ids.push(frame["id"].as_str().unwrap_or_default().to_owned()),
+                    _ => last = text.to_string(),
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            ended => {
+                last = format!("{ended:?}");
+                break;
+            }
         }
     }
-    (kind, ids)
+    (ids, last)
+}
+
+/// Reads what a socket that never read has waiting: whether it was told it lagged, and the
+/// reason of its close frame.
+async fn drain_until_close(mut socket: Socket) -> (bool, Option<String>) {
+    let mut lagged = false;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+        match message {
+            Ok(Message::Text(text)) => {
+                let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+                lagged |= frame["type"] == "lagged";
+            }
+            Ok(Message::Close(frame)) => return (lagged, frame.map(|f| f.reason.to_string())),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    (lagged, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_subscribers_some_slow_all_get_every_change_once() {
-    let s = Server::start_with(&[("stream_queue_size", "32")]).await;
+async fn two_hundred_subscribers_ten_stalled_ten_slow_the_rest_get_everything_in_order() {
+    const STALL_MS: u64 = 6000;
+    let stall = STALL_MS.to_string();
+    let s = Server::start_with(&[("stream_queue_size", "16"), ("stream_stall_timeout_ms", &stall)]).await;
     s.seed().await;
+    assert_eq!(s.put("/buckets/b/collections/big", Some(ALICE), json!({})).await.status, 201);
     let filter = json!({"bucket": "b", "collection": "c"});
-    let total = 500;
-    let mut tasks = Vec::new();
+    let total = 300;
+    let (mut readers, mut stalled) = (Vec::new(), Vec::new());
     for i in 0..200 {
-        let kind = if i < 10 { "slow" } else { "normal" };
+        if i < 10 {
+            // Never reads, with a tiny receive buffer, and follows the whole bucket: the large
+            // records written to `big` fill its socket buffers.
+            let mut socket = connect_small_buffer(&s).await;
+            subscribe(&mut socket, "s", json!({"bucket": "b"}), json!("now"), false).await;
+            stalled.push(socket);
+            continue;
+        }
         let mut socket = connect(&s, Some(ALICE)).await;
         subscribe(&mut socket, "s", filter.clone(), json!("now"), false).await;
-        tasks.push(tokio::spawn(read_all(socket, kind, total)));
+        readers.push((i < 20, tokio::spawn(read_all(socket, i < 20, total))));
     }
-    create_many(&s, "r", total).await;
+    // 20 MB for each stalled peer: far more than loopback socket buffers hold.
+    let pad = "x".repeat(32 * 1024);
+    let started = std::time::Instant::now();
+    for (n, chunk) in (0..total).collect::<Vec<_>>().chunks(25).enumerate() {
+        let small: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"method": "PUT", "path": format!("{R}/r{i}"), "body": {"data": {"i": i}}}))
+            .collect();
+        assert_eq!(s.post("/batch", Some(ALICE), json!({ "requests": small })).await.status, 200);
+        for half in 0..2 {
+            let large: Vec<Value> = (0..25)
+                .map(|i| {
+                    let path = format!("/buckets/b/collections/big/records/{n}-{half}-{i}");
+                    json!({"method": "PUT", "path": path, "body": {"data": {"pad": pad}}})
+                })
+                .collect();
+            assert_eq!(s.post("/batch", Some(ALICE), json!({ "requests": large })).await.status, 200);
+        }
+    }
+    // Had the publisher waited on a stalled peer, the writes would have waited for its close.
+    let writing = started.elapsed();
+    assert!(writing < Duration::from_millis(STALL_MS), "writes were held back: {writing:?}");
+    // The stalled peers start reading only once the bound has passed: all they find is the
+    // frames already in flight, `lagged`, and the close frame with their cursor.
+    let stalled: Vec<_> = stalled
+        .into_iter()
+        .map(|socket| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(STALL_MS + 1000)).await;
+                drain_until_close(socket).await
+            })
+        })
+        .collect();
     let expected: Vec<String> = (0..total).map(|i| format!("r{i}")).collect();
-    for task in tasks {
-        let (kind, ids) = task.await.expect("reader");
-        let unique: HashSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len(), "{kind}: no duplicate");
-        assert_eq!(ids.len(), total, "{kind}: every change, gaps filled from the log");
-        if kind == "normal" {
+    for (slow, reader) in readers {
+        let (ids, last) = reader.await.expect("reader");
+        let kind = if slow { "slow" } else { "normal" };
+        assert_eq!(ids.len(), total, "{kind}: every change, any gap filled from the log (last: {last})");
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), total, "{kind}: no duplicate");
+        if !slow {
             assert_eq!(ids, expected, "normal readers get every change in order");
         }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_that_never_reads_is_told_it_lagged_and_closed_with_its_cursor() {
-    let s = Server::start_with(&[("stream_queue_size", "16"), ("stream_stall_timeout_ms", "1000")]).await;
-    s.seed().await;
-    let filter = json!({"bucket": "b", "collection": "c"});
-    let total = 800;
-    let mut normal = connect(&s, Some(ALICE)).await;
-    subscribe(&mut normal, "s", filter.clone(), json!("now"), false).await;
-    let normal = tokio::spawn(read_all(normal, "normal", total));
-    let mut stalled = Vec::new();
-    for _ in 0..3 {
-        let mut socket = connect_small_buffer(&s).await;
-        subscribe(&mut socket, "s", filter.clone(), json!("now"), false).await;
-        stalled.push(socket);
-    }
-    // 4 KiB records: a few hundred of them overflow any socket buffer of a peer that never reads.
-    let pad = "x".repeat(4096);
-    for chunk in (0..total).collect::<Vec<_>>().chunks(25) {
-        let requests: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"method": "PUT", "path": format!("{R}/r{i}"), "body": {"data": {"pad": pad}}}))
-            .collect();
-        assert_eq!(s.post("/batch", Some(ALICE), json!({ "requests": requests })).await.status, 200);
-    }
-    let (_, ids) = normal.await.expect("normal reader");
-    assert_eq!(ids.len(), total, "the writer and the normal reader were never held back");
-    // Longer than the stall bound: the server has given up on them by now.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    for mut socket in stalled {
-        let mut saw_lagged = false;
-        let mut close_cursor = None;
-        while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
-            match message {
-                Ok(Message::Text(text)) => {
-                    let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-                    saw_lagged |= frame["type"] == "lagged";
-                }
-                Ok(Message::Close(frame)) => {
-                    close_cursor = frame.map(|f| f.reason.to_string());
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        assert!(saw_lagged, "a stalled subscriber is told it lagged");
-        let cursor = close_cursor.expect("closed with a cursor");
+    for drained in stalled {
+        let (lagged, close_reason) = drained.await.expect("stalled peer");
+        assert!(lagged, "a stalled subscriber is told it lagged");
+        let cursor = close_reason.expect("closed with its cursor");
         assert!(tidemark_protocol::stream::parse_cursor(&cursor).is_some(), "{cursor}");
     }
 }

@@ -24,15 +24,17 @@ use crate::auth::Identity;
 use crate::resources::{Node, ACCOUNT, BUCKET, COLLECTION, GROUP, RECORD};
 use crate::state::{now_ms, AppState};
 
-/// The runtime streams run on: its own thread, so fan-out work queues behind itself rather than
-/// in front of request handling (writers' responses). `None` if it cannot be built (then the
-/// caller's runtime serves streams).
+/// The runtime streams run on: its own threads (one per core, up to 4), so fan-out work queues
+/// behind itself rather than in front of request handling (writers' responses), and a change
+/// reaches many sockets on every core at once. `None` if it cannot be built (then the caller's
+/// runtime serves streams).
 pub fn runtime() -> Option<&'static tokio::runtime::Runtime> {
     static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
     RUNTIME
         .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
+                .worker_threads(cores.clamp(1, 4))
                 .thread_name("tidemark-streams")
                 .enable_all()
                 .build()
@@ -186,6 +188,19 @@ impl Subscription {
         Ok(Subscription { id, filter, query, delivered: 0, after_timestamp: None, readable: HashMap::new() })
     }
 
+    /// What the filter decides from the event's address and action alone, before any frame
+    /// is built for it (false: certainly not for this subscription).
+    fn may_match(&self, event: &Event) -> bool {
+        let f = &self.filter;
+        let (bucket_id, collection_id) = location(event);
+        let eq = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
+        eq(&f.bucket, bucket_id.as_deref())
+            && eq(&f.collection, collection_id.as_deref())
+            && eq(&f.resource_name, Some(event.resource.as_str()))
+            && eq(&f.id, Some(event.object_id.as_str()))
+            && f.actions.as_ref().is_none_or(|a| a.iter().any(|a| a == event.action.as_str()))
+    }
+
     fn matches(&self, change: &Change) -> bool {
         let event = &change.event;
         let f = &self.filter;
@@ -298,23 +313,39 @@ impl Session {
         }
     }
 
-    /// Reads the log from the subscription's position up to `until` (inclusive).
-    fn catch_up(&mut self, index: usize, until: u64, out: &mut Vec<Outgoing>) -> Result<(), ApiError> {
+    /// Reads the log from the subscription's position up to `until` (inclusive), adding at most
+    /// `budget` frames to `out`; true once `until` is reached.
+    fn catch_up(&mut self, index: usize, until: u64, budget: usize, out: &mut Vec<Outgoing>) -> Result<bool, ApiError> {
+        let start = out.len();
         while self.subscriptions[index].delivered < until {
+            let room = budget.saturating_sub(out.len() - start);
+            if room == 0 {
+                return Ok(false);
+            }
             let from = self.subscriptions[index].delivered + 1;
-            let events = self.state.engine.events_from(from, CATCH_UP_CHUNK).map_err(crate::error::from_engine)?;
+            let chunk = room.clamp(16, CATCH_UP_CHUNK);
+            let events = self.state.engine.events_from(from, chunk).map_err(crate::error::from_engine)?;
             if events.is_empty() {
                 break;
             }
             for event in events {
                 if event.seq > until {
-                    return Ok(());
+                    return Ok(true);
+                }
+                if out.len() - start >= budget {
+                    return Ok(false);
+                }
+                let sub = &mut self.subscriptions[index];
+                if !sub.may_match(&event) {
+                    // Passed over without building its frame (and reading its old version).
+                    sub.delivered = sub.delivered.max(event.seq);
+                    continue;
                 }
                 let change = Change::build(&self.state.engine, event);
                 self.deliver(index, &change, out);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Handles one change from the hub for every subscription, filling any gap from the log.
@@ -323,7 +354,7 @@ impl Session {
         for index in 0..self.subscriptions.len() {
             let seq = change.event.seq;
             if seq > self.subscriptions[index].delivered + 1 {
-                self.catch_up(index, seq - 1, &mut out)?;
+                self.catch_up(index, seq - 1, usize::MAX, &mut out)?;
             }
             self.deliver(index, change, &mut out);
         }
@@ -366,7 +397,7 @@ impl Session {
         out.push(Outgoing::control(ServerFrame::subscribed(&id, &stream::cursor(start)).to_string(), start));
         self.subscriptions.push(sub);
         let index = self.subscriptions.len() - 1;
-        self.catch_up(index, head, &mut out)?;
+        self.catch_up(index, head, usize::MAX, &mut out)?;
         Ok(out)
     }
 
@@ -377,13 +408,15 @@ impl Session {
         }
     }
 
-    /// Brings every subscription up to `head` from the log (after a lag).
-    pub fn catch_up_all(&mut self, head: u64) -> Result<Vec<Outgoing>, ApiError> {
-        let mut out = Vec::new();
+    /// Brings every subscription towards `head` from the log (after a lag), with at most
+    /// `budget` frames; true once all of them are there.
+    pub fn catch_up_all(&mut self, head: u64, budget: usize) -> Result<(Vec<Outgoing>, bool), ApiError> {
+        let (mut out, mut done) = (Vec::new(), true);
         for index in 0..self.subscriptions.len() {
-            self.catch_up(index, head, &mut out)?;
+            let room = budget.saturating_sub(out.len());
+            done &= self.catch_up(index, head, room, &mut out)?;
         }
-        Ok(out)
+        Ok((out, done))
     }
 
     pub fn unsubscribe(&mut self, id: &str) -> bool {

@@ -21,6 +21,9 @@ use super::{Outgoing, Session};
 use crate::auth::Identity;
 use crate::state::AppState;
 
+/// How often a lagging socket that is being fed from the log is offered more.
+const CATCH_UP_PACE: Duration = Duration::from_millis(2);
+
 /// Stream settings, read once per connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -130,8 +133,10 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
     let lag_check_every = Duration::from_millis(100).min(limits.stall / 2).max(Duration::from_millis(10));
     let mut last_heard = Instant::now();
     let mut by_frame = false;
-    // Since when the queue has been too full to take changes.
+    // Since when the queue has been too full to take changes (or the log feeding it made
+    // progress), and whether the client was told.
     let mut lagging: Option<Instant> = None;
+    let mut told_lagged = false;
 
     // Queues frames without waiting; returns false when the queue is full (the rest dropped,
     // their subscriptions rewound so the log redelivers them).
@@ -190,24 +195,27 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             },
-            _ = tokio::time::sleep(lag_check_every), if lagging.is_some() => {
+            _ = tokio::time::sleep(if told_lagged { CATCH_UP_PACE } else { lag_check_every }), if lagging.is_some() => {
                 let Some(since) = lagging else { continue };
                 if queue.capacity() * 2 >= limits.queue {
-                    // Drained: say so, then catch up from the log to the head.
-                    let notes: Vec<Outgoing> = session
-                        .subscriptions
-                        .iter()
-                        .map(|s| Outgoing::control(ServerFrame::lagged(&s.id, &stream::cursor(s.delivered)).to_string(), s.delivered))
-                        .collect();
-                    let head = state.engine.last_seq().unwrap_or(0);
-                    let mut frames = notes;
-                    match session.catch_up_all(head) {
-                        Ok(more) => frames.extend(more),
-                        Err(_) => break,
-                    }
-                    lagging = if push(&mut session, frames) { None } else { Some(Instant::now()) };
-                    // Changes the hub sent meanwhile are at or below the head: skipped.
+                    // Drained: say so (once per lag), then feed it from the log, as much as the
+                    // queue takes, until it reaches the head. Subscribing again first means any
+                    // change past the head read below comes through the hub: none is missed.
                     changes = changes.resubscribe();
+                    let mut frames: Vec<Outgoing> = Vec::new();
+                    if !told_lagged {
+                        told_lagged = true;
+                        frames.extend(session.subscriptions.iter().map(|s| {
+                            Outgoing::control(ServerFrame::lagged(&s.id, &stream::cursor(s.delivered)).to_string(), s.delivered)
+                        }));
+                    }
+                    let head = state.engine.last_seq().unwrap_or(0);
+                    let budget = queue.capacity().saturating_sub(frames.len()).max(1);
+                    let Ok((more, caught_up)) = session.catch_up_all(head, budget) else { break };
+                    frames.extend(more);
+                    let fitted = push(&mut session, frames);
+                    lagging = if fitted && caught_up { None } else { Some(Instant::now()) };
+                    told_lagged &= lagging.is_some();
                 } else if since.elapsed() > limits.stall {
                     close_with_cursor(&queue, &session, limits).await;
                     break;
