@@ -106,9 +106,10 @@ impl Transaction {
         self.fork.close();
         // The fork's staged writes are exactly the log entries and view changes the writer
         // would make (same state, same function): they go in as they are.
+        let warm = self.overlay.read_cache_after();
         let staged = self.overlay.take_staged();
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let commit = LeaseOutcome::Commit { events, staged, chain, reply };
+        let commit = LeaseOutcome::Commit { events, staged, chain, warm, reply };
         self.outcome.send(commit).map_err(|_| EngineError::Closed)?;
         rx.await.map_err(|_| EngineError::Closed)?
     }
@@ -200,7 +201,7 @@ impl Engine {
             flusher,
             flush: config.flush,
             max_object_bytes: config.max_object_bytes,
-            state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain },
+            state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain, warm: None },
             failed: Arc::clone(&failed),
             ulids: ulid::Generator::new(),
         };
@@ -264,6 +265,20 @@ impl Engine {
     /// transaction discards them. Meant for short work (a batch request): the lease expires
     /// after 10 s.
     pub async fn begin(&self) -> Result<Transaction> {
+        self.begin_with_fresh(&[]).await
+    }
+
+    /// [`Engine::begin`] for a transaction that will create objects under ids only the caller
+    /// knows (generated, not yet shown to anyone): their absence is checked here, before the
+    /// lease, so the transaction need not read the storage for them while holding it.
+    pub async fn begin_with_fresh(&self, fresh: &[(&str, &str, &str)]) -> Result<Transaction> {
+        let mut absent = std::collections::HashSet::new();
+        for (parent, resource, id) in fresh {
+            let key = keys::object(parent, resource, id);
+            if self.storage().get(&key)?.is_none() {
+                absent.insert(key);
+            }
+        }
         let (granted_tx, granted_rx) = tokio::sync::oneshot::channel();
         let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(1);
         {
@@ -272,11 +287,12 @@ impl Engine {
             tx.send(Message::Lease(LeaseRequest { granted: Some(granted_tx), outcome: outcome_rx }))
                 .map_err(|_| EngineError::Closed)?;
         }
-        let Grant { unapplied, tail } = granted_rx.await.map_err(|_| EngineError::Closed)?;
+        let Grant { unapplied, tail, warm } = granted_rx.await.map_err(|_| EngineError::Closed)?;
         if let Some(reason) = self.failure() {
             return Err(EngineError::Unavailable(reason));
         }
-        let overlay = Arc::new(storage::OverlayStorage::new(Arc::clone(&self.inner.storage), unapplied));
+        let base = Arc::clone(&self.inner.storage);
+        let overlay = Arc::new(storage::OverlayStorage::new(base, unapplied, warm.as_deref(), absent));
         // Nobody subscribes to a fork's bus.
         let config = EngineConfig { flush: FlushPolicy::None, bus_capacity: 1, ..self.inner.config.clone() };
         let journal = Arc::new(Mutex::new(Vec::new()));

@@ -532,6 +532,36 @@ fn a_transaction_granted_before_the_previous_one_is_written_reads_through_it() {
 }
 
 #[test]
+fn what_a_transaction_read_is_carried_to_the_next_only_while_nothing_else_wrote() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    for backend in Backend::all() {
+        let engine = backend.open(EngineConfig::default());
+        seed(&engine);
+        runtime.block_on(async {
+            let read = |tx: &Transaction| {
+                tx.engine().get(C, "record", "r").expect("get").map(|o| o.data["v"].clone()).unwrap_or_default()
+            };
+            let tx = engine.begin().await.expect("begin");
+            assert_eq!(read(&tx), Value::Null, "absent, and remembered as such");
+            tx.engine().submit(vec![put(C, "record", "r", json!({"v": 1}))]).await.expect("stage");
+            tx.commit().await.expect("commit");
+            let tx = engine.begin().await.expect("begin");
+            assert_eq!(read(&tx), json!(1), "the carried read includes the transaction's own write");
+            drop(tx);
+            engine.submit(vec![put(C, "record", "r", json!({"v": 2}))]).await.expect("plain write");
+            let tx = engine.begin().await.expect("begin");
+            assert_eq!(read(&tx), json!(2), "a write outside transactions drops what was carried");
+            drop(tx);
+            // A "fresh" id that exists after all is read, not assumed absent.
+            let tx = engine.begin_with_fresh(&[(C, "record", "r"), (C, "record", "new")]).await.expect("begin");
+            assert_eq!(read(&tx), json!(2));
+            assert!(tx.engine().get(C, "record", "new").expect("get").is_none());
+        });
+        assert!(engine.verify().expect("verify").ok());
+    }
+}
+
+#[test]
 fn reopening_a_store_waits_for_the_previous_handle_to_let_go() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = crate::storage::SledStorage::open(dir.path(), None).expect("first open");

@@ -20,7 +20,7 @@ use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
 use crate::object::{normalize_acl, Acl};
 use crate::replay::LogTail;
-use crate::storage::{Storage, Unapplied, WriteBatch};
+use crate::storage::{ReadCache, Storage, Unapplied, WriteBatch};
 use crate::txn::{KvRead, Txn};
 use crate::views;
 use crate::FlushPolicy;
@@ -70,7 +70,7 @@ pub(crate) struct Submission {
 pub(crate) enum LeaseOutcome {
     /// The fork's events, its staged writes (log entries and view changes), and the chain hash
     /// after its last event.
-    Commit { events: Vec<Arc<Event>>, staged: WriteBatch, chain: ChainHash, reply: Reply },
+    Commit { events: Vec<Arc<Event>>, staged: WriteBatch, chain: ChainHash, warm: ReadCache, reply: Reply },
 }
 
 /// A request for the writer's exclusive lease (see `transaction.rs`).
@@ -89,6 +89,8 @@ pub(crate) struct Grant {
     pub unapplied: Option<Unapplied>,
     /// Where the log ends, as the writer knows it (the storage may not show it yet).
     pub tail: LogTail,
+    /// The previous transaction's base reads, still true (nothing else was written since).
+    pub warm: Option<Arc<ReadCache>>,
 }
 
 pub(crate) enum Message {
@@ -117,8 +119,9 @@ fn json_size(data: &Map<String, Value>) -> usize {
 /// Grants a lease (once); false when its requester is gone.
 fn grant(lease: &mut LeaseRequest, state: &WriterState, unapplied: Option<Unapplied>) -> bool {
     let tail = LogTail { last_seq: state.next_seq - 1, chain: state.chain };
+    let warm = state.warm.clone();
     match lease.granted.take() {
-        Some(granted) => granted.send(Grant { unapplied, tail }).is_ok(),
+        Some(granted) => granted.send(Grant { unapplied, tail, warm }).is_ok(),
         None => true,
     }
 }
@@ -132,7 +135,12 @@ const MAX_GROUP_SUBMISSIONS: usize = 512;
 pub(crate) struct WriterState {
     pub next_seq: u64,
     pub chain: ChainHash,
+    /// The last transaction's base reads after its writes; dropped by any other write.
+    pub warm: Option<Arc<ReadCache>>,
 }
+
+/// A carried read cache larger than this is dropped rather than copied into every fork.
+const MAX_WARM_ENTRIES: usize = 4096;
 
 pub(crate) struct Writer {
     pub storage: Arc<dyn Storage>,
@@ -201,7 +209,7 @@ impl Writer {
         if !grant(&mut lease, &self.state, None) {
             return None;
         }
-        let Ok(LeaseOutcome::Commit { events, staged, chain, reply }) = lease.outcome.recv_timeout(LEASE_TIMEOUT)
+        let Ok(LeaseOutcome::Commit { events, staged, chain, warm, reply }) = lease.outcome.recv_timeout(LEASE_TIMEOUT)
         else {
             return None;
         };
@@ -215,6 +223,7 @@ impl Writer {
         }
         self.state.next_seq += events.len() as u64;
         self.state.chain = chain;
+        self.state.warm = (warm.len() <= MAX_WARM_ENTRIES).then(|| Arc::new(warm));
         let unapplied: Unapplied = Arc::new(staged.ops.iter().cloned().collect());
         let next = match rx.try_recv() {
             Ok(Message::Lease(mut next)) => {
@@ -269,7 +278,7 @@ impl Writer {
         }
         let storage = Arc::clone(&self.storage);
         let mut txn = Txn::new(storage.as_ref());
-        let saved = WriterState { next_seq: self.state.next_seq, chain: self.state.chain };
+        let saved = WriterState { next_seq: self.state.next_seq, chain: self.state.chain, warm: None };
         let mut outcomes = Vec::with_capacity(group.len());
         for submission in &group {
             let (seq, chain) = (self.state.next_seq, self.state.chain);
@@ -288,6 +297,8 @@ impl Writer {
         }
 
         if !txn.is_empty() {
+            // Written outside any transaction: what the last one read may be stale now.
+            self.state.warm = None;
             if let Err(err) = storage.apply(txn.into_batch()) {
                 let reason = durable::fail(&self.failed, &err);
                 self.state = saved;

@@ -15,6 +15,7 @@ use crate::common::{self, check_content_type};
 use crate::dispatch::dispatch;
 use crate::error::from_engine;
 use crate::request::{decode_segments, ApiRequest};
+use crate::resources::RECORD;
 use crate::response::{ApiResponse, Body};
 use crate::state::AppState;
 
@@ -170,13 +171,46 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<(ApiRequest, bool)
     })
 }
 
+/// Gives each record-creating `POST` without an id a generated one, as the handler would, and
+/// returns their addresses: nobody else knows these ids yet, so the transaction may take their
+/// absence as checked before it starts (it reads no storage for them while holding the writer).
+fn pregenerate_ids(requests: &mut [SubRequest]) -> Vec<(String, String)> {
+    let mut fresh = Vec::new();
+    for sub in requests.iter_mut().filter(|r| r.method == Method::POST) {
+        let path = sub.path.strip_prefix("/v1").unwrap_or(&sub.path);
+        let path = path.split('?').next().unwrap_or_default();
+        let Some(segments) = decode_segments(path) else { continue };
+        let [buckets, bucket, collections, collection, records] = segments.as_slice() else { continue };
+        if (buckets.as_str(), collections.as_str(), records.as_str()) != ("buckets", "collections", "records")
+            || bucket == "default"
+        {
+            continue;
+        }
+        let Some(Value::Object(data)) = sub.body.as_mut().and_then(|body| body.get_mut("data")) else { continue };
+        if data.contains_key("id") {
+            continue;
+        }
+        let id = RECORD.generate_id();
+        data.insert("id".into(), Value::String(id.clone()));
+        fresh.push((format!("/buckets/{bucket}/collections/{collection}"), id));
+    }
+    fresh
+}
+
 /// Runs the subrequests in order. When any of them writes, they all run on one engine
 /// transaction: their writes commit together in one atomic, flushed batch, or not at all.
 pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     check_content_type(req, &["application/json"])?;
-    let requests = parse(state, common::json_body(req)?)?;
+    let mut requests = parse(state, common::json_body(req)?)?;
     let writes = requests.iter().any(|r| !matches!(r.method, Method::GET | Method::HEAD));
-    let transaction = if writes { Some(state.engine.begin().await.map_err(from_engine)?) } else { None };
+    let transaction = if writes {
+        let fresh = pregenerate_ids(&mut requests);
+        let fresh: Vec<(&str, &str, &str)> =
+            fresh.iter().map(|(parent, id)| (parent.as_str(), "record", id.as_str())).collect();
+        Some(state.engine.begin_with_fresh(&fresh).await.map_err(from_engine)?)
+    } else {
+        None
+    };
     let mut scoped = state.clone();
     if let Some(tx) = &transaction {
         scoped.engine = tx.engine().clone();

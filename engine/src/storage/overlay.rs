@@ -2,7 +2,7 @@
 //! on. Reads see the staged writes first, then the writes of the previous transaction that the
 //! writer may still be applying (`Unapplied`), then the base.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -15,22 +15,47 @@ use crate::error::Result;
 /// is still applying them to the storage (identical values once applied).
 pub type Unapplied = Arc<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
 
+/// Point reads of the base as they stand after a transaction: handed to the next one, so a run
+/// of batches reads the same bucket, collection and ACLs from the storage once.
+pub type ReadCache = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
 pub struct OverlayStorage {
     base: Arc<dyn Storage>,
     unapplied: Option<Unapplied>,
     staged: RwLock<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     /// Point reads of the base, remembered: the base cannot change while a transaction holds
     /// the writer, and a batch reads the same bucket, collection and ACLs again and again.
-    read_cache: RwLock<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    read_cache: RwLock<ReadCache>,
+    /// Keys the caller checked absent before the lease and nobody else can have written since
+    /// (server-generated ids nobody has seen yet).
+    absent: HashSet<Vec<u8>>,
 }
 
 impl OverlayStorage {
-    pub fn new(base: Arc<dyn Storage>, unapplied: Option<Unapplied>) -> Self {
-        OverlayStorage { base, unapplied, staged: RwLock::default(), read_cache: RwLock::default() }
+    pub fn new(
+        base: Arc<dyn Storage>,
+        unapplied: Option<Unapplied>,
+        warm: Option<&ReadCache>,
+        absent: HashSet<Vec<u8>>,
+    ) -> Self {
+        let read_cache = RwLock::new(warm.cloned().unwrap_or_default());
+        OverlayStorage { base, unapplied, staged: RwLock::default(), read_cache, absent }
     }
 }
 
 impl OverlayStorage {
+    /// The remembered base reads as they will stand once the staged writes are applied.
+    pub fn read_cache_after(&self) -> ReadCache {
+        let staged = self.staged.read();
+        let mut cache = self.read_cache.read().clone();
+        for (key, value) in cache.iter_mut() {
+            if let Some(written) = staged.get(key) {
+                value.clone_from(written);
+            }
+        }
+        cache
+    }
+
     /// Everything staged, as one batch for the base; the overlay is left empty.
     pub fn take_staged(&self) -> WriteBatch {
         WriteBatch { ops: std::mem::take(&mut *self.staged.write()).into_iter().collect() }
@@ -52,6 +77,9 @@ impl Storage for OverlayStorage {
         }
         if let Some(value) = self.unapplied.as_ref().and_then(|layer| layer.get(key)) {
             return Ok(value.clone());
+        }
+        if self.absent.contains(key) {
+            return Ok(None);
         }
         if let Some(value) = self.read_cache.read().get(key) {
             return Ok(value.clone());
