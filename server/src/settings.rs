@@ -84,6 +84,7 @@ const TIDEMARK_KEYS: &[&str] = &[
     "stream_stall_timeout_seconds",
     "stream_stall_timeout_ms",
     "stream_ping_interval_seconds",
+    "stream_coalesce_ms",
 ];
 
 const PRINCIPAL_RESOURCES: &[&str] = &["bucket", "collection", "group", "record", "account", "permissions"];

@@ -33,6 +33,8 @@ pub struct Limits {
     pub stall: Duration,
     /// Server pings this often; a peer silent for two intervals is dropped.
     pub ping: Duration,
+    /// A busy socket is written at most once per this window (see `write_loop`).
+    pub coalesce: Duration,
 }
 
 impl Limits {
@@ -45,6 +47,7 @@ impl Limits {
                 num("stream_stall_timeout_seconds", 30) * 1000,
             )),
             ping: Duration::from_secs(num("stream_ping_interval_seconds", 20)),
+            coalesce: Duration::from_millis(num("stream_coalesce_ms", 5)),
         }
     }
 }
@@ -55,26 +58,34 @@ fn error_frame(id: Option<&str>, err: &tidemark_protocol::ApiError) -> Outgoing 
     Outgoing::control(text, 0)
 }
 
-/// Writes queued frames, feeding every frame already waiting before one flush.
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Message>) {
+/// Writes queued frames, feeding every frame already waiting before one flush. A socket flushed
+/// less than `linger` ago first waits out the rest of that window, taking what else arrives: a
+/// busy socket gets one write per window rather than one per change (each loopback or network
+/// write costs far more than a frame), an idle one is written at once.
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Message>, linger: Duration) {
+    let mut last_flush: Option<Instant> = None;
     while let Some(first) = queue.recv().await {
-        let closing = matches!(first, Message::Close(_));
+        let mut closing = matches!(first, Message::Close(_));
         if sink.feed(first).await.is_err() {
             return;
         }
+        // Sleeping rather than receiving: the frames wait in the queue without waking this task.
+        if let Some(until) = last_flush.map(|at| at + linger).filter(|until| !closing && Instant::now() < *until) {
+            tokio::time::sleep_until(until).await;
+        }
         while let Ok(next) = queue.try_recv() {
-            let close = matches!(next, Message::Close(_));
+            closing |= matches!(next, Message::Close(_));
             if sink.feed(next).await.is_err() {
                 return;
             }
-            if close {
-                let _ = sink.flush().await;
-                return;
+            if closing {
+                break;
             }
         }
         if sink.flush().await.is_err() || closing {
             return;
         }
+        last_flush = Some(Instant::now());
     }
 }
 
@@ -126,7 +137,7 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
     let mut changes = hub.subscribe();
     let (sink, mut incoming) = socket.split();
     let (queue, queued) = mpsc::channel::<Message>(limits.queue);
-    let writer = tokio::spawn(write_loop(sink, queued));
+    let writer = tokio::spawn(write_loop(sink, queued, limits.coalesce));
     let mut session = Session::new(state.clone(), identity);
     // Timers only where needed: an idle socket wakes for keepalive alone.
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping, limits.ping);
