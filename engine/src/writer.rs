@@ -139,8 +139,10 @@ pub(crate) struct WriterState {
     pub warm: Option<Arc<ReadCache>>,
 }
 
-/// A carried read cache larger than this is dropped rather than copied into every fork.
-const MAX_WARM_ENTRIES: usize = 4096;
+/// A carried read cache larger than this is dropped rather than copied into every fork: a run
+/// of batches rereads a few dozen keys (bucket, collection, ACLs, counters); batches writing
+/// many distinct objects would otherwise carry ever more of them.
+const MAX_WARM_ENTRIES: usize = 256;
 
 pub(crate) struct Writer {
     pub storage: Arc<dyn Storage>,
@@ -224,9 +226,9 @@ impl Writer {
         self.state.next_seq += events.len() as u64;
         self.state.chain = chain;
         self.state.warm = (warm.len() <= MAX_WARM_ENTRIES).then(|| Arc::new(warm));
-        let unapplied: Unapplied = Arc::new(staged.ops.iter().cloned().collect());
         let next = match rx.try_recv() {
             Ok(Message::Lease(mut next)) => {
+                let unapplied: Unapplied = Arc::new(staged.ops.iter().cloned().collect());
                 grant(&mut next, &self.state, Some(unapplied)).then_some(Message::Lease(next))
             }
             Ok(other) => Some(other),

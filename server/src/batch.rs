@@ -17,6 +17,7 @@ use crate::error::from_engine;
 use crate::request::{decode_segments, ApiRequest};
 use crate::resources::RECORD;
 use crate::response::{ApiResponse, Body};
+use crate::routes::{self, Route};
 use crate::state::AppState;
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH"];
@@ -132,8 +133,7 @@ fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
 
 /// The subrequest, and whether it carries its own `Authorization` (then it must be identified).
 fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<(ApiRequest, bool), ApiError> {
-    let path = sub.path.strip_prefix("/v1").filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(&sub.path);
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let (path, query) = split_path(&sub.path);
     let segments = decode_segments(path).ok_or_else(|| invalid("path", "Invalid URL path."))?;
     let mut headers: HeaderMap = outer.headers.clone();
     headers.remove(axum::http::header::CONTENT_LENGTH);
@@ -174,16 +174,13 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<(ApiRequest, bool)
 /// Gives each record-creating `POST` without an id a generated one, as the handler would, and
 /// returns their addresses: nobody else knows these ids yet, so the transaction may take their
 /// absence as checked before it starts (it reads no storage for them while holding the writer).
-fn pregenerate_ids(requests: &mut [SubRequest]) -> Vec<(String, String)> {
+fn pregenerate_ids(state: &AppState, requests: &mut [SubRequest]) -> Vec<(String, String)> {
     let mut fresh = Vec::new();
     for sub in requests.iter_mut().filter(|r| r.method == Method::POST) {
-        let path = sub.path.strip_prefix("/v1").unwrap_or(&sub.path);
-        let path = path.split('?').next().unwrap_or_default();
-        let Some(segments) = decode_segments(path) else { continue };
-        let [buckets, bucket, collections, collection, records] = segments.as_slice() else { continue };
-        if (buckets.as_str(), collections.as_str(), records.as_str()) != ("buckets", "collections", "records")
-            || bucket == "default"
-        {
+        let Some(segments) = decode_segments(split_path(&sub.path).0) else { continue };
+        let Ok(Route::List(addr)) = routes::parse(&segments, state.endpoints()) else { continue };
+        // The default bucket's real id is only known once the request is authenticated.
+        if addr.kind.name != RECORD.name || addr.parents.first().is_some_and(|bucket| bucket.id == "default") {
             continue;
         }
         let Some(Value::Object(data)) = sub.body.as_mut().and_then(|body| body.get_mut("data")) else { continue };
@@ -192,9 +189,15 @@ fn pregenerate_ids(requests: &mut [SubRequest]) -> Vec<(String, String)> {
         }
         let id = RECORD.generate_id();
         data.insert("id".into(), Value::String(id.clone()));
-        fresh.push((format!("/buckets/{bucket}/collections/{collection}"), id));
+        fresh.push((addr.parent_uri().to_owned(), id));
     }
     fresh
+}
+
+/// A subrequest's path without the optional `/v1` prefix, and its query string.
+fn split_path(path: &str) -> (&str, &str) {
+    let path = path.strip_prefix("/v1").filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(path);
+    path.split_once('?').unwrap_or((path, ""))
 }
 
 /// Runs the subrequests in order. When any of them writes, they all run on one engine
@@ -204,7 +207,7 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
     let mut requests = parse(state, common::json_body(req)?)?;
     let writes = requests.iter().any(|r| !matches!(r.method, Method::GET | Method::HEAD));
     let transaction = if writes {
-        let fresh = pregenerate_ids(&mut requests);
+        let fresh = pregenerate_ids(state, &mut requests);
         let fresh: Vec<(&str, &str, &str)> =
             fresh.iter().map(|(parent, id)| (parent.as_str(), "record", id.as_str())).collect();
         Some(state.engine.begin_with_fresh(&fresh).await.map_err(from_engine)?)

@@ -41,9 +41,7 @@ impl OverlayStorage {
         let read_cache = RwLock::new(warm.cloned().unwrap_or_default());
         OverlayStorage { base, unapplied, staged: RwLock::default(), read_cache, absent }
     }
-}
 
-impl OverlayStorage {
     /// The remembered base reads as they will stand once the staged writes are applied.
     pub fn read_cache_after(&self) -> ReadCache {
         let staged = self.staged.read();

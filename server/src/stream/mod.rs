@@ -191,11 +191,16 @@ impl Subscription {
     /// What the filter decides from the event's address and action alone, before any frame
     /// is built for it (false: certainly not for this subscription).
     fn may_match(&self, event: &Event) -> bool {
-        let f = &self.filter;
         let (bucket_id, collection_id) = location(event);
+        self.addressed(event, bucket_id.as_deref(), collection_id.as_deref())
+    }
+
+    /// The filter's bucket, collection, resource, id and actions.
+    fn addressed(&self, event: &Event, bucket_id: Option<&str>, collection_id: Option<&str>) -> bool {
+        let f = &self.filter;
         let eq = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
-        eq(&f.bucket, bucket_id.as_deref())
-            && eq(&f.collection, collection_id.as_deref())
+        eq(&f.bucket, bucket_id)
+            && eq(&f.collection, collection_id)
             && eq(&f.resource_name, Some(event.resource.as_str()))
             && eq(&f.id, Some(event.object_id.as_str()))
             && f.actions.as_ref().is_none_or(|a| a.iter().any(|a| a == event.action.as_str()))
@@ -203,13 +208,7 @@ impl Subscription {
 
     fn matches(&self, change: &Change) -> bool {
         let event = &change.event;
-        let f = &self.filter;
-        let eq = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
-        eq(&f.bucket, change.bucket_id.as_deref())
-            && eq(&f.collection, change.collection_id.as_deref())
-            && eq(&f.resource_name, Some(event.resource.as_str()))
-            && eq(&f.id, Some(event.object_id.as_str()))
-            && f.actions.as_ref().is_none_or(|a| a.iter().any(|a| a == event.action.as_str()))
+        self.addressed(event, change.bucket_id.as_deref(), change.collection_id.as_deref())
             && self.after_timestamp.is_none_or(|ts| event.timestamp > ts)
             // An object entering or leaving the query's result both concern the subscriber.
             && (self.query.is_empty()
