@@ -384,13 +384,14 @@ async fn two_hundred_subscribers_ten_stalled_ten_slow_the_rest_get_everything_in
     // Had the publisher waited on a stalled peer, the writes would have waited for its close.
     let writing = started.elapsed();
     assert!(writing < Duration::from_millis(STALL_MS), "writes were held back: {writing:?}");
-    // The stalled peers start reading only once the bound has passed: all they find is the
+    // The stalled peers start reading only once the bound has surely passed (their buffers may
+    // still take frames for a while after the last write, under load): all they find is the
     // frames already in flight, `lagged`, and the close frame with their cursor.
     let stalled: Vec<_> = stalled
         .into_iter()
         .map(|socket| {
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(STALL_MS + 1000)).await;
+                tokio::time::sleep(Duration::from_millis(2 * STALL_MS + 1000)).await;
                 drain_until_close(socket).await
             })
         })
