@@ -25,9 +25,12 @@
 //!    the PUT is sent), each subscriber computes `now − sent_us` per change frame: p50/p99/max
 //!    over all deliveries. This includes the PUT's own commit (its latency is printed too).
 //!
-//! Then the writer's commit latency: p99 of 500 sequential single-record PUTs with 0
-//! subscribers and with 200 subscribers reading every change, alternated over 3 rounds; the
+//! Then the writer's commit latency: p99 of 2,000 sequential single-record PUTs with 0
+//! subscribers and with 200 subscribers reading every change, alternated over 5 rounds; the
 //! median of each condition's p99 is compared (one pair alone swings ±30% on this machine).
+//! Each round also has a control: the same PUTs, Tidemark without subscribers, and a bare
+//! WebSocket fan-out in this process relaying a change-sized frame per PUT to 200 sockets — what
+//! that much delivery traffic on the same cores does to the writer with no Tidemark code in it.
 //!
 //! Subscribers run on a 2-worker tokio runtime; the writer runs on its own thread and
 //! current-thread runtime, so it never queues behind the subscribers' tasks. Server, clients and
@@ -68,10 +71,10 @@ const PACED_DELIVERIES_PER_S: u64 = 20_000;
 const PACED_SECS: u64 = 5;
 /// Commit latency: sequential single-record PUTs measured (after a warm-up), and the
 /// subscribers reading meanwhile.
-const COMMIT_WRITES: usize = 500;
+const COMMIT_WRITES: usize = 2000;
 const COMMIT_WARMUP: usize = 50;
 const COMMIT_SUBSCRIBERS: u64 = 200;
-const COMMIT_ROUNDS: usize = 3;
+const COMMIT_ROUNDS: usize = 5;
 /// WebSocket handshakes + subscribes in flight at once.
 const HANDSHAKES: usize = 256;
 /// File descriptors needed beyond the K sockets, per process.
@@ -298,10 +301,19 @@ async fn paced(
 }
 
 /// `warmup + count` sequential PUTs; the latencies (µs) of the last `count`.
-async fn sequential(client: reqwest::Client, base: String, prefix: String, count: usize) -> Result<Vec<u32>, String> {
+async fn sequential(
+    client: reqwest::Client,
+    base: String,
+    prefix: String,
+    count: usize,
+    beside: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
+) -> Result<Vec<u32>, String> {
     let mut latencies = Vec::with_capacity(count);
     for i in 0..COMMIT_WARMUP + count {
         let latency = put_record(&client, &base, &format!("{prefix}{i}"), json!({"i": i})).await?;
+        if let Some(beside) = &beside {
+            let _ = beside.send(bare_frame(&prefix, i).into());
+        }
         if i >= COMMIT_WARMUP {
             latencies.push(micros(latency));
         }
@@ -500,7 +512,7 @@ async fn run_k(k: u64, batch: u64) -> Option<Row> {
     let server = Server::start().await;
     // A few writes first, so the store and the hub's reader are warm before the baseline.
     let base = server.base.clone();
-    if let Err(e) = on_writer(move |c| sequential(c, base, "warm".into(), 0)).await {
+    if let Err(e) = on_writer(move |c| sequential(c, base, "warm".into(), 0, None)).await {
         println!("  warm-up failed: {e}");
         return None;
     }
@@ -635,12 +647,14 @@ async fn commit_run(
     label: &str,
     prefix: &str,
     subscribers: Option<&Subscribers>,
+    bare: Option<&Bare>,
 ) -> Option<(f64, f64)> {
     let writes = (COMMIT_WARMUP + COMMIT_WRITES) as u64;
     let (base, prefix) = (server.base.clone(), prefix.to_owned());
     let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs("self"));
     let expected = subscribers.map(|s| s.changes() + s.subscribed() * writes);
-    let latencies = on_writer(move |c| sequential(c, base, prefix, COMMIT_WRITES)).await;
+    let beside = bare.map(|b| b.tx.clone());
+    let latencies = on_writer(move |c| sequential(c, base, prefix, COMMIT_WRITES, beside)).await;
     if let (Some(expected), Some(subscribers)) = (expected, subscribers) {
         let (_, complete) = wait_for(&subscribers.counters.changes, expected).await;
         if !complete {
@@ -675,25 +689,101 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Commit latency without and with 200 subscribers, alternated for `COMMIT_ROUNDS` rounds (a
 /// single pair is at the mercy of this machine's noise): the median over rounds of each
 /// condition's (p50, p99) in ms, quiet then busy.
-async fn commit_latency() -> Option<[(f64, f64); 2]> {
+async fn commit_latency() -> Option<[(f64, f64); 3]> {
     println!(
         "--- commit latency: {COMMIT_ROUNDS} rounds of {COMMIT_WRITES} sequential PUTs (after {COMMIT_WARMUP} \
-         warm-up) with 0, then {COMMIT_SUBSCRIBERS} subscribers"
+         warm-up) with 0, then {COMMIT_SUBSCRIBERS} subscribers, then 0 beside a bare fan-out to {COMMIT_SUBSCRIBERS}"
     );
     let server = Server::start().await;
-    let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+    let (mut quiet, mut busy, mut beside) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..COMMIT_ROUNDS {
-        quiet.push(commit_run(&server, "0 subscribers", &format!("quiet{round}-"), None).await?);
+        quiet.push(commit_run(&server, "0 subscribers", &format!("quiet{round}-"), None, None).await?);
         let subscribers = Subscribers::connect(&server.addr, COMMIT_SUBSCRIBERS).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let label = format!("{} subscribers reading", subscribers.subscribed());
-        busy.push(commit_run(&server, &label, &format!("busy{round}-"), Some(&subscribers)).await?);
+        busy.push(commit_run(&server, &label, &format!("busy{round}-"), Some(&subscribers), None).await?);
+        subscribers.close().await;
+        let bare = Bare::start().await;
+        let subscribers = Subscribers::connect(&bare.addr, COMMIT_SUBSCRIBERS).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let label = format!("0 subscribers, bare fan-out to {} beside", subscribers.subscribed());
+        beside.push(commit_run(&server, &label, &format!("bare{round}-"), Some(&subscribers), Some(&bare)).await?);
         subscribers.close().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let summary =
         |runs: &[(f64, f64)]| (median(runs.iter().map(|r| r.0).collect()), median(runs.iter().map(|r| r.1).collect()));
-    Some([summary(&quiet), summary(&busy)])
+    Some([summary(&quiet), summary(&busy), summary(&beside)])
+}
+
+/// A change-sized frame for the bare fan-out.
+fn bare_frame(prefix: &str, i: usize) -> String {
+    let data = json!({"i": i, "id": format!("{prefix}{i}"), "last_modified": now_us()});
+    format!(
+        r#"{{"type":"change","subscription":"s1","cursor":"{i}","action":"create","resource_name":"record","uri":"{RECORDS}/{prefix}{i}","bucket_id":"b","collection_id":"c","id":"{prefix}{i}","timestamp":{},"user_id":"account:bench","data":{data},"old":null}}"#,
+        now_us()
+    )
+}
+
+/// The control for the commit latency: not Tidemark but a bare WebSocket fan-out (each socket
+/// written once per message, as the bare ceiling does) in this process, on a runtime of its own
+/// as large as Tidemark's streams runtime, relaying a frame per PUT to as many subscribers.
+/// Tidemark itself then has no subscriber: what the machine's shared cores and loopback do to
+/// the writer's latency, with none of Tidemark's fan-out code involved.
+struct Bare {
+    addr: String,
+    tx: tokio::sync::broadcast::Sender<Arc<str>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Bare {
+    async fn start() -> Bare {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bare-fanout")
+            .enable_all()
+            .build()
+            .expect("bare runtime");
+        let (tx, _) = tokio::sync::broadcast::channel::<Arc<str>>(4096);
+        let listener = {
+            let _entered = runtime.enter();
+            let std = std::net::TcpListener::bind("127.0.0.1:0").expect("bare bind");
+            std.set_nonblocking(true).expect("nonblocking");
+            tokio::net::TcpListener::from_std(std).expect("bare listener")
+        };
+        let addr = listener.local_addr().expect("bare addr").to_string();
+        let accepts = tx.clone();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut changes = accepts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else { return };
+                    // The subscribe frame, answered as Tidemark would.
+                    if !matches!(socket.next().await, Some(Ok(Message::Text(_)))) {
+                        return;
+                    }
+                    let subscribed = r#"{"type":"subscribed","id":"s1","cursor":"0"}"#;
+                    if socket.send(Message::Text(subscribed.into())).await.is_err() {
+                        return;
+                    }
+                    while let Ok(frame) = changes.recv().await {
+                        if socket.send(Message::Text(frame.as_ref().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Bare { addr, tx, runtime: Some(runtime) }
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 fn main() {
@@ -779,14 +869,19 @@ fn main() {
          1k–10k subscribers, one message per publish); re-measure it alongside with ../shared/perf/limits/run.sh ws"
     );
     match commit {
-        Some([quiet, busy]) => println!(
+        Some([quiet, busy, beside]) => println!(
             "commit latency (median of {COMMIT_ROUNDS} rounds of {COMMIT_WRITES} sequential PUTs): p99 {:.2} ms with \
-             0 subscribers, {:.2} ms with {COMMIT_SUBSCRIBERS} reading: ratio {:.2}x (goal ≤ 1.2x); p50 {:.2} / {:.2} ms",
+             0 subscribers, {:.2} ms with {COMMIT_SUBSCRIBERS} reading: ratio {:.2}x (goal ≤ 1.2x); p50 {:.2} / {:.2} ms\n\
+             control: with a bare fan-out to {COMMIT_SUBSCRIBERS} beside it instead (no Tidemark subscriber): p99 \
+             {:.2} ms, ratio {:.2}x; p50 {:.2} ms",
             quiet.1,
             busy.1,
             busy.1 / quiet.1,
             quiet.0,
-            busy.0
+            busy.0,
+            beside.1,
+            beside.1 / quiet.1,
+            beside.0
         ),
         None => println!("commit latency: not measured"),
     }

@@ -2,7 +2,8 @@
 //!
 //! Two tasks per socket: this session task (client frames, hub changes, keepalive) and a
 //! writer task fed through a bounded queue (`stream_queue_size`, default 256 frames) that
-//! coalesces frames into few socket writes. When the queue is full the session stops taking
+//! coalesces frames into few socket writes. A busy session takes the hub's changes once per
+//! coalescing window, all of them together, rather than waking for each. When the queue is full the session stops taking
 //! changes from the hub (the publisher never waits on anyone), and once the peer has drained it,
 //! says `lagged` and catches up from the log. A peer that drains nothing for
 //! `stream_stall_timeout_seconds` (30) gets its cursor in a close frame.
@@ -13,7 +14,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tidemark_protocol::stream::{self, ClientFrame, ServerFrame};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -170,7 +171,10 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
         !full
     };
 
-    loop {
+    // When hub changes were last taken (see the coalescing in the change branch).
+    let mut last_taken: Option<Instant> = None;
+
+    'serve: loop {
         tokio::select! {
             message = incoming.next() => {
                 let Some(Ok(message)) = message else { break };
@@ -193,18 +197,37 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
                     }
                 }
             }
-            change = changes.recv(), if lagging.is_none() => match change {
-                Ok(change) => match session.on_change(&change) {
-                    Ok(frames) => {
-                        if !push(&mut session, frames) {
-                            lagging = Some(Instant::now());
-                        }
+            change = changes.recv(), if lagging.is_none() => {
+                let mut next = change;
+                // Taken less than a window ago: let the rest of the window's changes gather in
+                // the hub's ring (this task asleep, not woken once per change), then take them
+                // all and hand the writer one batch.
+                if let Some(until) = last_taken.map(|at| at + limits.coalesce).filter(|until| Instant::now() < *until) {
+                    tokio::time::sleep_until(until).await;
+                }
+                loop {
+                    match next {
+                        Ok(change) => match session.on_change(&change) {
+                            Ok(frames) => {
+                                if !push(&mut session, frames) {
+                                    lagging = Some(Instant::now());
+                                    break;
+                                }
+                            }
+                            Err(_) => break 'serve,
+                        },
+                        // Fell behind the hub's ring: the next change fills the gap from the log.
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => break 'serve,
                     }
-                    Err(_) => break,
-                },
-                // Fell behind the hub's ring: the next change fills the gap from the log.
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
+                    next = match changes.try_recv() {
+                        Ok(change) => Ok(change),
+                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                        Err(TryRecvError::Empty) => break,
+                    };
+                }
+                last_taken = Some(Instant::now());
             },
             _ = tokio::time::sleep(if told_lagged { CATCH_UP_PACE } else { lag_check_every }), if lagging.is_some() => {
                 let Some(since) = lagging else { continue };
