@@ -102,6 +102,13 @@ pub async fn serve(
     let engine = state.engine.clone();
     // Started before the first request, so their cursors predate every write they must see.
     let listeners = listeners::start(&engine, &state.settings);
+    // Small writes (stream frames, short responses) go out at once instead of waiting for the
+    // previous segment's ACK (Nagle), as WebSocket servers do.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "TCP_NODELAY not set");
+        }
+    });
     let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
     for handle in listeners {
         handle.stop().await;
