@@ -243,11 +243,19 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
             headers.insert("Content-Type".into(), json!("application/json"));
         }
         let status = response.status.as_u16();
-        let body = match (response.body, is_head) {
-            (Body::Json(value), false) => value,
-            (Body::RawJson(bytes), false) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        let body = match response.body {
+            Body::Json(value) => value,
+            Body::RawJson(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             _ => json!(""),
         };
+        // As Kinto's subresponses: the body's length (a HEAD's is the GET's, its body empty),
+        // and the security headers on successes.
+        headers.insert("Content-Length".into(), json!(tidemark_protocol::json::to_vec(&body).len().to_string()));
+        let body = if is_head { json!("") } else { body };
+        if status < 400 {
+            headers.insert("Content-Security-Policy".into(), json!(crate::http::CSP));
+            headers.insert("X-Content-Type-Options".into(), json!("nosniff"));
+        }
         let mut entry = Map::new();
         entry.insert("status".into(), json!(status));
         entry.insert("path".into(), Value::String(path));

@@ -19,7 +19,7 @@ use crate::routes;
 use crate::state::AppState;
 use crate::stream;
 
-const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ";
+pub(crate) const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ";
 const BASE_EXPOSE: &str = "Backoff,Retry-After,Alert,Content-Length,Content-Type";
 
 /// The whole application; `main` and the tests build the same thing.

@@ -31,6 +31,36 @@ async fn batch_applies_defaults_and_answers_in_order() {
 }
 
 #[tokio::test]
+async fn subresponses_carry_kintos_length_and_security_headers() {
+    let s = Server::start().await;
+    let body = json!({"requests": [
+        {"method": "PUT", "path": "/buckets/hh", "body": {"data": {"é": "\"q\" /"}}},
+        {"method": "HEAD", "path": "/buckets/hh"},
+        {"method": "GET", "path": "/buckets/missing"},
+    ]});
+    let r = s.post("/batch", Some(ALICE), body).await;
+    let responses = r.body["responses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(responses.len(), 3);
+    // Content-Length is the compact, ASCII-escaped JSON body's length, as Kinto renders it.
+    let created = &responses[0];
+    let rendered = serde_json::to_string(&created["body"]).unwrap_or_default();
+    let escaped: usize = rendered.chars().map(|c| if c.is_ascii() { 1 } else { 6 }).sum();
+    assert_eq!(created["headers"]["Content-Length"], escaped.to_string());
+    assert_eq!(created["headers"]["X-Content-Type-Options"], "nosniff");
+    assert!(created["headers"]["Content-Security-Policy"].as_str().is_some_and(|v| v.contains("default-src 'none'")));
+    // A HEAD has an empty body but the length of what a GET would send.
+    assert_eq!(responses[1]["body"], "");
+    assert_eq!(responses[1]["headers"]["Content-Length"], created["headers"]["Content-Length"]);
+    // Errors carry their length, not the security headers (as in Kinto).
+    let error = &responses[2];
+    assert_eq!(error["status"], 403);
+    let length = serde_json::to_string(&error["body"]).map(|t| t.len()).unwrap_or_default();
+    assert_eq!(error["headers"]["Content-Length"], length.to_string());
+    assert!(error["headers"].get("X-Content-Type-Options").is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn batch_validation_errors() {
     let s = Server::start().await;
     let too_many: Vec<_> = (0..26).map(|_| json!({"path": "/buckets"})).collect();
