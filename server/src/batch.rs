@@ -243,14 +243,17 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
             headers.insert("Content-Type".into(), json!("application/json"));
         }
         let status = response.status.as_u16();
-        let body = match response.body {
-            Body::Json(value) => value,
-            Body::RawJson(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            _ => json!(""),
-        };
         // As Kinto's subresponses: the body's length (a HEAD's is the GET's, its body empty),
         // and the security headers on successes.
-        headers.insert("Content-Length".into(), json!(tidemark_protocol::json::to_vec(&body).len().to_string()));
+        let (body, length) = match response.body {
+            Body::Json(value) => {
+                let length = tidemark_protocol::json::to_vec(&value).len();
+                (value, length)
+            }
+            Body::RawJson(bytes) => (serde_json::from_slice(&bytes).unwrap_or(Value::Null), bytes.len()),
+            _ => (json!(""), 2),
+        };
+        headers.insert("Content-Length".into(), json!(length.to_string()));
         let body = if is_head { json!("") } else { body };
         if status < 400 {
             headers.insert("Content-Security-Policy".into(), json!(crate::http::CSP));

@@ -12,9 +12,6 @@ use crate::routes::Endpoints;
 use crate::settings::{AuthPolicyKind, Plugin, Settings};
 use crate::stream::Hub;
 
-/// Changes the stream hub keeps for sockets that have not taken them yet.
-const HUB_RING: usize = 4096;
-
 /// Principal → (membership version, group URIs).
 type GroupCache = HashMap<String, (u64, Vec<String>)>;
 
@@ -66,10 +63,8 @@ impl AppState {
 
     /// The stream hub (must be called within the runtime: it starts a task the first time).
     pub fn hub(&self) -> Arc<Hub> {
-        // Sockets take the hub's changes once per coalescing window: the ring holds many
-        // windows' worth, so a busy writer does not send them all back to the log.
-        let queue: usize = self.settings.raw.get("stream_queue_size").and_then(|v| v.parse().ok()).unwrap_or(256);
-        Arc::clone(self.hub.get_or_init(|| Hub::start(self.engine.clone(), queue.max(HUB_RING))))
+        let queue = self.settings.raw.get("stream_queue_size").and_then(|v| v.parse().ok()).unwrap_or(256);
+        Arc::clone(self.hub.get_or_init(|| Hub::start(self.engine.clone(), queue)))
     }
 
     pub fn authz<'a>(&'a self, identity: &'a Identity) -> Authz<'a> {

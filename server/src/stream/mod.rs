@@ -127,11 +127,16 @@ pub struct Hub {
     tx: broadcast::Sender<Arc<Change>>,
 }
 
+/// Changes the hub keeps for sockets that have not taken them yet, at least. Sockets take them
+/// once per coalescing window: the ring holds many windows' worth, so a busy writer does not
+/// send sleeping sockets back to the log.
+const HUB_RING: usize = 4096;
+
 impl Hub {
     /// Starts the hub's task (within the runtime): it follows the engine's bus and, when it
-    /// falls behind it, the log.
-    pub fn start(engine: Engine, capacity: usize) -> Arc<Hub> {
-        let (tx, _) = broadcast::channel(capacity.max(1));
+    /// falls behind it, the log. Its ring holds at least a socket queue's worth of changes.
+    pub fn start(engine: Engine, queue: usize) -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(queue.max(HUB_RING));
         let hub = Arc::new(Hub { tx: tx.clone() });
         let mut bus = engine.bus().subscribe();
         let mut last = engine.last_seq().unwrap_or(0);

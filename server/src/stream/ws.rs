@@ -3,10 +3,10 @@
 //! Two tasks per socket: this session task (client frames, hub changes, keepalive) and a
 //! writer task fed through a bounded queue (`stream_queue_size`, default 256 frames) that
 //! coalesces frames into few socket writes. A busy session takes the hub's changes once per
-//! coalescing window, all of them together, rather than waking for each. When the queue is full the session stops taking
-//! changes from the hub (the publisher never waits on anyone), and once the peer has drained it,
-//! says `lagged` and catches up from the log. A peer that drains nothing for
-//! `stream_stall_timeout_seconds` (30) gets its cursor in a close frame.
+//! coalescing window, all together, rather than waking for each. When the queue is full the
+//! session stops taking changes from the hub (the publisher never waits on anyone), and once
+//! the peer has drained it, says `lagged` and catches up from the log. A peer that drains
+//! nothing for `stream_stall_timeout_seconds` (30) gets its cursor in a close frame.
 
 use std::time::Duration;
 
