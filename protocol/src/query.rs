@@ -211,6 +211,13 @@ fn field_list(raw: &Raw) -> Vec<String> {
     items.into_iter().filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
+/// `_fields` of an object GET: Kinto reads nothing else from an object's query string.
+pub fn object_fields(pairs: &[(String, String)]) -> Option<Vec<String>> {
+    let params = group(pairs);
+    let fields = params.iter().find(|(name, _)| name == "_fields").map(|(_, raw)| field_list(raw))?;
+    (!fields.is_empty()).then_some(fields)
+}
+
 /// A typed integer parameter (colander `Integer` + `Range(0, 2**63)`). `Ok(None)`: a falsy value
 /// (empty, null, `[]`, `{}`) that colander drops.
 fn colander_integer(raw: &Raw) -> Result<Option<u64>, String> {

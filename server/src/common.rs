@@ -7,8 +7,9 @@ use tidemark_protocol::{body, ApiError, Invalid, Location};
 use crate::auth::Identity;
 use crate::error::from_engine;
 use crate::request::ApiRequest;
-use crate::resources::Node;
+use crate::resources::{Address, Node};
 use crate::response::ApiResponse;
+use crate::state::AppState;
 
 /// The first missing ancestor (top-down) answers 404 errno 111.
 pub fn require_parents(engine: &Engine, parents: &[Node]) -> Result<(), ApiError> {
@@ -85,9 +86,69 @@ pub fn check_accept(req: &ApiRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Resource reads are never cached by intermediaries unless settings say so (anonymous only).
-pub fn cache_headers(response: ApiResponse) -> ApiResponse {
-    response.header("Cache-Control", "no-cache, no-store")
+/// Kinto's cache headers on reads of objects and lists (§3.1): authenticated callers get
+/// `no-cache, no-store`; anonymous ones the expiry the settings give, and for records the
+/// collection's `cache_expires` if it is longer.
+pub fn cache_headers(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    response: ApiResponse,
+) -> Result<ApiResponse, ApiError> {
+    let expiry = if req.identity.is_authenticated() { None } else { anonymous_expiry(state, addr)? };
+    Ok(match expiry {
+        Some(seconds) => expiry_headers(seconds).into_iter().fold(response, |r, (name, value)| r.header(name, value)),
+        None => response.header("Cache-Control", "no-cache, no-store"),
+    })
+}
+
+fn anonymous_expiry(state: &AppState, addr: &Address) -> Result<Option<i64>, ApiError> {
+    let setting = |key: String| state.settings.raw.get(&key).and_then(|v| v.trim().parse::<i64>().ok());
+    let kind = addr.kind.name;
+    let general = setting(format!("{kind}_cache_expires_seconds"));
+    let [bucket, collection] = match addr.parents.as_slice() {
+        [bucket, collection] if kind == "record" => [bucket, collection],
+        _ => return Ok(general),
+    };
+    let (bid, cid) = (&bucket.id, &collection.id);
+    let by_settings = [
+        format!("{bid}.{cid}.record_cache_expires_seconds"),
+        format!("{bid}.record_cache_expires_seconds"),
+        "record_cache_expires_seconds".to_owned(),
+        format!("{bid}_{cid}_record_cache_expires_seconds"),
+        format!("{bid}_record_cache_expires_seconds"),
+    ]
+    .into_iter()
+    .find_map(setting);
+    let metadata = engine_collection(&state.engine, collection)?
+        .and_then(|c| c.data.get("cache_expires").and_then(Value::as_i64));
+    Ok(match metadata {
+        Some(own) => Some(by_settings.unwrap_or(-1).max(own)),
+        None => by_settings.or(general),
+    })
+}
+
+fn engine_collection(engine: &Engine, collection: &Node) -> Result<Option<StoredObject>, ApiError> {
+    let (parent, resource, id) = tidemark_engine::split_uri(&collection.uri).unwrap_or_default();
+    Ok(engine.get(parent, resource, id).map_err(from_engine)?.filter(|o| !o.deleted))
+}
+
+/// `Cache-Control`, `Expires` (and `Pragma`) for an expiry in seconds, as Pyramid's
+/// `cache_expires` sets them: 0 means "do not cache".
+pub fn expiry_headers(seconds: i64) -> Vec<(&'static str, String)> {
+    let expires = std::time::SystemTime::now()
+        .checked_add(std::time::Duration::from_secs(seconds.max(0) as u64))
+        .unwrap_or_else(std::time::SystemTime::now);
+    let expires = ("Expires", httpdate::fmt_http_date(expires));
+    if seconds == 0 {
+        vec![
+            ("Cache-Control", "max-age=0, must-revalidate, no-cache, no-store".to_owned()),
+            expires,
+            ("Pragma", "no-cache".to_owned()),
+        ]
+    } else {
+        vec![("Cache-Control", format!("max-age={seconds}")), expires]
+    }
 }
 
 /// The JSON body of the request, `{}` when empty.
@@ -107,12 +168,17 @@ pub fn strip_managed(mut data: Map<String, Value>) -> Map<String, Value> {
     data
 }
 
-/// Kind-specific validation of object data (groups' `members`).
-pub fn validate_data(kind: &str, data: &mut Map<String, Value>) -> Result<(), ApiError> {
+/// Kind-specific validation of object data (groups' `members`, a list of user ids). As with
+/// Kinto's schema, `members` defaults to `[]` only when the request sent `data`.
+pub fn validate_data(kind: &str, data: &mut Map<String, Value>, data_sent: bool) -> Result<(), ApiError> {
     if kind != "group" {
         return Ok(());
     }
-    let members = data.entry("members").or_insert_with(|| json!([]));
+    let members = match data.get("members") {
+        Some(members) => members,
+        None if data_sent => data.entry("members").or_insert_with(|| json!([])),
+        None => return Ok(()),
+    };
     let Value::Array(items) = members else {
         let shown = tidemark_protocol::pyrepr::pystr(members);
         return Err(ApiError::invalid_one(
@@ -121,26 +187,23 @@ pub fn validate_data(kind: &str, data: &mut Map<String, Value>) -> Result<(), Ap
             format!("\"{shown}\" is not iterable"),
         ));
     };
-    for (i, item) in items.iter().enumerate() {
-        let name = format!("data.members.{i}");
-        match item {
-            Value::String(s) if s == "system.Everyone" || s.starts_with("/buckets/") => {
-                return Err(ApiError::invalid_one(
-                    Location::Body,
-                    Some(&name),
-                    format!("'{s}' is not a valid user ID."),
-                ));
-            }
-            Value::String(_) => {}
-            other => {
-                let shown = tidemark_protocol::pyrepr::pyrepr(other);
-                return Err(ApiError::invalid_one(
-                    Location::Body,
-                    Some(&name),
-                    format!("{shown} is not a string: {{'': ''}}"),
-                ));
-            }
-        }
+    let invalid: Vec<Invalid> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let description = match item {
+                Value::String(s) if s == "system.Everyone" || s.starts_with("/buckets/") => {
+                    format!("'{s}' is not a valid user ID.")
+                }
+                Value::String(_) => return None,
+                other => format!("{} is not a string: {{'': ''}}", tidemark_protocol::pyrepr::pyrepr(other)),
+            };
+            Some(Invalid::new(Location::Body, Some(&format!("data.members.{i}")), description))
+        })
+        .collect();
+    if invalid.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(invalid))
     }
-    Ok(())
 }

@@ -45,7 +45,7 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
         Route::Hello => root::hello(state, req),
         Route::Heartbeat => root::heartbeat(state),
         Route::LbHeartbeat => root::lbheartbeat(),
-        Route::Version => root::version(),
+        Route::Version => root::version(state)?,
         Route::Contribute => root::contribute(),
         Route::Flush => root::flush(state).await?,
         Route::Batch => batch::handle(state, req).await?,
@@ -70,7 +70,7 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
 fn expose_headers(route: &Route, req: &ApiRequest, mut response: ApiResponse) -> ApiResponse {
     let base = "Backoff, Retry-After, Alert, Content-Length, Content-Type";
     let value = match (route, &req.method) {
-        (Route::List(_), &Method::HEAD) => format!(
+        (Route::List(_) | Route::Permissions, &Method::HEAD) => format!(
             "{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma, Total-Objects, Total-Records"
         ),
         (Route::List(_) | Route::Permissions, &Method::GET) => {

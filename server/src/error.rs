@@ -11,7 +11,8 @@ pub const RETRY_AFTER_SECONDS: u64 = 3;
 
 pub fn render(err: &ApiError) -> ApiResponse {
     let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = ApiResponse::json(status, err.body());
+    let body = crate::response::Body::RawJson(tidemark_protocol::json::error_to_vec(&err.body()));
+    let mut response = ApiResponse { status, headers: Default::default(), body };
     for (name, value) in &err.headers {
         response.set_header(name, value);
     }

@@ -79,9 +79,14 @@ fn end_of_service(state: &AppState) -> Option<(bool, String)> {
     Some((over, alert.to_string()))
 }
 
-/// Today's UTC date as `YYYY-MM-DD` (civil-from-days, Howard Hinnant's algorithm).
+/// Today's UTC date as `YYYY-MM-DD`.
 fn today() -> String {
-    let days = (crate::state::now_ms() / 86_400_000) as i64;
+    civil_date((crate::state::now_ms() / 86_400_000) as i64)
+}
+
+/// The UTC date `days` after the epoch as `YYYY-MM-DD` (civil-from-days, Howard Hinnant's
+/// algorithm).
+pub(crate) fn civil_date(days: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -98,26 +103,46 @@ fn kinto_error(err: &ApiError) -> Response {
     render(err).into_response()
 }
 
-fn redirect(location: String, ttl: i64) -> Response {
-    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
+/// A 307 as Pyramid sends it: an absolute `Location`, and a short HTML page naming the path
+/// (some HTTP clients treat a 3xx with no body and no type as an error). A `ttl` ≥ 0 adds
+/// `Cache-Control` and `Expires`.
+fn redirect(root: &str, target: &str, ttl: i64) -> Response {
+    let body = format!(
+        "<html>\n <head>\n  <title>307 Temporary Redirect</title>\n </head>\n <body>\n  \
+         <h1>307 Temporary Redirect</h1>\n  The resource has been moved to {}; you should be redirected \
+         automatically.\n\n\n </body>\n</html>",
+        html_escape(target)
+    );
+    let mut response = (StatusCode::TEMPORARY_REDIRECT, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=UTF-8"));
+    if let Ok(value) = HeaderValue::from_str(&format!("{root}{target}")) {
+        headers.insert(header::LOCATION, value);
     }
     if ttl >= 0 {
-        let cache = if ttl == 0 {
-            "max-age=0, must-revalidate, no-cache, no-store".to_owned()
-        } else {
-            format!("max-age={ttl}")
-        };
-        if let Ok(value) = HeaderValue::from_str(&cache) {
-            response.headers_mut().insert(header::CACHE_CONTROL, value);
-        }
-        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl as u64);
-        if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
-            response.headers_mut().insert(header::EXPIRES, value);
+        for (name, value) in crate::common::expiry_headers(ttl) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
         }
     }
     response
+}
+
+/// Python's `html.escape(text, quote=True)`.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `scheme://host/v1` for links in responses (`url`, `Next-Page`, redirects).
@@ -157,10 +182,7 @@ async fn route_request(
     let root = base.trim_end_matches("/v1").to_owned();
 
     if path == "/v1" {
-        return Err(redirect(
-            format!("{root}{}", with_query("/v1/")),
-            state.settings.trailing_slash_redirect_ttl_seconds,
-        ));
+        return Err(redirect(&root, &with_query("/v1/"), state.settings.trailing_slash_redirect_ttl_seconds));
     }
     let Some(rest) = path.strip_prefix("/v1/").map(|r| format!("/{r}")) else {
         let versioned = path.strip_prefix("/v").is_some_and(|r| {
@@ -176,7 +198,8 @@ async fn route_request(
             return Err(kinto_error(&ApiError::unknown_url()));
         }
         return Err(redirect(
-            format!("{root}/v1{}", with_query(&path)),
+            &root,
+            &format!("/v1{}", with_query(&path)),
             state.settings.version_prefix_redirect_ttl_seconds,
         ));
     };
@@ -185,10 +208,7 @@ async fn route_request(
             return Err(kinto_error(&ApiError::unknown_url()));
         }
         let stripped = format!("/v1{}", rest.trim_end_matches('/'));
-        return Err(redirect(
-            format!("{root}{}", with_query(&stripped)),
-            state.settings.trailing_slash_redirect_ttl_seconds,
-        ));
+        return Err(redirect(&root, &with_query(&stripped), state.settings.trailing_slash_redirect_ttl_seconds));
     }
     let Some(segments) = decode_segments(&rest) else {
         let mut err = ApiError::invalid_one(Location::Path, None, "Invalid URL path.");
@@ -245,6 +265,10 @@ async fn route_request(
     let response = dispatch(state, api_request).await;
     let mut response = response.into_response();
     if is_head {
+        // A HEAD announces the length of the body a GET would send (Kinto's, for a list, is that
+        // of an empty page) and sends none.
+        let length = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         *response.body_mut() = AxumBody::empty();
     }
     Ok(response)

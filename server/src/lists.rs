@@ -406,9 +406,9 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
     let list_ts = state.engine.list_timestamp(addr.parent_uri(), addr.kind.name).map_err(from_engine)?;
     match conditions.evaluate(Some(list_ts), true) {
         Verdict::NotModified => {
-            return Ok(common::cache_headers(ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(list_ts)))
+            return common::cache_headers(state, req, addr, ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(list_ts))
         }
-        Verdict::Failed => return Err(precondition_failed(None, Some(list_ts))),
+        Verdict::Failed => return Err(precondition_failed(state, addr, None)),
         Verdict::Proceed => {}
     }
     let mut response = if req.method == Method::HEAD {
@@ -418,7 +418,8 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
             let all = select(state, addr, &ListQuery { token: None, ..q.clone() }, &visible, None, None)?;
             all.objects.iter().filter(|o| !o.deleted).count() as u64
         };
-        ApiResponse::empty(StatusCode::OK)
+        // Kinto's HEAD renders an empty page, whose length it announces.
+        ApiResponse::json(StatusCode::OK, json!({"data": []}))
             .header("Total-Objects", total.to_string())
             .header("Total-Records", total.to_string())
     } else {
@@ -431,7 +432,7 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
         };
         let limit = effective_limit(state, &q);
         if let Some(page) = plain_page(state, req, addr, &pairs, &q, &visible, limit, pin)? {
-            return Ok(common::cache_headers(page.timestamp_headers(list_ts)));
+            return common::cache_headers(state, req, addr, page.timestamp_headers(list_ts));
         }
         let selection = select(state, addr, &q, &visible, Some(limit), pin)?;
         let offset = q.token.as_ref().map_or(0, |t| t.offset) + selection.objects.len() as u64 + 1;
@@ -460,7 +461,7 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
                 .to_string(),
         );
     }
-    Ok(common::cache_headers(response.timestamp_headers(list_ts)))
+    common::cache_headers(state, req, addr, response.timestamp_headers(list_ts))
 }
 
 async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
@@ -494,7 +495,7 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
                 return Err(authz.deny());
             }
             if conditions.evaluate(Some(existing.last_modified), false) == Verdict::Failed {
-                return Err(precondition_failed(Some(&existing), None));
+                return Err(precondition_failed(state, addr, Some(&existing)));
             }
             let acl = state.engine.acl(&addr.object_uri(&id)).map_err(from_engine)?;
             return Ok(common::object_response(StatusCode::OK, &existing, &acl, &req.identity));
@@ -503,10 +504,10 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
             return Err(authz.deny());
         }
         if conditions.evaluate(None, false) == Verdict::Failed {
-            return Err(precondition_failed(None, None));
+            return Err(precondition_failed(state, addr, None));
         }
         require_parents(&state.engine, &addr.parents)?;
-        common::validate_data(addr.kind.name, &mut data)?;
+        common::validate_data(addr.kind.name, &mut data, envelope.data.is_some())?;
         let explicit = common::explicit_timestamp(&data);
         let mut acl = body::replace_permissions(&Acl::new(), envelope.permissions.as_ref());
         if state.explicit_permissions {
@@ -547,7 +548,7 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
     for _ in 0..MAX_ATTEMPTS {
         let list_ts = state.engine.list_timestamp(addr.parent_uri(), addr.kind.name).map_err(from_engine)?;
         if conditions.evaluate(Some(list_ts), false) == Verdict::Failed {
-            return Err(precondition_failed(None, Some(list_ts)));
+            return Err(precondition_failed(state, addr, None));
         }
         // After the precondition, as in Kinto; once, whatever retries follow.
         if let Some(token) = q.token.as_ref().filter(|_| !token_checked) {

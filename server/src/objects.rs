@@ -53,12 +53,18 @@ fn current(state: &AppState, addr: &Address, id: &str) -> Result<Option<StoredOb
     Ok(object.filter(|o| !o.deleted))
 }
 
-pub(crate) fn precondition_failed(live: Option<&StoredObject>, list_ts: Option<u64>) -> ApiError {
-    let mut err = ApiError::modified_meanwhile(live.map(|o| Value::Object(o.data.clone())));
-    if let Some(ts) = live.map(|o| o.last_modified).or(list_ts) {
-        err = err.with_header("ETag", format!("\"{ts}\"")).with_header("Last-Modified", crate::response::http_date(ts));
+/// 412 carrying the current timestamp of the object, or of its list when there is no object
+/// (Kinto sends it on every 412; kinto.js resolves conflicts with it).
+pub(crate) fn precondition_failed(state: &AppState, addr: &Address, live: Option<&StoredObject>) -> ApiError {
+    let err = ApiError::modified_meanwhile(live.map(|o| Value::Object(o.data.clone())));
+    let ts = match live {
+        Some(object) => Ok(object.last_modified),
+        None => state.engine.list_timestamp(addr.parent_uri(), addr.kind.name),
+    };
+    match ts {
+        Ok(ts) => err.with_header("ETag", format!("\"{ts}\"")).with_header("Last-Modified", crate::response::http_date(ts)),
+        Err(storage) => from_engine(storage),
     }
-    err
 }
 
 /// A missing object: 404 if the caller may read the parent (so it may know), else a denial.
@@ -93,16 +99,23 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
     };
     match conditions.evaluate(Some(object.last_modified), true) {
         Verdict::NotModified => {
-            return Ok(common::cache_headers(
+            return common::cache_headers(state, req, addr, 
                 ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(object.last_modified),
-            ))
+            )
         }
-        Verdict::Failed => return Err(precondition_failed(Some(&object), None)),
+        Verdict::Failed => return Err(precondition_failed(state, addr, Some(&object))),
         Verdict::Proceed => {}
     }
-    let acl = state.engine.acl(&addr.object_uri(id)).map_err(from_engine)?;
-    let body = json!({"data": object.data, "permissions": shown_permissions(addr, &acl, &req.identity)});
-    Ok(common::cache_headers(ApiResponse::json(StatusCode::OK, body).timestamp_headers(object.last_modified)))
+    // With `_fields`, Kinto answers the projected data alone, without permissions.
+    let pairs = tidemark_protocol::query::parse_pairs(&req.query)?;
+    let body = match tidemark_protocol::query::object_fields(&pairs) {
+        Some(fields) => json!({"data": tidemark_protocol::filter::project(&Value::Object(object.data), &fields)}),
+        None => {
+            let acl = state.engine.acl(&addr.object_uri(id)).map_err(from_engine)?;
+            json!({"data": object.data, "permissions": shown_permissions(addr, &acl, &req.identity)})
+        }
+    };
+    common::cache_headers(state, req, addr, ApiResponse::json(StatusCode::OK, body).timestamp_headers(object.last_modified))
 }
 
 /// The live object a PATCH or DELETE may change: it exists (else 404 or a denial), the caller
@@ -124,7 +137,7 @@ fn writable(
         return Err(invalid_id());
     }
     if conditions.evaluate(Some(live.last_modified), false) == Verdict::Failed {
-        return Err(precondition_failed(Some(&live), None));
+        return Err(precondition_failed(state, addr, Some(&live)));
     }
     Ok(live)
 }
@@ -179,7 +192,7 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
             return Err(authz.deny());
         }
         if conditions.evaluate(live.as_ref().map(|o| o.last_modified), false) == Verdict::Failed {
-            return Err(precondition_failed(live.as_ref(), None));
+            return Err(precondition_failed(state, addr, live.as_ref()));
         }
         require_parents(&state.engine, &addr.parents)?;
         let mut data = match (&envelope.data, &live) {
@@ -187,7 +200,7 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
             (None, Some(live)) => live.data.clone(),
             (None, None) => Map::new(),
         };
-        common::validate_data(addr.kind.name, &mut data)?;
+        common::validate_data(addr.kind.name, &mut data, envelope.data.is_some())?;
         let explicit = envelope.data.as_ref().and_then(common::explicit_timestamp);
         let uri = addr.object_uri(id);
         let acl = match &live {
@@ -258,6 +271,14 @@ fn parse_patch(req: &ApiRequest, addr: &Address) -> Result<PatchBody, ApiError> 
     })
 }
 
+/// Whether a PATCH carries data (Kinto then validates it with the resource's defaults).
+fn patch_sends_data(patch: &PatchBody) -> bool {
+    match patch {
+        PatchBody::Kinto { data, .. } | PatchBody::MergePatch { data, .. } => data.is_some(),
+        PatchBody::JsonPatch(_) => true,
+    }
+}
+
 async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
     let patch = parse_patch(req, addr)?;
     common::check_accept(req)?;
@@ -292,7 +313,7 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
         if data.get("id").and_then(Value::as_str) != Some(id) {
             return Err(ApiError::invalid_one(Location::Body, Some("id"), "Object id does not match existing object"));
         }
-        common::validate_data(addr.kind.name, &mut data)?;
+        common::validate_data(addr.kind.name, &mut data, patch_sends_data(&patch))?;
         let explicit = common::explicit_timestamp(&data);
         let acl = if addr.kind.is_account() {
             let sent = data.get("password") != live.data.get("password");

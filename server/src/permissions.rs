@@ -106,15 +106,35 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
     entries.retain(|entry| q.filters.iter().all(|f| f.matches(entry)));
     entries.sort_by(|a, b| filter::compare_objects(a, b, &q.sort));
     let total = entries.len();
-    if let Some(fields) = &q.fields {
-        entries = entries.iter().map(|e| filter::project(e, fields)).collect();
-    }
+    // No timestamps here: the list changes with any write, so its ETag is the newest event's.
+    let last_seq = state.engine.last_seq().map_err(from_engine)?;
+    let etag = state.engine.event_at(last_seq).map_err(from_engine)?.map_or(0, |event| event.timestamp);
     let response = if req.method == Method::HEAD {
-        ApiResponse::empty(StatusCode::OK)
+        // Kinto's HEAD renders an empty page, whose length it announces.
+        ApiResponse::json(StatusCode::OK, json!({"data": []}))
             .header("Total-Objects", total.to_string())
             .header("Total-Records", total.to_string())
     } else {
-        ApiResponse::json(StatusCode::OK, json!({ "data": entries }))
+        if let Some(token) = &q.token {
+            entries.retain(|entry| filter::is_after_token(entry, &token.last_object, &q.sort));
+        }
+        let limit = q.effective_limit(state.settings.paginate_by, state.settings.storage_max_fetch_size) as usize;
+        let next = (entries.len() > limit).then(|| {
+            entries.truncate(limit);
+            let offset = q.token.as_ref().map_or(0, |t| t.offset) + limit as u64 + 1;
+            let nonce = format!("pagination-token-{}", tidemark_protocol::ids::uuid4(rand::random()));
+            let last = entries.last().cloned().unwrap_or(Value::Null);
+            let token = query::Token::for_last(&last, &q.sort, offset, nonce);
+            query::next_page_url(&format!("{}{}", req.base_url, req.path), &pairs, limit as u64, &token.encode())
+        });
+        if let Some(fields) = &q.fields {
+            entries = entries.iter().map(|e| filter::project(e, fields)).collect();
+        }
+        let mut response = ApiResponse::json(StatusCode::OK, json!({ "data": entries }));
+        if let Some(next) = next {
+            response.set_header("Next-Page", next);
+        }
+        response
     };
-    Ok(crate::common::cache_headers(response))
+    Ok(response.timestamp_headers(etag).header("Cache-Control", "no-cache, no-store"))
 }

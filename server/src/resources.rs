@@ -122,7 +122,7 @@ impl Address {
     }
 
     pub fn object_uri(&self, id: &str) -> String {
-        tidemark_engine::object_uri(self.parent_uri(), self.kind.name, id)
+        tidemark_engine::object_uri(self.parent_uri(), self.kind.name, &crate::routes::uri_safe(id))
     }
 
     /// The path of the list under the API root, e.g. `/buckets/b/collections`.

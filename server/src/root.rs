@@ -53,39 +53,72 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
         "http_api_version": HTTP_API_VERSION,
         "project_docs": settings.project_docs,
         "url": format!("{}/", req.base_url),
-        "config": config_info(state),
-        "settings": {
+        "config": config_info(),
+    });
+    let Value::Object(map) = &mut body else { return ApiResponse::json(StatusCode::OK, body) };
+    // Kinto's key order: eos, settings, user, capabilities.
+    if let Some(eos) = &settings.eos {
+        map.insert("eos".into(), json!(eos));
+    }
+    map.insert(
+        "settings".into(),
+        json!({
             "batch_max_requests": settings.batch_max_requests,
             "readonly": settings.readonly,
             "explicit_permissions": settings.explicit_permissions,
-        },
-        "capabilities": capabilities,
-    });
-    if let (Some(eos), Value::Object(map)) = (&settings.eos, &mut body) {
-        map.insert("eos".into(), json!(eos));
-    }
-    if let (Some(user_id), Value::Object(map)) = (&req.identity.user_id, &mut body) {
-        let mut user = json!({"id": user_id, "principals": req.identity.principals});
+        }),
+    );
+    if let Some(user_id) = &req.identity.user_id {
+        let mut user = json!({"id": user_id, "principals": kinto_principal_order(&req.identity.principals)});
         if state.plugin(Plugin::DefaultBucket) {
             user["bucket"] = json!(crate::default_bucket::bucket_id(&settings.default_bucket_hmac_secret, user_id));
         }
         map.insert("user".into(), user);
     }
+    map.insert("capabilities".into(), Value::Object(capabilities));
     ApiResponse::json(StatusCode::OK, body)
 }
 
-/// `config` in hello (API 1.23): the settings file's path, sha256 and modification time.
-fn config_info(state: &AppState) -> Value {
-    let Some(path) = &state.settings.ini_path else {
-        return Value::Null;
-    };
-    let Ok(bytes) = std::fs::read(path) else {
+/// `config` in hello (API 1.23), by Kinto's rule: the file `KINTO_INI` names (else
+/// `./config/kinto.ini`, as Kinto's WSGI entry point), if it exists — not the file the server was
+/// started with, whose path no anonymous client need learn.
+fn config_info() -> Value {
+    let path = std::env::var_os("KINTO_INI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(".").join("config").join("kinto.ini"));
+    let (Ok(bytes), Ok(modified)) = (std::fs::read(&path), std::fs::metadata(&path).and_then(|m| m.modified()))
+    else {
         return Value::Null;
     };
     use sha2::Digest;
     let hash = hex::encode(sha2::Sha256::digest(&bytes));
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).map(httpdate::fmt_http_date).unwrap_or_default();
-    json!({"path": path.display().to_string(), "hash": hash, "modified": modified})
+    json!({"path": path.display().to_string(), "hash": hash, "modified": iso_datetime(modified)})
+}
+
+/// Python's `datetime.isoformat()` of a naive UTC time: microseconds only when not zero.
+fn iso_datetime(time: std::time::SystemTime) -> String {
+    let since = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let date = crate::http::civil_date(days as i64);
+    let clock = format!("{:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
+    match since.subsec_micros() {
+        0 => format!("{date}T{clock}"),
+        micros => format!("{date}T{clock}.{micros:06}"),
+    }
+}
+
+/// The user id, `system.Authenticated`, the groups, then `system.Everyone`, as Kinto lists them.
+fn kinto_principal_order(principals: &[String]) -> Vec<&str> {
+    let rank = |p: &str| match p {
+        crate::auth::AUTHENTICATED => 1,
+        crate::auth::EVERYONE => 3,
+        group if group.starts_with("/buckets/") => 2,
+        _ => 0,
+    };
+    let mut ordered: Vec<&str> = principals.iter().map(String::as_str).collect();
+    ordered.sort_by_key(|p| rank(p));
+    ordered
 }
 
 pub fn heartbeat(state: &AppState) -> ApiResponse {
@@ -99,16 +132,34 @@ pub fn lbheartbeat() -> ApiResponse {
     ApiResponse::json(StatusCode::OK, json!({}))
 }
 
-pub fn version() -> ApiResponse {
-    ApiResponse::json(
-        StatusCode::OK,
-        json!({
-            "name": "tidemark",
-            "version": env!("CARGO_PKG_VERSION"),
-            "source": "https://github.com/tidemark/tidemark",
-            "commit": option_env!("TIDEMARK_COMMIT").unwrap_or("unknown"),
-        }),
-    )
+/// `/__version__`: the `version.json` of the deployment, as Kinto serves it. With
+/// `version_json_path` set, that file or a 500 when it is missing (Kinto); otherwise
+/// `./version.json` if there is one, else the version this binary was built as.
+pub fn version(state: &AppState) -> Result<ApiResponse, ApiError> {
+    let configured = state.settings.version_json_path.as_deref();
+    let path = std::path::Path::new(configured.unwrap_or("version.json"));
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let value: Value = serde_json::from_slice(&bytes).map_err(|err| {
+                tracing::error!(path = %path.display(), error = %err, "version file is not JSON");
+                ApiError::internal(&state.settings.error_info_link)
+            })?;
+            Ok(ApiResponse::json(StatusCode::OK, value))
+        }
+        Err(err) if configured.is_some() || err.kind() != std::io::ErrorKind::NotFound => {
+            tracing::error!(path = %path.display(), error = %err, "version file missing");
+            Err(ApiError::internal(&state.settings.error_info_link))
+        }
+        Err(_) => Ok(ApiResponse::json(
+            StatusCode::OK,
+            json!({
+                "name": "tidemark",
+                "version": env!("CARGO_PKG_VERSION"),
+                "source": env!("CARGO_PKG_REPOSITORY"),
+                "commit": option_env!("TIDEMARK_COMMIT").unwrap_or("unknown"),
+            }),
+        )),
+    }
 }
 
 pub fn contribute() -> ApiResponse {

@@ -54,8 +54,8 @@ pub struct Endpoints {
     pub permissions: bool,
 }
 
-/// Parses the decoded segments under `/v1`. Parent ids that are not valid ids give 404 errno
-/// 111 (Kinto); the target id is validated later by the handler (after authorization for GETs).
+/// Parses the decoded segments under `/v1`. Ids are validated by the handlers: the target's
+/// (after authorization for GETs), and a parent with an invalid id simply does not exist.
 pub fn parse(segments: &[String], endpoints: Endpoints) -> Result<Route, ApiError> {
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     let flush_enabled = endpoints.flush;
@@ -89,16 +89,25 @@ pub fn parse(segments: &[String], endpoints: Endpoints) -> Result<Route, ApiErro
             [id] => return Ok(Route::Object(Address { kind, parents, id: Some((*id).to_owned()) })),
             [id, plural, tail @ ..] => {
                 let child = child_kind(kind, plural).ok_or_else(ApiError::unknown_url)?;
-                if !kind.is_valid_id(id) {
-                    return Err(ApiError::parent_not_found(kind.name, id));
-                }
+                // A parent with an invalid id is one that does not exist: the handlers answer
+                // as Kinto does for any missing parent (a denial to whoever may not know).
                 let parent_uri = parents.last().map(|p| p.uri.as_str()).unwrap_or("");
-                let uri = tidemark_engine::object_uri(parent_uri, kind.name, id);
+                let uri = tidemark_engine::object_uri(parent_uri, kind.name, &uri_safe(id));
                 parents.push(Node { kind, id: (*id).to_owned(), uri });
                 kind = child;
                 rest = tail;
             }
         }
+    }
+}
+
+/// An id as it may stand in a URI the engine looks up: a `/` or NUL in an (invalid) id would
+/// make it name another object's URI or key, so they are escaped. Valid ids are unchanged.
+pub fn uri_safe(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.contains(['/', '\0', '%']) {
+        std::borrow::Cow::Owned(id.replace('%', "%25").replace('/', "%2F").replace('\0', "%00"))
+    } else {
+        std::borrow::Cow::Borrowed(id)
     }
 }
 
@@ -124,7 +133,12 @@ mod tests {
         let none = Endpoints::default();
         assert!(matches!(parse(&segs("/nope"), none), Err(e) if e.errno as u16 == 111));
         assert!(matches!(parse(&segs("/buckets/b/records"), none), Err(e) if e.errno as u16 == 111));
-        assert!(matches!(parse(&segs("/buckets/in*valid/collections"), none), Err(e) if e.status == 404));
+        let decoded = ["buckets", "a/collections/x", "collections"].map(str::to_owned);
+        let Ok(Route::List(address)) = parse(&decoded, none) else {
+            panic!("an invalid parent id is a missing parent, not a routing error")
+        };
+        // Never the URI of collection x in bucket a.
+        assert_eq!(address.parent_uri(), "/buckets/a%2Fcollections%2Fx");
         assert!(parse(&segs("/__flush__"), none).is_err());
         assert!(parse(&segs("/accounts/bob"), none).is_err());
     }

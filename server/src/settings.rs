@@ -67,6 +67,7 @@ const TYPED_KEYS: &[&str] = &[
     "eos_url",
     "storage_backend",
     "storage_url",
+    "version_json_path",
     // Read from `raw` where they are used.
     "pagination_token_validity_seconds",
     "account_cache_ttl_seconds",
@@ -146,7 +147,6 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("multiauth.authorization_policy", WHY_PYTHON),
     ("multiauth.groupfinder", WHY_PYTHON),
     ("http_api_version", WHY_FIXED),
-    ("version_json_path", WHY_FIXED),
     ("id_generator", WHY_FIXED),
     ("bucket_id_generator", WHY_FIXED),
     ("collection_id_generator", WHY_FIXED),
@@ -330,10 +330,10 @@ pub struct Settings {
     /// Every setting given explicitly (ini, env, overrides), by unprefixed key, after
     /// interpolation and JSON-unquoting: for lookups such as per-collection cache settings.
     pub raw: BTreeMap<String, String>,
+    /// `version_json_path`: the `version.json` that `/__version__` serves, as given.
+    pub version_json_path: Option<String>,
     /// One line per ignored setting, section kind or variable; the caller logs them.
     pub warnings: Vec<String>,
-    /// Absolute path of the ini file read, if any.
-    pub ini_path: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -389,13 +389,13 @@ impl Settings {
             eos_url: None,
             storage_backend: Backend::Sled,
             storage_url: None,
+            version_json_path: None,
             data_dir: PathBuf::from("./tidemark-data"),
             flush_policy: FlushPolicy::Always,
             bind: DEFAULT_BIND.to_owned(),
             max_body_bytes: 2 * 1024 * 1024,
             raw: BTreeMap::new(),
             warnings: Vec::new(),
-            ini_path: None,
         }
     }
 
@@ -444,7 +444,6 @@ impl Settings {
         };
         settings.raw = values.into_iter().map(|(key, entry)| (key, entry.text)).collect();
         settings.warnings = notes.0;
-        settings.ini_path = ini_file.map(|f| f.path);
         Ok(settings)
     }
 
@@ -469,13 +468,19 @@ impl Settings {
         for (key, field) in [
             ("http_scheme", &mut self.http_scheme),
             ("http_host", &mut self.http_host),
-            ("userid_hmac_secret", &mut self.userid_hmac_secret),
             ("eos", &mut self.eos),
             ("eos_message", &mut self.eos_message),
             ("eos_url", &mut self.eos_url),
             ("storage_url", &mut self.storage_url),
+            ("version_json_path", &mut self.version_json_path),
         ] {
             *field = v.string(key);
+        }
+        // Only an absent secret may be generated: an explicitly empty one is Kinto's HMAC key
+        // as given (its own test configuration does this), and user ids depend on it.
+        self.userid_hmac_secret = v.entry("userid_hmac_secret").map(|e| e.text.trim().to_owned());
+        if self.userid_hmac_secret.as_deref() == Some("") {
+            notes.warn("userid_hmac_secret is empty: user ids are HMACs with an empty key, which anyone can compute (insecure; as Kinto)".into());
         }
         for (key, field) in [
             ("readonly", &mut self.readonly),
@@ -695,7 +700,6 @@ impl fmt::Debug for Settings {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("raw", &raw)
             .field("warnings", &self.warnings)
-            .field("ini_path", &self.ini_path)
             .finish()
     }
 }
@@ -1527,7 +1531,6 @@ mod tests {
         let s = Settings::load(Some(&ini), &[], &[]).unwrap();
         let dir = std::path::absolute(&scratch.0).unwrap();
         assert_eq!(s.data_dir, dir.join("data"));
-        assert_eq!(s.ini_path.as_deref(), Some(dir.join("kinto.ini").as_path()));
 
         let ini = scratch.ini("[app:main]\ndata_dir = ./store\n");
         let s = Settings::load(Some(&ini), &[], &[]).unwrap();

@@ -22,9 +22,10 @@ async fn invalid_ids_in_the_path_are_400_invalid_object_id() {
     assert_eq!(s.put(&format!("{R}/{}", "b".repeat(300)), Some(ALICE), json!({})).await.status, 201);
     let post = s.post(R, Some(ALICE), json!({"data": {"id": "in*valid"}})).await;
     assert_eq!(post.body["message"], "path: Invalid object id");
+    // A parent with an invalid id is a missing parent: a missing bucket is a denial (Kinto).
     let parent = s.get("/buckets/in*valid/collections", Some(ALICE)).await;
-    assert_eq!(parent.status, 404);
-    assert_eq!(parent.errno(), 111);
+    assert_eq!(parent.status, 403);
+    assert_eq!(parent.errno(), 121);
     s.stop().await;
 }
 
