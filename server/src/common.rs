@@ -38,8 +38,9 @@ pub fn envelope(data: &Map<String, Value>, acl: &Acl, identity: &Identity) -> Va
 /// `{"data": …, "permissions": …}` without `json!`'s serialise-into-a-copy.
 pub fn data_and_permissions(data: Value, permissions: Value) -> Value {
     let mut body = Map::new();
-    body.insert("data".into(), data);
+    // Kinto's order: permissions first.
     body.insert("permissions".into(), permissions);
+    body.insert("data".into(), data);
     Value::Object(body)
 }
 
@@ -168,42 +169,3 @@ pub fn strip_managed(mut data: Map<String, Value>) -> Map<String, Value> {
     data
 }
 
-/// Kind-specific validation of object data (groups' `members`, a list of user ids). As with
-/// Kinto's schema, `members` defaults to `[]` only when the request sent `data`.
-pub fn validate_data(kind: &str, data: &mut Map<String, Value>, data_sent: bool) -> Result<(), ApiError> {
-    if kind != "group" {
-        return Ok(());
-    }
-    let members = match data.get("members") {
-        Some(members) => members,
-        None if data_sent => data.entry("members").or_insert_with(|| json!([])),
-        None => return Ok(()),
-    };
-    let Value::Array(items) = members else {
-        let shown = tidemark_protocol::pyrepr::pystr(members);
-        return Err(ApiError::invalid_one(
-            Location::Body,
-            Some("data.members"),
-            format!("\"{shown}\" is not iterable"),
-        ));
-    };
-    let invalid: Vec<Invalid> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            let description = match item {
-                Value::String(s) if s == "system.Everyone" || s.starts_with("/buckets/") => {
-                    format!("'{s}' is not a valid user ID.")
-                }
-                Value::String(_) => return None,
-                other => format!("{} is not a string: {{'': ''}}", tidemark_protocol::pyrepr::pyrepr(other)),
-            };
-            Some(Invalid::new(Location::Body, Some(&format!("data.members.{i}")), description))
-        })
-        .collect();
-    if invalid.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(invalid))
-    }
-}

@@ -28,6 +28,7 @@ mod routes;
 pub mod settings;
 pub mod state;
 mod stream;
+mod validation;
 
 use std::path::Path;
 

@@ -507,7 +507,7 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
             return Err(precondition_failed(state, addr, None));
         }
         require_parents(&state.engine, &addr.parents)?;
-        common::validate_data(addr.kind.name, &mut data, envelope.data.is_some())?;
+        crate::validation::check(state, addr, &id, &mut data, envelope.data.is_some())?;
         let explicit = common::explicit_timestamp(&data);
         let mut acl = body::replace_permissions(&Acl::new(), envelope.permissions.as_ref());
         if state.explicit_permissions {

@@ -112,7 +112,7 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
         Some(fields) => json!({"data": tidemark_protocol::filter::project(&Value::Object(object.data), &fields)}),
         None => {
             let acl = state.engine.acl(&addr.object_uri(id)).map_err(from_engine)?;
-            json!({"data": object.data, "permissions": shown_permissions(addr, &acl, &req.identity)})
+            common::data_and_permissions(Value::Object(object.data), shown_permissions(addr, &acl, &req.identity))
         }
     };
     common::cache_headers(state, req, addr, ApiResponse::json(StatusCode::OK, body).timestamp_headers(object.last_modified))
@@ -200,7 +200,7 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
             (None, Some(live)) => live.data.clone(),
             (None, None) => Map::new(),
         };
-        common::validate_data(addr.kind.name, &mut data, envelope.data.is_some())?;
+        crate::validation::check(state, addr, id, &mut data, envelope.data.is_some())?;
         let explicit = envelope.data.as_ref().and_then(common::explicit_timestamp);
         let uri = addr.object_uri(id);
         let acl = match &live {
@@ -313,7 +313,7 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
         if data.get("id").and_then(Value::as_str) != Some(id) {
             return Err(ApiError::invalid_one(Location::Body, Some("id"), "Object id does not match existing object"));
         }
-        common::validate_data(addr.kind.name, &mut data, patch_sends_data(&patch))?;
+        crate::validation::check(state, addr, id, &mut data, patch_sends_data(&patch))?;
         let explicit = common::explicit_timestamp(&data);
         let acl = if addr.kind.is_account() {
             let sent = data.get("password") != live.data.get("password");

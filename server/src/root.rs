@@ -41,6 +41,12 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
             json!({"description": "The default bucket is an alias for a personal bucket where collections are created implicitly.", "url": "https://kinto.readthedocs.io/en/latest/api/1.x/buckets.html#personal-bucket-default"}),
         );
     }
+    if settings.experimental_collection_schema_validation {
+        capabilities.insert(
+            "schema".into(),
+            json!({"description": "Validates collection records with JSON schemas.", "url": "https://kinto.readthedocs.io/en/latest/api/1.x/collections.html#collection-json-schema"}),
+        );
+    }
     if state.endpoints().permissions {
         capabilities.insert(
             "permissions_endpoint".into(),

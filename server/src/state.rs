@@ -23,6 +23,8 @@ pub struct AppState {
     pub grants: Arc<SettingsGrants>,
     pub explicit_permissions: bool,
     pub delete_tokens: Arc<crate::lists::DeleteTokens>,
+    /// Compiled JSON schemas of collections and buckets.
+    pub validators: Arc<crate::validation::ValidatorCache>,
     /// The live-stream hub, started with the first stream connection.
     hub: Arc<std::sync::OnceLock<Arc<Hub>>>,
     /// Principal → group URIs, valid while the engine's membership version is unchanged.
@@ -53,6 +55,7 @@ impl AppState {
             engine,
             explicit_permissions: settings.explicit_permissions,
             delete_tokens: Arc::new(crate::lists::DeleteTokens::from_settings(&settings)),
+            validators: Arc::default(),
             authenticator: Authenticator::new(policies, hmac_secret, std::time::Duration::from_secs(cache_ttl)),
             grants: Arc::new(SettingsGrants(grants)),
             hub: Arc::default(),
