@@ -18,12 +18,20 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_slice(bytes).map_err(|err| {
+    let value: Value = serde_json::from_slice(bytes).map_err(|err| {
         ApiError::invalid(vec![
             Invalid::new(Location::Body, Some(""), format!("Invalid JSON: {err}")),
             Invalid::new(Location::Body, Some(""), "Required"),
         ])
-    })
+    })?;
+    if !(value.is_object() || value.is_array()) {
+        // Kinto reads only objects and arrays as bodies.
+        return Err(ApiError::invalid(vec![
+            Invalid::new(Location::Body, Some(""), "Should be a JSON object or an array"),
+            Invalid::new(Location::Body, Some(""), "Required"),
+        ]));
+    }
+    Ok(value)
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -164,6 +172,103 @@ pub fn merge_patch_permissions(existing: &Permissions, input: Option<&Permission
 
 const PATCH_OPS: [&str; 6] = ["test", "add", "remove", "replace", "move", "copy"];
 
+/// Why Python's jsonpatch would refuse `operation` on `doc`, in its words; `None` if it applies.
+fn json_patch_failure(doc: &Value, operation: &Value) -> Option<String> {
+    let text = |key: &str| operation.get(key).and_then(Value::as_str);
+    let op = text("op")?;
+    let path = text("path")?;
+    let (parent, last) = match locate(doc, path) {
+        Ok(found) => found,
+        Err(why) => return Some(why),
+    };
+    let last_shown = last.clone().unwrap_or_default();
+    let target = last.as_deref().and_then(|key| child(parent, key));
+    match op {
+        "remove" if last.is_some() && target.is_none() => {
+            Some(format!("can't remove a non-existent object '{last_shown}'"))
+        }
+        "replace" if last.is_some() && target.is_none() => Some(if parent.is_array() {
+            "can't replace outside of list".to_owned()
+        } else {
+            format!("can't replace a non-existent object '{last_shown}'")
+        }),
+        "add" if parent.as_array().is_some_and(|items| {
+            last.as_deref().and_then(|k| k.parse::<usize>().ok()).is_some_and(|index| index > items.len())
+        }) =>
+        {
+            Some("can't insert outside of list".to_owned())
+        }
+        "test" => {
+            let expected = operation.get("value").cloned().unwrap_or(Value::Null);
+            let actual = if last.is_some() { target } else { Some(parent) };
+            match actual {
+                None => Some(format!("member '{last_shown}' not found in {}", pyrepr(parent))),
+                Some(actual) if *actual != expected => Some(format!(
+                    "{} ({}) is not equal to tested value {} ({})",
+                    pystr(actual),
+                    python_type(actual),
+                    pystr(&expected),
+                    python_type(&expected)
+                )),
+                Some(_) => None,
+            }
+        }
+        "move" | "copy" => {
+            let from = text("from")?;
+            match locate(doc, from) {
+                Err(why) => Some(why),
+                Ok((from_parent, Some(key))) if child(from_parent, &key).is_none() => Some(format!("'{key}'")),
+                Ok(_) if op == "move" && path.starts_with(&format!("{from}/")) => {
+                    Some("Cannot move values into their own children".to_owned())
+                }
+                Ok(_) => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The container a JSON pointer's last token is in, and that token (`None` for the whole
+/// document); the messages of Python's jsonpointer when the way there is missing.
+fn locate<'a>(doc: &'a Value, pointer: &str) -> Result<(&'a Value, Option<String>), String> {
+    if pointer.is_empty() {
+        return Ok((doc, None));
+    }
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err("Location must start with /".to_owned());
+    };
+    let tokens: Vec<String> = rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
+    let mut current = doc;
+    for token in &tokens[..tokens.len() - 1] {
+        current = match child(current, token) {
+            Some(next) => next,
+            None if current.is_object() => return Err(format!("member '{token}' not found in {}", pyrepr(current))),
+            None => return Err(format!("index '{token}' is out of bounds")),
+        };
+    }
+    Ok((current, tokens.last().cloned()))
+}
+
+fn child<'a>(container: &'a Value, token: &str) -> Option<&'a Value> {
+    match container {
+        Value::Object(map) => map.get(token),
+        Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    }
+}
+
+fn python_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "<class 'NoneType'>",
+        Value::Bool(_) => "<class 'bool'>",
+        Value::Number(n) if n.is_f64() => "<class 'float'>",
+        Value::Number(_) => "<class 'int'>",
+        Value::String(_) => "<class 'str'>",
+        Value::Array(_) => "<class 'list'>",
+        Value::Object(_) => "<class 'dict'>",
+    }
+}
+
 /// RFC 6902 on the virtual document `{"data": …, "permissions": {perm: {principal: principal}}}`
 /// (kinto-protocol.md §5.3): returns the patched data and ACL.
 pub fn apply_json_patch(
@@ -172,22 +277,39 @@ pub fn apply_json_patch(
     operations: Value,
 ) -> Result<(Map<String, Value>, Permissions), ApiError> {
     let Value::Array(mut operations) = operations else {
-        return Err(ApiError::invalid_one(Location::Body, Some(""), format!("{operations} is not of type 'array'")));
+        return Err(ApiError::invalid_one(Location::Body, Some(""), format!("\"{}\" is not iterable", pystr(&operations))));
     };
+    let mut missing = Vec::new();
     for (i, op) in operations.iter_mut().enumerate() {
         let Value::Object(op) = op else {
             return Err(not_a_mapping(&i.to_string(), op));
         };
-        let name = op.get("op").and_then(Value::as_str).unwrap_or_default().to_owned();
-        if !PATCH_OPS.contains(&name.as_str()) {
-            let shown = op.get("op").map(Value::to_string).unwrap_or_else(|| "None".into());
-            return Err(ApiError::invalid_one(
-                Location::Body,
-                Some(&format!("{i}.op")),
-                format!("{shown} is not one of {}", PATCH_OPS.join(", ")),
-            ));
+        let name = match op.get("op") {
+            None => {
+                missing.push(Invalid::new(Location::Body, Some(&format!("{i}.op")), "Required"));
+                continue;
+            }
+            Some(Value::String(name)) if PATCH_OPS.contains(&name.as_str()) => name.clone(),
+            Some(other) => {
+                missing.push(Invalid::new(
+                    Location::Body,
+                    Some(&format!("{i}.op")),
+                    format!("\"{}\" is not one of {}", pystr(other), PATCH_OPS.join(", ")),
+                ));
+                continue;
+            }
+        };
+        let Some(path) = op.get("path").and_then(Value::as_str).map(str::to_owned) else {
+            missing.push(Invalid::new(Location::Body, Some(&format!("{i}.path")), "Required"));
+            continue;
+        };
+        // Kinto's pattern for pointers: `(/\w*)+` matched at the start.
+        for (key, pointer) in [("path", Some(path.as_str())), ("from", op.get("from").and_then(Value::as_str))] {
+            if pointer.is_some_and(|p| !p.starts_with('/')) {
+                let name = format!("{i}.{key}");
+                missing.push(Invalid::new(Location::Body, Some(&name), "String does not match expected pattern"));
+            }
         }
-        let path = op.get("path").and_then(Value::as_str).unwrap_or_default().to_owned();
         // Permission entries are principal→principal maps: the value may be omitted.
         if path.starts_with("/permissions/")
             && !op.contains_key("value")
@@ -196,6 +318,9 @@ pub fn apply_json_patch(
             let principal = path.rsplit('/').next().unwrap_or_default();
             op.insert("value".into(), Value::String(principal.replace("~1", "/").replace("~0", "~")));
         }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::invalid(missing));
     }
     let mut perms_doc = Map::new();
     for name in ["read", "write"] {
@@ -208,9 +333,16 @@ pub fn apply_json_patch(
     let mut doc = serde_json::json!({"data": data, "permissions": perms_doc});
     let failed =
         |why: String| ApiError::invalid_one(Location::Body, None, format!("JSON Patch operation failed: {why}"));
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(operations)).map_err(|e| failed(e.to_string()))?;
-    json_patch::patch(&mut doc, &patch).map_err(|e| failed(e.to_string()))?;
+    // One operation at a time, each checked first the way Python's jsonpatch checks it, so a
+    // failure reads as Kinto's does.
+    for operation in operations {
+        if let Some(why) = json_patch_failure(&doc, &operation) {
+            return Err(failed(why));
+        }
+        let patch: json_patch::Patch =
+            serde_json::from_value(Value::Array(vec![operation])).map_err(|e| failed(e.to_string()))?;
+        json_patch::patch(&mut doc, &patch).map_err(|e| failed(e.to_string()))?;
+    }
     let new_data = match doc.get("data") {
         Some(Value::Object(map)) => map.clone(),
         _ => return Err(failed("data must remain an object".into())),

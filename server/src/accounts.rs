@@ -19,42 +19,42 @@ fn is_admin(state: &AppState, req: &ApiRequest) -> bool {
 }
 
 /// Checks and transforms the data of an account write: the id belongs to the caller (unless
-/// admin), a password is required on creation, and it is stored as a bcrypt hash.
+/// admin or anonymous: a sign-up), a password is required on a PUT, and it is stored as a
+/// bcrypt hash.
 pub async fn prepare(
     state: &AppState,
     req: &ApiRequest,
     id: &str,
     data: &mut Map<String, Value>,
-    creating: bool,
+    password_required: bool,
     password_sent: bool,
 ) -> Result<(), ApiError> {
-    if let Some(own) = req.identity.account() {
-        if own != id && !is_admin(state, req) {
+    match data.get("password") {
+        None if password_required => {
+            return Err(ApiError::invalid_one(Location::Body, Some("data.password"), "Required"))
+        }
+        Some(Value::String(_)) | None => {}
+        Some(other) => {
             return Err(ApiError::invalid_one(
                 Location::Body,
-                Some("data.id"),
-                "Username and account ID do not match.",
-            ));
+                Some("data.password"),
+                format!("{} is not a string: {{'password': ''}}", tidemark_protocol::pyrepr::pyrepr(other)),
+            ))
         }
     }
-    match data.get("password") {
-        None if creating => Err(ApiError::invalid_one(Location::Body, Some("data.password"), "Required")),
-        // The stored value is already a hash: only a password the client sent gets hashed.
-        None | Some(_) if !password_sent => Ok(()),
-        None => Ok(()),
-        Some(Value::String(password)) => {
-            let hashed = hash_password(password.clone())
-                .await
-                .ok_or_else(|| ApiError::internal(&state.settings.error_info_link))?;
-            data.insert("password".into(), Value::String(hashed));
-            Ok(())
-        }
-        Some(other) => Err(ApiError::invalid_one(
-            Location::Body,
-            Some("data.password"),
-            format!("{} is not a string: {{'': ''}}", tidemark_protocol::pyrepr::pyrepr(other)),
-        )),
+    // Kinto compares with the caller's own user id as its policy gave it (a basicauth user's is
+    // its HMAC), so only an account can write itself.
+    let own = req.identity.user_id.as_deref().map(|user| user.split_once(':').map_or(user, |(_, name)| name));
+    if own.is_some_and(|own| own != id) && !is_admin(state, req) {
+        return Err(ApiError::invalid_one(Location::Body, Some("data.id"), "Username and account ID do not match."));
     }
+    // The stored value is already a hash: only a password the client sent gets hashed.
+    if let (true, Some(Value::String(password))) = (password_sent, data.get("password")) {
+        let hashed =
+            hash_password(password.clone()).await.ok_or_else(|| ApiError::internal(&state.settings.error_info_link))?;
+        data.insert("password".into(), Value::String(hashed));
+    }
+    Ok(())
 }
 
 /// An account is always, and only, written by itself.

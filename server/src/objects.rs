@@ -210,8 +210,12 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
             None => body::replace_permissions(&Acl::new(), envelope.permissions.as_ref()),
         };
         let acl = if addr.kind.is_account() {
-            let sent = envelope.data.as_ref().is_some_and(|d| d.contains_key("password"));
-            accounts::prepare(state, req, id, &mut data, live.is_none(), sent).await?;
+            let Some(sent_data) = envelope.data.as_ref() else {
+                // An account's schema has a required field, so its `data` is required.
+                return Err(ApiError::invalid_one(Location::Body, Some("data"), "Required"));
+            };
+            // A PUT replaces the account: the password is required again.
+            accounts::prepare(state, req, id, &mut data, true, sent_data.contains_key("password")).await?;
             accounts::acl(id)
         } else {
             with_writer(acl, state, req)
@@ -255,7 +259,7 @@ enum PatchBody {
 
 fn parse_patch(req: &ApiRequest, addr: &Address) -> Result<PatchBody, ApiError> {
     let media =
-        check_content_type(req, &["application/json", "application/merge-patch+json", "application/json-patch+json"])?;
+        check_content_type(req, &["application/merge-patch+json", "application/json-patch+json", "application/json"])?;
     let value = common::json_body(req)?;
     if media == "application/json-patch+json" {
         return Ok(PatchBody::JsonPatch(value));
