@@ -192,9 +192,10 @@ fn json_patch_failure(doc: &Value, operation: &Value) -> Option<String> {
         } else {
             format!("can't replace a non-existent object '{last_shown}'")
         }),
-        "add" if parent.as_array().is_some_and(|items| {
-            last.as_deref().and_then(|k| k.parse::<usize>().ok()).is_some_and(|index| index > items.len())
-        }) =>
+        "add"
+            if parent.as_array().is_some_and(|items| {
+                last.as_deref().and_then(|k| k.parse::<usize>().ok()).is_some_and(|index| index > items.len())
+            }) =>
         {
             Some("can't insert outside of list".to_owned())
         }
@@ -277,7 +278,11 @@ pub fn apply_json_patch(
     operations: Value,
 ) -> Result<(Map<String, Value>, Permissions), ApiError> {
     let Value::Array(mut operations) = operations else {
-        return Err(ApiError::invalid_one(Location::Body, Some(""), format!("\"{}\" is not iterable", pystr(&operations))));
+        return Err(ApiError::invalid_one(
+            Location::Body,
+            Some(""),
+            format!("\"{}\" is not iterable", pystr(&operations)),
+        ));
     };
     let mut missing = Vec::new();
     for (i, op) in operations.iter_mut().enumerate() {

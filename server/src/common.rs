@@ -121,8 +121,8 @@ fn anonymous_expiry(state: &AppState, addr: &Address) -> Result<Option<i64>, Api
     ]
     .into_iter()
     .find_map(setting);
-    let metadata = engine_collection(&state.engine, collection)?
-        .and_then(|c| c.data.get("cache_expires").and_then(Value::as_i64));
+    let metadata =
+        engine_collection(&state.engine, collection)?.and_then(|c| c.data.get("cache_expires").and_then(Value::as_i64));
     Ok(match metadata {
         Some(own) => Some(by_settings.unwrap_or(-1).max(own)),
         None => by_settings.or(general),
@@ -168,4 +168,3 @@ pub fn strip_managed(mut data: Map<String, Value>) -> Map<String, Value> {
     data.remove("last_modified");
     data
 }
-

@@ -406,7 +406,12 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
     let list_ts = state.engine.list_timestamp(addr.parent_uri(), addr.kind.name).map_err(from_engine)?;
     match conditions.evaluate(Some(list_ts), true) {
         Verdict::NotModified => {
-            return common::cache_headers(state, req, addr, ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(list_ts))
+            return common::cache_headers(
+                state,
+                req,
+                addr,
+                ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(list_ts),
+            )
         }
         Verdict::Failed => return Err(precondition_failed(state, addr, None)),
         Verdict::Proceed => {}

@@ -62,7 +62,9 @@ pub(crate) fn precondition_failed(state: &AppState, addr: &Address, live: Option
         None => state.engine.list_timestamp(addr.parent_uri(), addr.kind.name),
     };
     match ts {
-        Ok(ts) => err.with_header("ETag", format!("\"{ts}\"")).with_header("Last-Modified", crate::response::http_date(ts)),
+        Ok(ts) => {
+            err.with_header("ETag", format!("\"{ts}\"")).with_header("Last-Modified", crate::response::http_date(ts))
+        }
         Err(storage) => from_engine(storage),
     }
 }
@@ -99,7 +101,10 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
     };
     match conditions.evaluate(Some(object.last_modified), true) {
         Verdict::NotModified => {
-            return common::cache_headers(state, req, addr, 
+            return common::cache_headers(
+                state,
+                req,
+                addr,
                 ApiResponse::empty(StatusCode::NOT_MODIFIED).timestamp_headers(object.last_modified),
             )
         }
@@ -115,7 +120,12 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
             common::data_and_permissions(Value::Object(object.data), shown_permissions(addr, &acl, &req.identity))
         }
     };
-    common::cache_headers(state, req, addr, ApiResponse::json(StatusCode::OK, body).timestamp_headers(object.last_modified))
+    common::cache_headers(
+        state,
+        req,
+        addr,
+        ApiResponse::json(StatusCode::OK, body).timestamp_headers(object.last_modified),
+    )
 }
 
 /// The live object a PATCH or DELETE may change: it exists (else 404 or a denial), the caller

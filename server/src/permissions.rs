@@ -65,11 +65,16 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
         return Err(deny(&req.identity));
     }
     let pairs = query::parse_pairs(&req.query)?;
-    let mut q = query::parse_list_query(&pairs, now_ms(), Some(&FIELDS))?;
+    // The token is read against the sort as it stands here, without the implicit timestamp.
+    let without_token: Vec<(String, String)> = pairs.iter().filter(|(name, _)| name != "_token").cloned().collect();
+    let mut q = query::parse_list_query(&without_token, now_ms(), Some(&FIELDS))?;
     // Sorted by URI (there are no timestamps here), newest-first tie-breaks do not apply.
     q.sort.retain(|k| k.field != "last_modified");
     if q.sort.is_empty() {
         q.sort.push(SortKey { field: "uri".into(), descending: true });
+    }
+    if let Some((_, token)) = pairs.iter().find(|(name, _)| name == "_token") {
+        q.token = Some(query::Token::decode_at(token, &q.sort, now_ms())?);
     }
 
     let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

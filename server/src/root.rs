@@ -92,8 +92,7 @@ fn config_info() -> Value {
     let path = std::env::var_os("KINTO_INI")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(".").join("config").join("kinto.ini"));
-    let (Ok(bytes), Ok(modified)) = (std::fs::read(&path), std::fs::metadata(&path).and_then(|m| m.modified()))
-    else {
+    let (Ok(bytes), Ok(modified)) = (std::fs::read(&path), std::fs::metadata(&path).and_then(|m| m.modified())) else {
         return Value::Null;
     };
     use sha2::Digest;

@@ -228,7 +228,9 @@ fn python_message(error: &ValidationError<'_>, schema: &Value) -> String {
         ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
             format!("{instance} is not valid under any of the given schemas")
         }
-        ValidationErrorKind::MultipleOf { .. } => format!("{instance} is not a multiple of {}", pyrepr(&keyword_value())),
+        ValidationErrorKind::MultipleOf { .. } => {
+            format!("{instance} is not a multiple of {}", pyrepr(&keyword_value()))
+        }
         ValidationErrorKind::UniqueItems => format!("{instance} has non-unique elements"),
         _ => error.to_string(),
     }

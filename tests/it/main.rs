@@ -7,6 +7,7 @@ mod cli;
 mod durability;
 mod errors;
 mod identity;
+mod kinto_wire;
 mod listeners;
 mod listing;
 mod listing_table;
