@@ -27,11 +27,14 @@ const MAX_CACHED_VALIDATORS: usize = 512;
 /// The field of a record that names the version (collection timestamp) of its schema.
 const SCHEMA_FIELD: &str = "schema";
 
-/// Compiled validators by (schema holder's URI, its `last_modified`, field): a holder's change
-/// gives a new key, so no entry is ever stale.
+/// (schema holder's URI, its `last_modified`, field): a holder's change gives a new key, so no
+/// cached validator is ever stale.
+type SchemaKey = (String, u64, &'static str);
+
+/// Compiled validators by the schema they were compiled from.
 #[derive(Default)]
 pub struct ValidatorCache {
-    compiled: Mutex<HashMap<(String, u64, &'static str), Arc<Validator>>>,
+    compiled: Mutex<HashMap<SchemaKey, Arc<Validator>>>,
 }
 
 /// Checks and normalises `data` (the whole object about to be written, `id` included) for the
