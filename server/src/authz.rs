@@ -1,8 +1,9 @@
 //! Authorization: Kinto's permission inheritance (kinto-protocol.md §8.4–8.6).
 //!
 //! A principal has permission P on an object when it appears in one of the ACEs that grant P
-//! (the object's own ACL or an ancestor's, per the inheritance table), or in the settings'
-//! `<resource>_<perm>_principals`.
+//! (the object's own ACL or an ancestor's, per the registry's inheritance), or in the settings'
+//! `<resource>_<perm>_principals`. Objects of per-user resources belong to their namespace's
+//! user alone.
 
 use std::collections::HashMap;
 
@@ -11,45 +12,7 @@ use tidemark_protocol::ApiError;
 
 use crate::auth::Identity;
 use crate::error::from_engine;
-use crate::resources::Node;
-
-/// Which (level, permission) ACEs grant `perm` on an object of kind `kind`. Levels are
-/// resource names of the object itself or its ancestors.
-fn granting(kind: &str, perm: &str) -> &'static [(&'static str, &'static str)] {
-    match (kind, perm) {
-        ("bucket", "write") => &[("bucket", "write")],
-        ("bucket", "read") => {
-            &[("bucket", "write"), ("bucket", "read"), ("bucket", "collection:create"), ("bucket", "group:create")]
-        }
-        ("bucket", "collection:create") => &[("bucket", "write"), ("bucket", "collection:create")],
-        ("bucket", "group:create") => &[("bucket", "write"), ("bucket", "group:create")],
-        ("group", "write") => &[("bucket", "write"), ("group", "write")],
-        ("group", "read") => &[("bucket", "write"), ("bucket", "read"), ("group", "write"), ("group", "read")],
-        ("collection", "write") => &[("bucket", "write"), ("collection", "write")],
-        ("collection", "read") => &[
-            ("bucket", "write"),
-            ("bucket", "read"),
-            ("collection", "write"),
-            ("collection", "read"),
-            ("collection", "record:create"),
-        ],
-        ("collection", "record:create") => {
-            &[("bucket", "write"), ("collection", "write"), ("collection", "record:create")]
-        }
-        ("record", "write") => &[("bucket", "write"), ("collection", "write"), ("record", "write")],
-        ("record", "read") => &[
-            ("bucket", "write"),
-            ("bucket", "read"),
-            ("collection", "write"),
-            ("collection", "read"),
-            ("record", "write"),
-            ("record", "read"),
-        ],
-        ("account", "write") => &[("account", "write")],
-        ("account", "read") => &[("account", "write"), ("account", "read")],
-        _ => &[],
-    }
-}
+use crate::toolkit::{user_scope, Node, Registry, Resource};
 
 /// Settings-granted principals, keyed `<resource>_<perm>` (`record_read`, `bucket_create`…).
 #[derive(Debug, Clone, Default)]
@@ -63,6 +26,7 @@ impl SettingsGrants {
 
 pub struct Authz<'a> {
     pub engine: &'a Engine,
+    pub registry: &'a Registry,
     pub grants: &'a SettingsGrants,
     pub identity: &'a Identity,
 }
@@ -73,9 +37,9 @@ impl Authz<'_> {
         Ok(acl.get(perm).is_some_and(|principals| principals.iter().any(|p| self.identity.principals.contains(p))))
     }
 
-    fn any_ace(&self, chain: &[Node], aces: &[(&str, &str)], skip_level: Option<&str>) -> Result<bool, ApiError> {
+    fn any_ace(&self, chain: &[Node], aces: &[(String, String)], skip_level: Option<&str>) -> Result<bool, ApiError> {
         for (level, perm) in aces {
-            if Some(*level) == skip_level {
+            if Some(level.as_str()) == skip_level {
                 continue;
             }
             if let Some(node) = chain.iter().find(|n| n.kind.name == *level) {
@@ -92,14 +56,29 @@ impl Authz<'_> {
         let Some(target) = chain.last() else {
             return Ok(false);
         };
-        if self.grants.grants(&settings_key(target.kind.name, perm), self.identity) {
+        if target.kind.is_per_user() {
+            return Ok(self.owns(&target.uri));
+        }
+        if self.grants.grants(&settings_key(&target.kind.name, perm), self.identity) {
             return Ok(true);
         }
-        self.any_ace(chain, granting(target.kind.name, perm), None)
+        self.any_ace(chain, &self.registry.granting(&target.kind, perm), None)
+    }
+
+    /// Is `uri` in the caller's own namespace (per-user resources)?
+    fn owns(&self, uri: &str) -> bool {
+        self.identity
+            .user_id
+            .as_deref()
+            .is_some_and(|user| uri.strip_prefix(user_scope(user).as_str()).is_some_and(|rest| rest.starts_with('/')))
     }
 
     /// May the caller create a child of `kind` under the last node of `parents` (or at root)?
-    pub fn may_create(&self, parents: &[Node], kind: &str) -> Result<bool, ApiError> {
+    pub fn may_create(&self, parents: &[Node], kind: &Resource) -> Result<bool, ApiError> {
+        if kind.is_per_user() {
+            return Ok(self.identity.is_authenticated());
+        }
+        let kind = kind.name.as_str();
         if self.grants.grants(&format!("{kind}_create"), self.identity) {
             return Ok(true);
         }
@@ -111,11 +90,15 @@ impl Authz<'_> {
 
     /// May the caller exercise `perm` on every child of kind `kind` under `parents`, by
     /// inheritance alone (the list-level right)?
-    pub fn allowed_on_list(&self, parents: &[Node], kind: &str, perm: &str) -> Result<bool, ApiError> {
-        if self.grants.grants(&settings_key(kind, perm), self.identity) {
+    pub fn allowed_on_list(&self, parents: &[Node], kind: &Resource, perm: &str) -> Result<bool, ApiError> {
+        if kind.is_per_user() {
+            // The list is the caller's own namespace.
+            return Ok(self.identity.is_authenticated());
+        }
+        if self.grants.grants(&settings_key(&kind.name, perm), self.identity) {
             return Ok(true);
         }
-        self.any_ace(parents, granting(kind, perm), Some(kind))
+        self.any_ace(parents, &self.registry.granting(kind, perm), Some(&kind.name))
     }
 
     /// A denial: 401 for anonymous callers, 403 otherwise.

@@ -15,7 +15,6 @@ use crate::common::{self, check_content_type};
 use crate::dispatch::dispatch;
 use crate::error::from_engine;
 use crate::request::{decode_segments, ApiRequest};
-use crate::resources::RECORD;
 use crate::response::{ApiResponse, Body};
 use crate::routes::{self, Route};
 use crate::state::AppState;
@@ -132,8 +131,8 @@ fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
 }
 
 /// The subrequest, and whether it carries its own `Authorization` (then it must be identified).
-fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<(ApiRequest, bool), ApiError> {
-    let (path, query) = split_path(&sub.path);
+fn sub_request(outer: &ApiRequest, sub: SubRequest, prefix: &str) -> Result<(ApiRequest, bool), ApiError> {
+    let (path, query) = split_path(&sub.path, prefix);
     let segments = decode_segments(path).ok_or_else(|| invalid("path", "Invalid URL path."))?;
     let mut headers: HeaderMap = outer.headers.clone();
     headers.remove(axum::http::header::CONTENT_LENGTH);
@@ -171,32 +170,34 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest) -> Result<(ApiRequest, bool)
     })
 }
 
-/// Gives each record-creating `POST` without an id a generated one, as the handler would, and
-/// returns their addresses: nobody else knows these ids yet, so the transaction may take their
+/// Gives each creating `POST` without an id a generated one, as the handler would, and returns
+/// their (parent, kind, id): nobody else knows these ids yet, so the transaction may take their
 /// absence as checked before it starts (it reads no storage for them while holding the writer).
-fn pregenerate_ids(state: &AppState, requests: &mut [SubRequest]) -> Vec<(String, String)> {
+fn pregenerate_ids(state: &AppState, requests: &mut [SubRequest]) -> Vec<(String, String, String)> {
     let mut fresh = Vec::new();
     for sub in requests.iter_mut().filter(|r| r.method == Method::POST) {
-        let Some(segments) = decode_segments(split_path(&sub.path).0) else { continue };
-        let Ok(Route::List(addr)) = routes::parse(&segments, state.endpoints()) else { continue };
-        // The default bucket's real id is only known once the request is authenticated.
-        if addr.kind.name != RECORD.name || addr.parents.first().is_some_and(|bucket| bucket.id == "default") {
+        let Some(segments) = decode_segments(split_path(&sub.path, &state.prefix).0) else { continue };
+        let Ok(Route::List(addr)) = routes::parse(&segments, state.endpoints(), &state.registry) else { continue };
+        // A per-user namespace, and the default bucket's real id, are only known once the
+        // request is authenticated; a resource with its own POST makes its own ids.
+        let default_bucket = addr.parents.first().is_some_and(|bucket| bucket.id == "default");
+        if addr.kind.is_per_user() || addr.kind.on_post.is_some() || default_bucket {
             continue;
         }
         let Some(Value::Object(data)) = sub.body.as_mut().and_then(|body| body.get_mut("data")) else { continue };
         if data.contains_key("id") {
             continue;
         }
-        let id = RECORD.generate_id();
+        let id = addr.kind.generate_id();
         data.insert("id".into(), Value::String(id.clone()));
-        fresh.push((addr.parent_uri().to_owned(), id));
+        fresh.push((addr.parent_uri().to_owned(), addr.kind.name.clone(), id));
     }
     fresh
 }
 
-/// A subrequest's path without the optional `/v1` prefix, and its query string.
-fn split_path(path: &str) -> (&str, &str) {
-    let path = path.strip_prefix("/v1").filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(path);
+/// A subrequest's path without the optional version prefix (`/v1`), and its query string.
+fn split_path<'a>(path: &'a str, prefix: &str) -> (&'a str, &'a str) {
+    let path = path.strip_prefix(prefix).filter(|p| p.is_empty() || p.starts_with('/')).unwrap_or(path);
     path.split_once('?').unwrap_or((path, ""))
 }
 
@@ -209,7 +210,7 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
     let transaction = if writes {
         let fresh = pregenerate_ids(state, &mut requests);
         let fresh: Vec<(&str, &str, &str)> =
-            fresh.iter().map(|(parent, id)| (parent.as_str(), "record", id.as_str())).collect();
+            fresh.iter().map(|(parent, kind, id)| (parent.as_str(), kind.as_str(), id.as_str())).collect();
         Some(state.engine.begin_with_fresh(&fresh).await.map_err(from_engine)?)
     } else {
         None
@@ -220,11 +221,12 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
     }
     let mut responses = Vec::with_capacity(requests.len());
     for sub in requests {
-        let path = format!("/v1{}", sub.path.strip_prefix("/v1").unwrap_or(&sub.path));
+        let prefix: &str = &state.prefix;
+        let path = format!("{prefix}{}", sub.path.strip_prefix(prefix).unwrap_or(&sub.path));
         let path = path.split('?').next().unwrap_or_default().to_owned();
         let path = decode_segments(&path).map(|s| format!("/{}", s.join("/"))).unwrap_or(path);
         let is_head = sub.method == Method::HEAD;
-        let (mut sub_req, reauthenticate) = sub_request(req, sub)?;
+        let (mut sub_req, reauthenticate) = sub_request(req, sub, prefix)?;
         if reauthenticate {
             let header = sub_req.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
             sub_req.identity = state.identify(header.as_deref()).await;

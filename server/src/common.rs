@@ -7,15 +7,15 @@ use tidemark_protocol::{body, ApiError, Invalid, Location};
 use crate::auth::Identity;
 use crate::error::from_engine;
 use crate::request::ApiRequest;
-use crate::resources::{Address, Node};
 use crate::response::ApiResponse;
 use crate::state::AppState;
+use crate::toolkit::{Address, Node};
 
 /// The first missing ancestor (top-down) answers 404 errno 111.
 pub fn require_parents(engine: &Engine, parents: &[Node]) -> Result<(), ApiError> {
     for node in parents {
         if !engine.exists_uri(&node.uri).map_err(from_engine)? {
-            return Err(ApiError::parent_not_found(node.kind.name, &node.id));
+            return Err(ApiError::parent_not_found(&node.kind.name, &node.id));
         }
     }
     Ok(())
@@ -105,10 +105,10 @@ pub fn cache_headers(
 
 fn anonymous_expiry(state: &AppState, addr: &Address) -> Result<Option<i64>, ApiError> {
     let setting = |key: String| state.settings.raw.get(&key).and_then(|v| v.trim().parse::<i64>().ok());
-    let kind = addr.kind.name;
+    let kind = addr.kind.name.as_str();
     let general = setting(format!("{kind}_cache_expires_seconds"));
     let [bucket, collection] = match addr.parents.as_slice() {
-        [bucket, collection] if kind == "record" => [bucket, collection],
+        [bucket, collection] if addr.kind.cache_expires_from_parent => [bucket, collection],
         _ => return Ok(general),
     };
     let (bid, cid) = (&bucket.id, &collection.id);
@@ -130,8 +130,7 @@ fn anonymous_expiry(state: &AppState, addr: &Address) -> Result<Option<i64>, Api
 }
 
 fn engine_collection(engine: &Engine, collection: &Node) -> Result<Option<StoredObject>, ApiError> {
-    let (parent, resource, id) = tidemark_engine::split_uri(&collection.uri).unwrap_or_default();
-    Ok(engine.get(parent, resource, id).map_err(from_engine)?.filter(|o| !o.deleted))
+    Ok(engine.get_uri(&collection.uri).map_err(from_engine)?.filter(|o| !o.deleted))
 }
 
 /// `Cache-Control`, `Expires` (and `Pragma`) for an expiry in seconds, as Pyramid's
@@ -150,6 +149,11 @@ pub fn expiry_headers(seconds: i64) -> Vec<(&'static str, String)> {
     } else {
         vec![("Cache-Control", format!("max-age={seconds}")), expires]
     }
+}
+
+/// The request's `{"data", "permissions"}` envelope, with the permissions the resource knows.
+pub fn parse_envelope(req: &ApiRequest, addr: &Address) -> Result<body::Envelope, ApiError> {
+    body::parse_envelope(json_body(req)?, &addr.kind.permission_names())
 }
 
 /// The JSON body of the request, `{}` when empty.

@@ -7,12 +7,13 @@ use std::pin::Pin;
 use axum::http::Method;
 use tidemark_protocol::ApiError;
 
+use crate::kinto::{default_bucket, permissions};
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
 use crate::routes::{self, Route};
 use crate::settings::Plugin;
 use crate::state::AppState;
-use crate::{accounts, batch, default_bucket, error, lists, objects, permissions, root};
+use crate::{batch, error, lists, objects, root};
 
 /// Handles one authenticated request; never fails (errors become Kinto error responses).
 pub fn dispatch<'a>(
@@ -33,7 +34,7 @@ pub fn dispatch<'a>(
 }
 
 async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
-    let route = routes::parse(&req.segments, state.endpoints())?;
+    let route = routes::parse(&req.segments, state.endpoints(), &state.registry)?;
     if !route.allows(req.method.as_str()) {
         return Err(ApiError::method_not_allowed(route.allowed()));
     }
@@ -50,20 +51,24 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
         Route::Flush => root::flush(state).await?,
         Route::Batch => batch::handle(state, req).await?,
         Route::Permissions => permissions::list(state, req)?,
-        Route::List(addr) if addr.kind.is_account() => {
-            accounts::check_listing(req)?;
-            match req.method {
-                Method::POST => accounts::create(state, req, addr).await?,
-                _ => lists::handle(state, req, addr).await?,
-            }
-        }
-        Route::List(addr) => lists::handle(state, req, addr).await?,
+        Route::List(addr) => lists::handle(state, req, &scoped(req, addr)?).await?,
         Route::Object(addr) => {
             let id = addr.id.clone().unwrap_or_default();
-            objects::handle(state, req, addr, &id).await?
+            objects::handle(state, req, &scoped(req, addr)?, &id).await?
         }
     };
     Ok(expose_headers(&route, req, response))
+}
+
+/// A per-user resource's address in the caller's namespace; anonymous callers have none (401).
+fn scoped(req: &ApiRequest, addr: &crate::toolkit::Address) -> Result<crate::toolkit::Address, ApiError> {
+    if !addr.kind.is_per_user() {
+        return Ok(addr.clone());
+    }
+    match &req.identity.user_id {
+        Some(user_id) => Ok(addr.clone().scoped_to(user_id)),
+        None => Err(crate::authz::deny(&req.identity)),
+    }
 }
 
 /// `Access-Control-Expose-Headers` as Kinto sends it per kind of endpoint (§9.8).

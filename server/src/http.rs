@@ -1,5 +1,6 @@
 //! The HTTP edge: version prefix and trailing-slash redirects, CORS, body limit, security
-//! headers, panics → 500 in Kinto JSON. Everything under `/v1` goes to [`dispatch`].
+//! headers, panics → 500 in Kinto JSON. Everything under the version prefix (`/v1`) goes to
+//! [`dispatch`].
 
 use axum::body::Body as AxumBody;
 use axum::extract::ws::WebSocketUpgrade;
@@ -145,7 +146,8 @@ fn html_escape(text: &str) -> String {
     out
 }
 
-/// `scheme://host/v1` for links in responses (`url`, `Next-Page`, redirects).
+/// `scheme://host/v1` (the service's prefix) for links in responses (`url`, `Next-Page`,
+/// redirects).
 fn base_url(state: &AppState, request: &Request) -> String {
     let scheme = state.settings.http_scheme.clone().unwrap_or_else(|| "http".into());
     let host = state
@@ -154,7 +156,7 @@ fn base_url(state: &AppState, request: &Request) -> String {
         .clone()
         .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
         .unwrap_or_else(|| state.settings.bind.clone());
-    format!("{scheme}://{host}/v1")
+    format!("{scheme}://{host}{}", state.prefix)
 }
 
 async fn route_request(
@@ -179,12 +181,17 @@ async fn route_request(
         None => p.to_owned(),
     };
     let base = base_url(state, &request);
-    let root = base.trim_end_matches("/v1").to_owned();
+    let prefix: &str = &state.prefix;
+    let root = base.strip_suffix(prefix).unwrap_or(&base).to_owned();
 
-    if path == "/v1" {
-        return Err(redirect(&root, &with_query("/v1/"), state.settings.trailing_slash_redirect_ttl_seconds));
+    if path == prefix {
+        return Err(redirect(
+            &root,
+            &with_query(&format!("{prefix}/")),
+            state.settings.trailing_slash_redirect_ttl_seconds,
+        ));
     }
-    let Some(rest) = path.strip_prefix("/v1/").map(|r| format!("/{r}")) else {
+    let Some(rest) = path.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')).map(|r| format!("/{r}")) else {
         let versioned = path.strip_prefix("/v").is_some_and(|r| {
             r.split('/').next().is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         });
@@ -199,7 +206,7 @@ async fn route_request(
         }
         return Err(redirect(
             &root,
-            &format!("/v1{}", with_query(&path)),
+            &format!("{prefix}{}", with_query(&path)),
             state.settings.version_prefix_redirect_ttl_seconds,
         ));
     };
@@ -207,7 +214,7 @@ async fn route_request(
         if !state.settings.trailing_slash_redirect_enabled {
             return Err(kinto_error(&ApiError::unknown_url()));
         }
-        let stripped = format!("/v1{}", rest.trim_end_matches('/'));
+        let stripped = format!("{prefix}{}", rest.trim_end_matches('/'));
         return Err(redirect(&root, &with_query(&stripped), state.settings.trailing_slash_redirect_ttl_seconds));
     }
     let Some(segments) = decode_segments(&rest) else {
@@ -292,7 +299,7 @@ fn preflight(
     if !missing.is_empty() {
         return Err(kinto_error(&ApiError::invalid(missing)));
     }
-    let route = routes::parse(segments, state.endpoints()).map_err(|e| kinto_error(&e))?;
+    let route = routes::parse(segments, state.endpoints(), &state.registry).map_err(|e| kinto_error(&e))?;
     let method = requested.unwrap_or_default().to_ascii_uppercase();
     if !route.allows(&method) {
         return Err(kinto_error(&ApiError::invalid_one(

@@ -7,28 +7,25 @@
 // ApiError is large (it carries the whole Kinto error body) but only travels on failure paths.
 #![allow(clippy::result_large_err)]
 
-mod accounts;
 pub mod auth;
 mod authz;
 mod batch;
 mod common;
-mod default_bucket;
 mod dispatch;
 pub mod error;
 mod http;
+pub mod kinto;
 mod listeners;
 mod lists;
 mod objects;
-mod permissions;
 pub mod request;
-pub mod resources;
 pub mod response;
 mod root;
 mod routes;
 pub mod settings;
 pub mod state;
 mod stream;
-mod validation;
+pub mod toolkit;
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tidemark_engine::{Acl, Command, EngineError, Expect, ListOrder, ListRange, Op, StoredObject};
+use tidemark_engine::{Acl, EngineError, Expect, ListOrder, ListRange, Op, StoredObject};
 use tidemark_protocol::body;
 use tidemark_protocol::filter::{self, Op as FilterOp};
 use tidemark_protocol::headers::{Preconditions, Verdict};
@@ -17,14 +17,13 @@ use tidemark_protocol::{ApiError, Location};
 
 use crate::authz::Authz;
 use crate::common::{self, check_content_type, require_parents};
-use crate::error::{from_engine, RETRY_AFTER_SECONDS};
-use crate::objects::precondition_failed;
+use crate::error::from_engine;
+use crate::objects::{precondition_failed, prepare_write, written};
 use crate::request::ApiRequest;
-use crate::resources::Address;
 use crate::response::{ApiResponse, Body};
 use crate::state::{now_ms, AppState};
-
-const MAX_ATTEMPTS: usize = 16;
+use crate::toolkit::write::{command, retrying, submit, submit_one, Attempt};
+use crate::toolkit::Address;
 
 /// Kinto's default `pagination_token_validity_seconds`.
 const DEFAULT_TOKEN_VALIDITY_SECONDS: u64 = 600;
@@ -119,7 +118,7 @@ impl Visibility {
 /// Kinto §8.6 step 4: the list-level right, else the shared ids, else (with the create right)
 /// an empty list, else a denial.
 fn visibility(state: &AppState, authz: &Authz<'_>, addr: &Address, perm: &str) -> Result<Visibility, ApiError> {
-    if authz.allowed_on_list(&addr.parents, addr.kind.name, perm)? {
+    if authz.allowed_on_list(&addr.parents, &addr.kind, perm)? {
         return Ok(Visibility::All);
     }
     let prefix = format!("{}/", addr.list_path());
@@ -134,7 +133,7 @@ fn visibility(state: &AppState, authz: &Authz<'_>, addr: &Address, perm: &str) -
             }
         }
     }
-    if !ids.is_empty() || authz.may_create(&addr.parents, addr.kind.name)? {
+    if !ids.is_empty() || authz.may_create(&addr.parents, &addr.kind)? {
         return Ok(Visibility::Only(ids));
     }
     Err(authz.deny())
@@ -198,7 +197,7 @@ fn select(
     limit: Option<usize>,
     pin: Option<Pin>,
 ) -> Result<Selection, ApiError> {
-    let (parent, resource) = (addr.parent_uri(), addr.kind.name);
+    let (parent, resource) = (addr.parent_uri(), addr.kind.name.as_str());
     let range = range_of(q);
     let default_order = is_default_order(q);
     let token = q.token.as_ref();
@@ -294,9 +293,14 @@ fn sorted(objects: Vec<StoredObject>, sort: &[query::SortKey]) -> Vec<StoredObje
         .collect()
 }
 
-fn parse_query(req: &ApiRequest) -> Result<(Vec<(String, String)>, ListQuery), ApiError> {
+/// The list query, with the resource's default sort when the request gives none.
+fn parse_query(req: &ApiRequest, addr: &Address) -> Result<(Vec<(String, String)>, ListQuery), ApiError> {
     let pairs = query::parse_pairs(&req.query)?;
-    let q = query::parse_list_query(&pairs, now_ms(), None)?;
+    let mut effective = pairs.clone();
+    if let Some(sort) = addr.kind.default_sort.as_ref().filter(|_| !pairs.iter().any(|(k, _)| k == "_sort")) {
+        effective.push(("_sort".into(), sort.clone()));
+    }
+    let q = query::parse_list_query(&effective, now_ms(), None)?;
     Ok((pairs, q))
 }
 
@@ -343,7 +347,7 @@ fn plain_page(
         && is_default_order(q)
         && matches!(visible, Visibility::All);
     let Some(pin) = pin.filter(|_| plain) else { return Ok(None) };
-    let (parent, resource) = (addr.parent_uri(), addr.kind.name);
+    let (parent, resource) = (addr.parent_uri(), addr.kind.name.as_str());
     let mut body = Vec::with_capacity(64 + limit * 256);
     body.extend_from_slice(b"{\"data\":[");
     let (mut count, mut more, mut changed) = (0usize, false, false);
@@ -397,13 +401,14 @@ fn plain_page(
 }
 
 fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
+    addr.kind.hooks.check_list_read(req)?;
     common::check_accept(req)?;
-    let (pairs, q) = parse_query(req)?;
+    let (pairs, q) = parse_query(req, addr)?;
     let conditions = Preconditions::parse(req.header("if-match"), req.header("if-none-match"))?;
     let authz = state.authz(&req.identity);
     let visible = visibility(state, &authz, addr, "read")?;
     require_parents(&state.engine, &addr.parents)?;
-    let list_ts = state.engine.list_timestamp(addr.parent_uri(), addr.kind.name).map_err(from_engine)?;
+    let list_ts = state.engine.list_timestamp(addr.parent_uri(), &addr.kind.name).map_err(from_engine)?;
     match conditions.evaluate(Some(list_ts), true) {
         Verdict::NotModified => {
             return common::cache_headers(
@@ -418,7 +423,7 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
     }
     let mut response = if req.method == Method::HEAD {
         let total = if q.filters.is_empty() && matches!(visible, Visibility::All) {
-            state.engine.count(addr.parent_uri(), addr.kind.name).map_err(from_engine)?
+            state.engine.count(addr.parent_uri(), &addr.kind.name).map_err(from_engine)?
         } else {
             let all = select(state, addr, &ListQuery { token: None, ..q.clone() }, &visible, None, None)?;
             all.objects.iter().filter(|o| !o.deleted).count() as u64
@@ -470,79 +475,78 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
 }
 
 async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
+    if let Some(on_post) = addr.kind.on_post {
+        return on_post(state, req, addr).await;
+    }
     check_content_type(req, &["application/json"])?;
     common::check_accept(req)?;
     let conditions = Preconditions::parse(req.header("if-match"), req.header("if-none-match"))?;
-    let envelope = body::parse_envelope(common::json_body(req)?, addr.kind.permissions)?;
-    let mut data = envelope.data.clone().unwrap_or_default();
-    let given_id = match data.get("id") {
+    let envelope = common::parse_envelope(req, addr)?;
+    let sent = envelope.data.clone().unwrap_or_default();
+    let given_id = match sent.get("id") {
         None => None,
         Some(Value::String(id)) if addr.kind.is_valid_id(id) => Some(id.clone()),
         Some(_) => return Err(ApiError::invalid_one(Location::Path, None, "Invalid object id")),
     };
     // Kinto looks a record's collection up before any permission check: 404 for anyone.
-    if addr.kind.name == "record" {
+    if addr.kind.parents_checked_first {
         require_parents(&state.engine, &addr.parents)?;
     }
     let authz = state.authz(&req.identity);
     let id = given_id.clone().unwrap_or_else(|| addr.kind.generate_id());
-    for _ in 0..MAX_ATTEMPTS {
-        // A freshly generated id exists nowhere: skip the lookup (the command expects absence).
-        let existing = match given_id {
-            Some(_) => {
-                state.engine.get(addr.parent_uri(), addr.kind.name, &id).map_err(from_engine)?.filter(|o| !o.deleted)
+    retrying!(
+        async {
+            // A freshly generated id exists nowhere: skip the lookup (the command expects absence).
+            let existing = match given_id {
+                Some(_) => state
+                    .engine
+                    .get(addr.parent_uri(), &addr.kind.name, &id)
+                    .map_err(from_engine)?
+                    .filter(|o| !o.deleted),
+                None => None,
+            };
+            if let Some(existing) = existing {
+                // POST of an existing id returns it untouched, to readers only.
+                if !authz.allowed(&addr.chain_with(&id), "read")? {
+                    return Err(authz.deny());
+                }
+                if conditions.evaluate(Some(existing.last_modified), false) == Verdict::Failed {
+                    return Err(precondition_failed(state, addr, Some(&existing)));
+                }
+                if addr.kind.is_per_user() {
+                    let body = json!({"data": Value::Object(existing.data)});
+                    return Ok(Attempt::Done(
+                        ApiResponse::json(StatusCode::OK, body).timestamp_headers(existing.last_modified),
+                    ));
+                }
+                let acl = state.engine.acl(&addr.object_uri(&id)).map_err(from_engine)?;
+                return Ok(Attempt::Done(common::object_response(StatusCode::OK, &existing, &acl, &req.identity)));
             }
-            None => None,
-        };
-        if let Some(existing) = existing {
-            // POST of an existing id returns it untouched, to readers only.
-            if !authz.allowed(&addr.chain_with(&id), "read")? {
+            if !authz.may_create(&addr.parents, &addr.kind)? {
                 return Err(authz.deny());
             }
-            if conditions.evaluate(Some(existing.last_modified), false) == Verdict::Failed {
-                return Err(precondition_failed(state, addr, Some(&existing)));
+            if conditions.evaluate(None, false) == Verdict::Failed {
+                return Err(precondition_failed(state, addr, None));
             }
-            let acl = state.engine.acl(&addr.object_uri(&id)).map_err(from_engine)?;
-            return Ok(common::object_response(StatusCode::OK, &existing, &acl, &req.identity));
+            require_parents(&state.engine, &addr.parents)?;
+            let mut data = sent.clone();
+            let acl = body::replace_permissions(&Acl::new(), envelope.permissions.as_ref());
+            let data_sent = envelope.data.is_some();
+            let acl = prepare_write(state, req, addr, &id, &mut data, data_sent, None, true, acl).await?;
+            let explicit = common::explicit_timestamp(&data);
+            let op = Op::Put { data: common::strip_managed(data), permissions: acl };
+            Ok(match submit_one(state, command(req, addr, &id, op, Expect::Absent, explicit)).await? {
+                Attempt::Done(event) => Attempt::Done(written(req, addr, &event, StatusCode::CREATED)),
+                Attempt::Lost => Attempt::Lost,
+            })
         }
-        if !authz.may_create(&addr.parents, addr.kind.name)? {
-            return Err(authz.deny());
-        }
-        if conditions.evaluate(None, false) == Verdict::Failed {
-            return Err(precondition_failed(state, addr, None));
-        }
-        require_parents(&state.engine, &addr.parents)?;
-        crate::validation::check(state, addr, &id, &mut data, envelope.data.is_some())?;
-        let explicit = common::explicit_timestamp(&data);
-        let mut acl = body::replace_permissions(&Acl::new(), envelope.permissions.as_ref());
-        if state.explicit_permissions {
-            acl.entry("write".into()).or_default().push(req.identity.writer_principal().to_owned());
-        }
-        let cmd = Command {
-            resource: addr.kind.name.to_owned(),
-            parent: addr.parent_uri().to_owned(),
-            id: id.clone(),
-            op: Op::Put { data: common::strip_managed(data.clone()), permissions: acl },
-            expect: Expect::Absent,
-            last_modified: explicit,
-            context: crate::state::context(req),
-        };
-        match state.submit(cmd).await {
-            Ok(event) => {
-                let permissions = common::visible_permissions(&event.permissions, &req.identity);
-                let body = common::data_and_permissions(event.data.clone(), permissions);
-                return Ok(ApiResponse::json(StatusCode::CREATED, body).timestamp_headers(event.timestamp));
-            }
-            Err(EngineError::PreconditionFailed { .. }) => continue,
-            Err(err) => return Err(from_engine(err)),
-        }
-    }
-    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+        .await
+    )
 }
 
 async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
     common::check_accept(req)?;
-    let (pairs, q) = parse_query(req)?;
+    let (pairs, q) = parse_query(req, addr)?;
     let conditions = Preconditions::parse(req.header("if-match"), req.header("if-none-match"))?;
     let authz = state.authz(&req.identity);
     // Nothing deletable but the create right: an empty result, as Kinto answers.
@@ -550,53 +554,49 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
     require_parents(&state.engine, &addr.parents)?;
     let live_only = ListQuery { with_tombstones: false, ..q.clone() };
     let mut token_checked = false;
-    for _ in 0..MAX_ATTEMPTS {
-        let list_ts = state.engine.list_timestamp(addr.parent_uri(), addr.kind.name).map_err(from_engine)?;
-        if conditions.evaluate(Some(list_ts), false) == Verdict::Failed {
-            return Err(precondition_failed(state, addr, None));
-        }
-        // After the precondition, as in Kinto; once, whatever retries follow.
-        if let Some(token) = q.token.as_ref().filter(|_| !token_checked) {
-            if !state.delete_tokens.consume(&token.nonce) {
-                return Err(query::token_already_used());
+    retrying!(
+        async {
+            let list_ts = state.engine.list_timestamp(addr.parent_uri(), &addr.kind.name).map_err(from_engine)?;
+            if conditions.evaluate(Some(list_ts), false) == Verdict::Failed {
+                return Err(precondition_failed(state, addr, None));
             }
-            token_checked = true;
+            // After the precondition, as in Kinto; once, whatever retries follow.
+            if let Some(token) = q.token.as_ref().filter(|_| !token_checked) {
+                if !state.delete_tokens.consume(&token.nonce) {
+                    return Err(query::token_already_used());
+                }
+                token_checked = true;
+            }
+            let limit = effective_limit(state, &q);
+            // Deletions act on the current list: never pinned.
+            let selection = select(state, addr, &live_only, &visible, Some(limit), None)?;
+            if selection.objects.is_empty() {
+                return Ok(Attempt::Done(
+                    ApiResponse::json(StatusCode::OK, json!({"data": []})).timestamp_headers(list_ts),
+                ));
+            }
+            let commands = selection
+                .objects
+                .iter()
+                .map(|o| command(req, addr, o.id(), Op::Delete, Expect::Version(o.last_modified), None))
+                .collect();
+            let events = match submit(state, commands).await? {
+                Attempt::Done(events) => events,
+                Attempt::Lost => return Ok(Attempt::Lost),
+            };
+            let newest = events.iter().map(|e| e.timestamp).max().unwrap_or(list_ts);
+            let tombstones: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
+            let mut response =
+                ApiResponse::json(StatusCode::OK, json!({ "data": tombstones })).timestamp_headers(newest);
+            // The next page is built from the deleted objects' old values, so it also works with
+            // ascending sorts (Kinto builds it from the tombstone: §4.10 QUIRK).
+            let offset = selection.objects.len() as u64 + 1;
+            if let Some((next, nonce)) = next_page(req, &pairs, &q, &selection, limit, offset, None) {
+                state.delete_tokens.issue(nonce);
+                response.set_header("Next-Page", next);
+            }
+            Ok(Attempt::Done(response))
         }
-        let limit = effective_limit(state, &q);
-        // Deletions act on the current list: never pinned.
-        let selection = select(state, addr, &live_only, &visible, Some(limit), None)?;
-        if selection.objects.is_empty() {
-            return Ok(ApiResponse::json(StatusCode::OK, json!({"data": []})).timestamp_headers(list_ts));
-        }
-        let commands = selection
-            .objects
-            .iter()
-            .map(|o| Command {
-                resource: addr.kind.name.to_owned(),
-                parent: addr.parent_uri().to_owned(),
-                id: o.id().to_owned(),
-                op: Op::Delete,
-                expect: Expect::Version(o.last_modified),
-                last_modified: None,
-                context: crate::state::context(req),
-            })
-            .collect();
-        let events = match state.engine.submit(commands).await {
-            Ok(events) => events,
-            Err(EngineError::PreconditionFailed { .. }) => continue,
-            Err(err) => return Err(from_engine(err)),
-        };
-        let newest = events.iter().map(|e| e.timestamp).max().unwrap_or(list_ts);
-        let tombstones: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
-        let mut response = ApiResponse::json(StatusCode::OK, json!({ "data": tombstones })).timestamp_headers(newest);
-        // The next page is built from the deleted objects' old values, so it also works with
-        // ascending sorts (Kinto builds it from the tombstone: §4.10 QUIRK).
-        let offset = selection.objects.len() as u64 + 1;
-        if let Some((next, nonce)) = next_page(req, &pairs, &q, &selection, limit, offset, None) {
-            state.delete_tokens.issue(nonce);
-            response.set_header("Next-Page", next);
-        }
-        return Ok(response);
-    }
-    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+        .await
+    )
 }

@@ -6,28 +6,25 @@
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
-use tidemark_engine::{Acl, Command, EngineError, Expect, Op, StoredObject};
+use tidemark_engine::{Acl, Expect, Op, StoredObject};
 use tidemark_protocol::body::{self, PermissionsInput};
 use tidemark_protocol::headers::{parse_response_behavior, Preconditions, ResponseBehavior, Verdict};
 use tidemark_protocol::{ApiError, Location};
 
-use crate::accounts;
 use crate::authz::Authz;
 use crate::common::{self, check_content_type, require_parents};
-use crate::error::{from_engine, RETRY_AFTER_SECONDS};
+use crate::error::from_engine;
 use crate::request::ApiRequest;
-use crate::resources::Address;
 use crate::response::ApiResponse;
 use crate::state::AppState;
-
-/// How often a write re-decides after losing a race before answering 409.
-const MAX_ATTEMPTS: usize = 16;
+use crate::toolkit::write::{command, retrying, submit_one, Attempt};
+use crate::toolkit::{Address, Write};
 
 pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
     // Kinto builds a record's resource, which looks its collection up, to find the target of a
     // write before authorizing it: under a missing parent that is a 404 for anyone (a GET is
     // authorized first).
-    if addr.kind.name == "record" && matches!(req.method, Method::PUT | Method::PATCH | Method::DELETE) {
+    if addr.kind.parents_checked_first && matches!(req.method, Method::PUT | Method::PATCH | Method::DELETE) {
         require_parents(&state.engine, &addr.parents)?;
     }
     match req.method {
@@ -49,7 +46,7 @@ fn preconditions(req: &ApiRequest) -> Result<Preconditions, ApiError> {
 
 /// The live object at the address, if any.
 fn current(state: &AppState, addr: &Address, id: &str) -> Result<Option<StoredObject>, ApiError> {
-    let object = state.engine.get(addr.parent_uri(), addr.kind.name, id).map_err(from_engine)?;
+    let object = state.engine.get(addr.parent_uri(), &addr.kind.name, id).map_err(from_engine)?;
     Ok(object.filter(|o| !o.deleted))
 }
 
@@ -59,7 +56,7 @@ pub(crate) fn precondition_failed(state: &AppState, addr: &Address, live: Option
     let err = ApiError::modified_meanwhile(live.map(|o| Value::Object(o.data.clone())));
     let ts = match live {
         Some(object) => Ok(object.last_modified),
-        None => state.engine.list_timestamp(addr.parent_uri(), addr.kind.name),
+        None => state.engine.list_timestamp(addr.parent_uri(), &addr.kind.name),
     };
     match ts {
         Ok(ts) => {
@@ -70,14 +67,17 @@ pub(crate) fn precondition_failed(state: &AppState, addr: &Address, live: Option
 }
 
 /// A missing object: 404 if the caller may read the parent (so it may know), else a denial.
-/// A missing bucket is always a denial (Kinto never confirms bucket ids to outsiders).
+/// A missing root object is always a denial (Kinto never confirms bucket ids to outsiders),
+/// except in the caller's own per-user namespace.
 fn missing(state: &AppState, authz: &Authz<'_>, addr: &Address, id: &str) -> Result<ApiError, ApiError> {
     // "Read on the parent" here is the right to list its children: create rights do not count.
-    if addr.parents.is_empty() || !authz.allowed_on_list(&addr.parents, addr.kind.name, "read")? {
+    let may_know = (addr.kind.is_per_user() || !addr.parents.is_empty())
+        && authz.allowed_on_list(&addr.parents, &addr.kind, "read")?;
+    if !may_know {
         return Ok(authz.deny());
     }
     require_parents(&state.engine, &addr.parents)?;
-    Ok(ApiError::object_not_found(addr.kind.name, id))
+    Ok(ApiError::object_not_found(&addr.kind.name, id))
 }
 
 fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
@@ -97,7 +97,7 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
     }
     require_parents(&state.engine, &addr.parents)?;
     let Some(object) = current(state, addr, id)? else {
-        return Err(ApiError::object_not_found(addr.kind.name, id));
+        return Err(ApiError::object_not_found(&addr.kind.name, id));
     };
     match conditions.evaluate(Some(object.last_modified), true) {
         Verdict::NotModified => {
@@ -115,6 +115,7 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
     let pairs = tidemark_protocol::query::parse_pairs(&req.query)?;
     let body = match tidemark_protocol::query::object_fields(&pairs) {
         Some(fields) => json!({"data": tidemark_protocol::filter::project(&Value::Object(object.data), &fields)}),
+        None if addr.kind.is_per_user() => json!({"data": Value::Object(object.data)}),
         None => {
             let acl = state.engine.acl(&addr.object_uri(id)).map_err(from_engine)?;
             common::data_and_permissions(Value::Object(object.data), shown_permissions(addr, &acl, &req.identity))
@@ -152,24 +153,41 @@ fn writable(
     Ok(live)
 }
 
-/// The caller's principal always ends up in `write` (explicit_permissions).
-fn with_writer(mut acl: Acl, state: &AppState, req: &ApiRequest) -> Acl {
+/// The caller's principal always ends up in `write` (explicit_permissions). Objects of per-user
+/// resources carry no ACL: their namespace is their permission.
+pub(crate) fn with_writer(mut acl: Acl, state: &AppState, req: &ApiRequest, addr: &Address) -> Acl {
+    if addr.kind.is_per_user() {
+        return Acl::new();
+    }
     if state.explicit_permissions {
         acl.entry("write".into()).or_default().push(req.identity.writer_principal().to_owned());
     }
     acl
 }
 
-fn command(req: &ApiRequest, addr: &Address, id: &str, op: Op, expect: Expect, last_modified: Option<u64>) -> Command {
-    Command {
-        resource: addr.kind.name.to_owned(),
-        parent: addr.parent_uri().to_owned(),
-        id: id.to_owned(),
-        op,
-        expect,
-        last_modified,
-        context: crate::state::context(req),
-    }
+/// Runs the resource's checks on the object about to be written: its data checks (JSON Schema,
+/// serde type), its validation hook, then its last hook, which may replace the ACL.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn prepare_write(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    id: &str,
+    data: &mut Map<String, Value>,
+    data_sent: bool,
+    previous: Option<&Map<String, Value>>,
+    replaces: bool,
+    acl: Acl,
+) -> Result<Acl, ApiError> {
+    addr.kind.check_data(data)?;
+    let hooks = std::sync::Arc::clone(&addr.kind.hooks);
+    hooks.validate(&mut Write { state, req, addr, id, data: &mut *data, data_sent, previous, replaces })?;
+    let replaced =
+        hooks.before_write(Write { state, req, addr, id, data: &mut *data, data_sent, previous, replaces }).await?;
+    Ok(match replaced {
+        Some(acl) => acl,
+        None => with_writer(acl, state, req, addr),
+    })
 }
 
 fn expect_of(live: Option<&StoredObject>) -> Expect {
@@ -183,78 +201,80 @@ async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Re
     check_content_type(req, &["application/json"])?;
     common::check_accept(req)?;
     let conditions = preconditions(req)?;
-    let envelope = body::parse_envelope(common::json_body(req)?, addr.kind.permissions)?;
+    let envelope = common::parse_envelope(req, addr)?;
     if let Some(body_id) = envelope.data.as_ref().and_then(|d| d.get("id")) {
         if body_id.as_str() != Some(id) {
             return Err(ApiError::invalid_one(Location::Body, Some("id"), "Object id does not match existing object"));
         }
     }
     let authz = state.authz(&req.identity);
-    for _ in 0..MAX_ATTEMPTS {
-        let live = current(state, addr, id)?;
-        let creating = live.is_none() || conditions.if_none_match_any();
-        let permitted = if creating {
-            authz.may_create(&addr.parents, addr.kind.name)?
-        } else {
-            authz.allowed(&addr.chain_with(id), "write")?
-        };
-        if !permitted {
-            return Err(authz.deny());
-        }
-        if conditions.evaluate(live.as_ref().map(|o| o.last_modified), false) == Verdict::Failed {
-            return Err(precondition_failed(state, addr, live.as_ref()));
-        }
-        require_parents(&state.engine, &addr.parents)?;
-        let mut data = match (&envelope.data, &live) {
-            (Some(data), _) => data.clone(),
-            (None, Some(live)) => live.data.clone(),
-            (None, None) => Map::new(),
-        };
-        crate::validation::check(state, addr, id, &mut data, envelope.data.is_some())?;
-        let explicit = envelope.data.as_ref().and_then(common::explicit_timestamp);
-        let uri = addr.object_uri(id);
-        let acl = match &live {
-            Some(_) => {
-                body::replace_permissions(&state.engine.acl(&uri).map_err(from_engine)?, envelope.permissions.as_ref())
-            }
-            None => body::replace_permissions(&Acl::new(), envelope.permissions.as_ref()),
-        };
-        let acl = if addr.kind.is_account() {
-            let Some(sent_data) = envelope.data.as_ref() else {
-                // An account's schema has a required field, so its `data` is required.
-                return Err(ApiError::invalid_one(Location::Body, Some("data"), "Required"));
+    retrying!(
+        async {
+            let live = current(state, addr, id)?;
+            let creating = live.is_none() || conditions.if_none_match_any();
+            let permitted = if creating {
+                authz.may_create(&addr.parents, &addr.kind)?
+            } else {
+                authz.allowed(&addr.chain_with(id), "write")?
             };
-            // A PUT replaces the account: the password is required again.
-            accounts::prepare(state, req, id, &mut data, true, sent_data.contains_key("password")).await?;
-            accounts::acl(id)
-        } else {
-            with_writer(acl, state, req)
-        };
-        let op = Op::Put { data: common::strip_managed(data), permissions: acl };
-        match state.submit(command(req, addr, id, op, expect_of(live.as_ref()), explicit)).await {
-            Ok(event) => {
-                let status = if live.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-                return Ok(written(req, addr, &event, status));
+            if !permitted {
+                return Err(authz.deny());
             }
-            Err(EngineError::PreconditionFailed { .. }) => continue,
-            Err(err) => return Err(from_engine(err)),
+            if conditions.evaluate(live.as_ref().map(|o| o.last_modified), false) == Verdict::Failed {
+                return Err(precondition_failed(state, addr, live.as_ref()));
+            }
+            require_parents(&state.engine, &addr.parents)?;
+            let mut data = match (&envelope.data, &live) {
+                (Some(data), _) => data.clone(),
+                (None, Some(live)) => live.data.clone(),
+                (None, None) => Map::new(),
+            };
+            let explicit = envelope.data.as_ref().and_then(common::explicit_timestamp);
+            let acl = match &live {
+                Some(_) => body::replace_permissions(
+                    &state.engine.acl(&addr.object_uri(id)).map_err(from_engine)?,
+                    envelope.permissions.as_ref(),
+                ),
+                None => body::replace_permissions(&Acl::new(), envelope.permissions.as_ref()),
+            };
+            let previous = live.as_ref().map(|o| &o.data);
+            let data_sent = envelope.data.is_some();
+            let acl = prepare_write(state, req, addr, id, &mut data, data_sent, previous, true, acl).await?;
+            let op = Op::Put { data: common::strip_managed(data), permissions: acl };
+            let cmd = command(req, addr, id, op, expect_of(live.as_ref()), explicit);
+            Ok(match submit_one(state, cmd).await? {
+                Attempt::Done(event) => {
+                    let status = if live.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+                    Attempt::Done(written(req, addr, &event, status))
+                }
+                Attempt::Lost => Attempt::Lost,
+            })
         }
-    }
-    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+        .await
+    )
 }
 
-/// The response of a write: the committed object as the client sees it.
-fn written(req: &ApiRequest, addr: &Address, event: &tidemark_engine::Event, status: StatusCode) -> ApiResponse {
-    let permissions = shown_permissions(addr, &event.permissions, &req.identity);
-    ApiResponse::json(status, common::data_and_permissions(event.data.clone(), permissions))
-        .timestamp_headers(event.timestamp)
+/// The response of a write: the committed object as the client sees it (per-user objects have
+/// no permissions to show).
+pub(crate) fn written(
+    req: &ApiRequest,
+    addr: &Address,
+    event: &tidemark_engine::Event,
+    status: StatusCode,
+) -> ApiResponse {
+    let body = if addr.kind.is_per_user() {
+        json!({"data": event.data})
+    } else {
+        common::data_and_permissions(event.data.clone(), shown_permissions(addr, &event.permissions, &req.identity))
+    };
+    ApiResponse::json(status, body).timestamp_headers(event.timestamp)
 }
 
 /// The ACL a response shows: the object's own, to its explicit writers only (§8.8). Kinto acts
 /// on an account as that account, for an admin or an anonymous sign-up too: an account's ACL is
 /// shown to whoever may reach it.
 fn shown_permissions(addr: &Address, acl: &Acl, identity: &crate::auth::Identity) -> Value {
-    if addr.kind.is_account() {
+    if addr.kind.acl_shown_to_all {
         json!(acl)
     } else {
         common::visible_permissions(acl, identity)
@@ -274,7 +294,7 @@ fn parse_patch(req: &ApiRequest, addr: &Address) -> Result<PatchBody, ApiError> 
     if media == "application/json-patch+json" {
         return Ok(PatchBody::JsonPatch(value));
     }
-    let envelope = body::parse_envelope(value, addr.kind.permissions)?;
+    let envelope = body::parse_envelope(value, &addr.kind.permission_names())?;
     if envelope.data.is_none() && envelope.permissions.is_none() {
         return Err(ApiError::invalid_one(Location::Body, Some("data"), "Provide at least one of data or permissions"));
     }
@@ -300,76 +320,79 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
     let conditions = preconditions(req)?;
     let authz = state.authz(&req.identity);
     let uri = addr.object_uri(id);
-    for _ in 0..MAX_ATTEMPTS {
-        let live = writable(state, &authz, addr, id, &conditions)?;
-        let acl = state.engine.acl(&uri).map_err(from_engine)?;
-        let (mut data, acl, sent_keys): (Map<String, Value>, Acl, Vec<String>) = match &patch {
-            PatchBody::Kinto { data, permissions } => {
-                let changes = data.clone().unwrap_or_default();
-                let keys = changes.keys().cloned().collect();
-                (body::merge_shallow(&live.data, &changes), body::patch_permissions(&acl, permissions.as_ref()), keys)
+    retrying!(
+        async {
+            let live = writable(state, &authz, addr, id, &conditions)?;
+            let acl = state.engine.acl(&uri).map_err(from_engine)?;
+            let (mut data, acl, sent_keys): (Map<String, Value>, Acl, Vec<String>) = match &patch {
+                PatchBody::Kinto { data, permissions } => {
+                    let changes = data.clone().unwrap_or_default();
+                    let keys = changes.keys().cloned().collect();
+                    (
+                        body::merge_shallow(&live.data, &changes),
+                        body::patch_permissions(&acl, permissions.as_ref()),
+                        keys,
+                    )
+                }
+                PatchBody::MergePatch { data, permissions } => {
+                    let changes = data.clone().unwrap_or_default();
+                    let keys = changes.keys().cloned().collect();
+                    (
+                        body::merge_patch(&live.data, &changes),
+                        body::merge_patch_permissions(&acl, permissions.as_ref()),
+                        keys,
+                    )
+                }
+                PatchBody::JsonPatch(ops) => {
+                    let (data, acl) = body::apply_json_patch(&live.data, &acl, ops.clone())?;
+                    let keys = data.keys().cloned().collect();
+                    (data, acl, keys)
+                }
+            };
+            if data.get("id").and_then(Value::as_str) != Some(id) {
+                return Err(ApiError::invalid_one(
+                    Location::Body,
+                    Some("id"),
+                    "Object id does not match existing object",
+                ));
             }
-            PatchBody::MergePatch { data, permissions } => {
-                let changes = data.clone().unwrap_or_default();
-                let keys = changes.keys().cloned().collect();
-                (
-                    body::merge_patch(&live.data, &changes),
-                    body::merge_patch_permissions(&acl, permissions.as_ref()),
-                    keys,
-                )
-            }
-            PatchBody::JsonPatch(ops) => {
-                let (data, acl) = body::apply_json_patch(&live.data, &acl, ops.clone())?;
-                let keys = data.keys().cloned().collect();
-                (data, acl, keys)
-            }
-        };
-        if data.get("id").and_then(Value::as_str) != Some(id) {
-            return Err(ApiError::invalid_one(Location::Body, Some("id"), "Object id does not match existing object"));
-        }
-        crate::validation::check(state, addr, id, &mut data, patch_sends_data(&patch))?;
-        let explicit = common::explicit_timestamp(&data);
-        let acl = if addr.kind.is_account() {
-            let sent = data.get("password") != live.data.get("password");
-            accounts::prepare(state, req, id, &mut data, false, sent).await?;
-            accounts::acl(id)
-        } else {
-            with_writer(acl, state, req)
-        };
-        let op = Op::Put { data: common::strip_managed(data), permissions: acl };
-        let event = match state.submit(command(req, addr, id, op, Expect::Version(live.last_modified), explicit)).await
-        {
-            Ok(event) => event,
-            Err(EngineError::PreconditionFailed { .. }) => continue,
-            Err(err) => return Err(from_engine(err)),
-        };
-        let response = match behavior {
-            ResponseBehavior::Full => written(req, addr, &event, StatusCode::OK),
-            ResponseBehavior::Light | ResponseBehavior::Diff => {
-                let new = event.data.as_object().cloned().unwrap_or_default();
-                let sent = match &patch {
-                    PatchBody::Kinto { data, .. } | PatchBody::MergePatch { data, .. } => {
-                        data.clone().unwrap_or_default()
-                    }
-                    PatchBody::JsonPatch(_) => new.clone(),
-                };
-                let mut out = Map::new();
-                for key in sent_keys {
-                    let (old, now) = (live.data.get(&key), new.get(&key));
-                    let changed = old != now;
-                    let differs_from_sent = behavior == ResponseBehavior::Light || sent.get(&key) != now;
-                    if changed && differs_from_sent {
-                        if let Some(value) = now {
-                            out.insert(key, value.clone());
+            let explicit = common::explicit_timestamp(&data);
+            let sends = patch_sends_data(&patch);
+            let acl = prepare_write(state, req, addr, id, &mut data, sends, Some(&live.data), false, acl).await?;
+            let op = Op::Put { data: common::strip_managed(data), permissions: acl };
+            let cmd = command(req, addr, id, op, Expect::Version(live.last_modified), explicit);
+            let event = match submit_one(state, cmd).await? {
+                Attempt::Done(event) => event,
+                Attempt::Lost => return Ok(Attempt::Lost),
+            };
+            let response = match behavior {
+                ResponseBehavior::Full => written(req, addr, &event, StatusCode::OK),
+                ResponseBehavior::Light | ResponseBehavior::Diff => {
+                    let new = event.data.as_object().cloned().unwrap_or_default();
+                    let sent = match &patch {
+                        PatchBody::Kinto { data, .. } | PatchBody::MergePatch { data, .. } => {
+                            data.clone().unwrap_or_default()
+                        }
+                        PatchBody::JsonPatch(_) => new.clone(),
+                    };
+                    let mut out = Map::new();
+                    for key in sent_keys {
+                        let (old, now) = (live.data.get(&key), new.get(&key));
+                        let changed = old != now;
+                        let differs_from_sent = behavior == ResponseBehavior::Light || sent.get(&key) != now;
+                        if changed && differs_from_sent {
+                            if let Some(value) = now {
+                                out.insert(key, value.clone());
+                            }
                         }
                     }
+                    ApiResponse::json(StatusCode::OK, json!({"data": out})).timestamp_headers(event.timestamp)
                 }
-                ApiResponse::json(StatusCode::OK, json!({"data": out})).timestamp_headers(event.timestamp)
-            }
-        };
-        return Ok(response);
-    }
-    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+            };
+            Ok(Attempt::Done(response))
+        }
+        .await
+    )
 }
 
 async fn delete(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
@@ -377,18 +400,17 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) ->
     let conditions = preconditions(req)?;
     let explicit = crate::lists::query_timestamp(req, "last_modified")?;
     let authz = state.authz(&req.identity);
-    for _ in 0..MAX_ATTEMPTS {
-        let live = writable(state, &authz, addr, id, &conditions)?;
-        let cmd = command(req, addr, id, Op::Delete, Expect::Version(live.last_modified), explicit);
-        match state.submit(cmd).await {
-            Ok(event) => {
-                return Ok(
-                    ApiResponse::json(StatusCode::OK, json!({"data": event.data})).timestamp_headers(event.timestamp)
-                )
-            }
-            Err(EngineError::PreconditionFailed { .. }) => continue,
-            Err(err) => return Err(from_engine(err)),
+    retrying!(
+        async {
+            let live = writable(state, &authz, addr, id, &conditions)?;
+            let cmd = command(req, addr, id, Op::Delete, Expect::Version(live.last_modified), explicit);
+            Ok(match submit_one(state, cmd).await? {
+                Attempt::Done(event) => Attempt::Done(
+                    ApiResponse::json(StatusCode::OK, json!({"data": event.data})).timestamp_headers(event.timestamp),
+                ),
+                Attempt::Lost => Attempt::Lost,
+            })
         }
-    }
-    Err(ApiError::conflict(RETRY_AFTER_SECONDS))
+        .await
+    )
 }

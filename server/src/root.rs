@@ -77,7 +77,8 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
     if let Some(user_id) = &req.identity.user_id {
         let mut user = json!({"id": user_id, "principals": kinto_principal_order(&req.identity.principals)});
         if state.plugin(Plugin::DefaultBucket) {
-            user["bucket"] = json!(crate::default_bucket::bucket_id(&settings.default_bucket_hmac_secret, user_id));
+            user["bucket"] =
+                json!(crate::kinto::default_bucket::bucket_id(&settings.default_bucket_hmac_secret, user_id));
         }
         map.insert("user".into(), user);
     }

@@ -11,6 +11,7 @@ use crate::request::ApiRequest;
 use crate::routes::Endpoints;
 use crate::settings::{AuthPolicyKind, Plugin, Settings};
 use crate::stream::Hub;
+use crate::toolkit::Registry;
 
 /// Principal → (membership version, group URIs).
 type GroupCache = HashMap<String, (u64, Vec<String>)>;
@@ -19,12 +20,16 @@ type GroupCache = HashMap<String, (u64, Vec<String>)>;
 pub struct AppState {
     pub engine: Engine,
     pub settings: Arc<Settings>,
+    /// The resources served.
+    pub registry: Arc<Registry>,
+    /// The version prefix every endpoint lives under (`/v1`).
+    pub prefix: Arc<str>,
     pub authenticator: Authenticator,
     pub grants: Arc<SettingsGrants>,
     pub explicit_permissions: bool,
     pub delete_tokens: Arc<crate::lists::DeleteTokens>,
     /// Compiled JSON schemas of collections and buckets.
-    pub validators: Arc<crate::validation::ValidatorCache>,
+    pub validators: Arc<crate::kinto::validation::ValidatorCache>,
     /// The live-stream hub, started with the first stream connection.
     hub: Arc<std::sync::OnceLock<Arc<Hub>>>,
     /// Principal → group URIs, valid while the engine's membership version is unchanged.
@@ -32,8 +37,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// `hmac_secret` is `userid_hmac_secret`, resolved by the caller (generated if unset).
+    /// Kinto's service: its resources (accounts with their plugin) under `/v1`. `hmac_secret` is
+    /// `userid_hmac_secret`, resolved by the caller (generated if unset).
     pub fn new(engine: Engine, settings: Settings, hmac_secret: String) -> AppState {
+        let registry = crate::kinto::registry(settings.plugins.contains(&Plugin::Accounts));
+        AppState::with_registry(engine, settings, hmac_secret, registry, "/v1")
+    }
+
+    /// A service serving `registry` under `prefix` (e.g. `/v0`).
+    pub fn with_registry(
+        engine: Engine,
+        settings: Settings,
+        hmac_secret: String,
+        registry: Registry,
+        prefix: &str,
+    ) -> AppState {
         let policies = settings
             .auth_policies
             .iter()
@@ -53,6 +71,8 @@ impl AppState {
         grants.insert("bucket_create".into(), settings.bucket_create_principals.clone());
         AppState {
             engine,
+            registry: Arc::new(registry),
+            prefix: Arc::from(prefix),
             explicit_permissions: settings.explicit_permissions,
             delete_tokens: Arc::new(crate::lists::DeleteTokens::from_settings(&settings)),
             validators: Arc::default(),
@@ -67,11 +87,11 @@ impl AppState {
     /// The stream hub (must be called within the runtime: it starts a task the first time).
     pub fn hub(&self) -> Arc<Hub> {
         let queue = self.settings.raw.get("stream_queue_size").and_then(|v| v.parse().ok()).unwrap_or(256);
-        Arc::clone(self.hub.get_or_init(|| Hub::start(self.engine.clone(), queue)))
+        Arc::clone(self.hub.get_or_init(|| Hub::start(self.engine.clone(), Arc::clone(&self.registry), queue)))
     }
 
     pub fn authz<'a>(&'a self, identity: &'a Identity) -> Authz<'a> {
-        Authz { engine: &self.engine, grants: &self.grants, identity }
+        Authz { engine: &self.engine, registry: &self.registry, grants: &self.grants, identity }
     }
 
     pub fn plugin(&self, plugin: Plugin) -> bool {
@@ -82,7 +102,6 @@ impl AppState {
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
             flush: self.plugin(Plugin::Flush),
-            accounts: self.plugin(Plugin::Accounts),
             permissions: self.settings.experimental_permissions_endpoint || self.plugin(Plugin::Admin),
         }
     }

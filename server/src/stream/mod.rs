@@ -21,8 +21,8 @@ use tidemark_protocol::{json, query, ApiError};
 use tokio::sync::broadcast;
 
 use crate::auth::Identity;
-use crate::resources::{Node, ACCOUNT, BUCKET, COLLECTION, GROUP, RECORD};
 use crate::state::{now_ms, AppState};
+use crate::toolkit::Registry;
 
 /// The runtime streams run on: its own threads (one per core, up to 4), so fan-out work queues
 /// behind itself rather than in front of request handling (writers' responses), and a change
@@ -70,20 +70,16 @@ pub struct Change {
     pub tail: String,
 }
 
-/// The bucket and collection an event's object belongs to (or is).
-fn location(event: &Event) -> (Option<String>, Option<String>) {
-    let parts: Vec<&str> = event.parent.trim_start_matches('/').split('/').collect();
-    match (event.resource.as_str(), parts.as_slice()) {
-        ("bucket", _) => (Some(event.object_id.clone()), None),
-        ("collection", ["buckets", b]) => (Some((*b).to_owned()), Some(event.object_id.clone())),
-        ("group", ["buckets", b]) => (Some((*b).to_owned()), None),
-        ("record", ["buckets", b, "collections", c]) => (Some((*b).to_owned()), Some((*c).to_owned())),
-        _ => (None, None),
-    }
+/// The bucket and collection an event's object belongs to (or is): the ids of the chain's
+/// `bucket` and `collection` levels, the kinds streams filter on.
+fn location(registry: &Registry, event: &Event) -> (Option<String>, Option<String>) {
+    let Some(chain) = registry.chain_of(&event.uri()) else { return (None, None) };
+    let id_of = |name: &str| chain.iter().find(|node| node.kind.name == name).map(|node| node.id.clone());
+    (id_of("bucket"), id_of("collection"))
 }
 
 impl Change {
-    pub fn build(engine: &Engine, event: Arc<Event>) -> Change {
+    pub fn build(registry: &Registry, engine: &Engine, event: Arc<Event>) -> Change {
         let old = event
             .prev_seq
             .and_then(|seq| engine.events_from(seq, 1).ok())
@@ -91,11 +87,11 @@ impl Change {
             .filter(|e| e.action != Action::Delete)
             .map(|e| e.data.clone());
         let action = event_action(&event);
-        Change::with_old(event, old, action)
+        Change::with_old(registry, event, old, action)
     }
 
-    fn with_old(event: Arc<Event>, old: Option<Value>, action: &str) -> Change {
-        let (bucket_id, collection_id) = location(&event);
+    fn with_old(registry: &Registry, event: Arc<Event>, old: Option<Value>, action: &str) -> Change {
+        let (bucket_id, collection_id) = location(registry, &event);
         let mut body = Map::new();
         body.insert("cursor".into(), json!(stream::cursor(event.seq)));
         body.insert("action".into(), json!(action));
@@ -135,7 +131,7 @@ const HUB_RING: usize = 4096;
 impl Hub {
     /// Starts the hub's task (within the runtime): it follows the engine's bus and, when it
     /// falls behind it, the log. Its ring holds at least a socket queue's worth of changes.
-    pub fn start(engine: Engine, queue: usize) -> Arc<Hub> {
+    pub fn start(engine: Engine, registry: Arc<Registry>, queue: usize) -> Arc<Hub> {
         let (tx, _) = broadcast::channel(queue.max(HUB_RING));
         let hub = Arc::new(Hub { tx: tx.clone() });
         let mut bus = engine.bus().subscribe();
@@ -154,7 +150,7 @@ impl Hub {
                 };
                 for event in events {
                     last = event.seq;
-                    let change = Arc::new(Change::build(&engine, event));
+                    let change = Arc::new(Change::build(&registry, &engine, event));
                     // No receiver is fine: nobody is subscribed.
                     let _ = tx.send(change);
                 }
@@ -195,8 +191,8 @@ impl Subscription {
 
     /// What the filter decides from the event's address and action alone, before any frame
     /// is built for it (false: certainly not for this subscription).
-    fn may_match(&self, event: &Event) -> bool {
-        let (bucket_id, collection_id) = location(event);
+    fn may_match(&self, registry: &Registry, event: &Event) -> bool {
+        let (bucket_id, collection_id) = location(registry, event);
         self.addressed(event, bucket_id.as_deref(), collection_id.as_deref())
     }
 
@@ -225,19 +221,25 @@ impl Subscription {
     /// (the object's own ACL is gone), as Kinto shows them.
     fn allowed(&mut self, state: &AppState, identity: &Identity, change: &Change) -> bool {
         let event = &change.event;
-        if matches!(event.resource.as_str(), "bucket" | "collection" | "group") {
-            // ACLs or memberships may have changed: forget what was cached.
+        let registry = &state.registry;
+        let kind = registry.get(&event.resource);
+        if kind.is_none_or(|kind| kind.members_field.is_some() || registry.is_parent(&kind.name)) {
+            // A parent's ACL or a membership may have changed: forget what was cached.
             self.readable.clear();
         }
         // The hot path (a list the subscriber reads as a whole) allocates nothing.
         if self.readable.get(&event.parent) == Some(&true) {
             return true;
         }
-        let Some(chain) = chain_of(event) else { return false };
+        let Some(chain) = registry.chain_of(&event.uri()) else { return false };
         let authz = state.authz(identity);
+        if kind.is_some_and(|kind| kind.is_per_user()) {
+            // Only the namespace's owner, deletions included.
+            return authz.allowed(&chain, "read").unwrap_or(false);
+        }
         if !self.readable.contains_key(&event.parent) {
             let (parents, object) = chain.split_at(chain.len() - 1);
-            let list_level = authz.allowed_on_list(parents, object[0].kind.name, "read").unwrap_or(false);
+            let list_level = authz.allowed_on_list(parents, &object[0].kind, "read").unwrap_or(false);
             self.readable.insert(event.parent.clone(), list_level);
             if list_level {
                 return true;
@@ -245,26 +247,6 @@ impl Subscription {
         }
         event.action != Action::Delete && authz.allowed(&chain, "read").unwrap_or(false)
     }
-}
-
-/// The object's chain of nodes from its URI (bucket first), for authorization.
-fn chain_of(event: &Event) -> Option<Vec<Node>> {
-    let uri = event.uri();
-    let parts: Vec<&str> = uri.trim_start_matches('/').split('/').collect();
-    let node = |kind, id: &str, uri: String| Node { kind, id: id.to_owned(), uri };
-    let b = |id: &str| node(&BUCKET, id, format!("/buckets/{id}"));
-    Some(match parts.as_slice() {
-        ["buckets", bid] => vec![b(bid)],
-        ["buckets", bid, "collections", cid] => vec![b(bid), node(&COLLECTION, cid, uri.clone())],
-        ["buckets", bid, "groups", gid] => vec![b(bid), node(&GROUP, gid, uri.clone())],
-        ["buckets", bid, "collections", cid, "records", rid] => vec![
-            b(bid),
-            node(&COLLECTION, cid, format!("/buckets/{bid}/collections/{cid}")),
-            node(&RECORD, rid, uri.clone()),
-        ],
-        ["accounts", aid] => vec![node(&ACCOUNT, aid, uri.clone())],
-        _ => return None,
-    })
 }
 
 /// A frame to send, and the cursor a client would resume from after it.
@@ -340,12 +322,12 @@ impl Session {
                     return Ok(false);
                 }
                 let sub = &mut self.subscriptions[index];
-                if !sub.may_match(&event) {
+                if !sub.may_match(&self.state.registry, &event) {
                     // Passed over without building its frame (and reading its old version).
                     sub.delivered = sub.delivered.max(event.seq);
                     continue;
                 }
-                let change = Change::build(&self.state.engine, event);
+                let change = Change::build(&self.state.registry, &self.state.engine, event);
                 self.deliver(index, &change, out);
             }
         }
@@ -470,7 +452,7 @@ impl Session {
                 }
             }
             let Some(event) = event.filter(|e| e.action != Action::Delete) else { continue };
-            let change = Change::with_old(event, None, "create");
+            let change = Change::with_old(&self.state.registry, event, None, "create");
             if sub.matches(&change) && sub.allowed(&self.state, &self.identity, &change) {
                 out.push(Outgoing::control(change_frame(&sub.id, &change.tail), at));
             }

@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use super::{Outgoing, Session};
 use crate::auth::Identity;
 use crate::error::render;
-use crate::resources::{Node, BUCKET, COLLECTION};
 use crate::state::AppState;
 
 /// Is this an SSE stream path? Returns (bucket, collection).
@@ -52,14 +51,12 @@ fn open(
 ) -> Result<Response, ApiError> {
     // The caller must be able to read the stream's target as a whole.
     let authz = state.authz(&identity);
-    let bucket_node = Node { kind: &BUCKET, id: bucket.clone(), uri: format!("/buckets/{bucket}") };
-    let allowed = match &collection {
-        Some(c) => {
-            let node = Node { kind: &COLLECTION, id: c.clone(), uri: format!("/buckets/{bucket}/collections/{c}") };
-            authz.allowed(&[bucket_node, node], "read")?
-        }
-        None => authz.allowed(&[bucket_node], "read")?,
-    };
+    let mut segments = vec!["buckets", bucket.as_str()];
+    if let Some(c) = &collection {
+        segments.extend(["collections", c.as_str()]);
+    }
+    let chain = state.registry.require(&segments)?.chain_with(segments[segments.len() - 1]);
+    let allowed = authz.allowed(&chain, "read")?;
     if !allowed {
         return Err(authz.deny());
     }

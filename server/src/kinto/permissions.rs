@@ -14,46 +14,47 @@ use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
 use crate::state::{now_ms, AppState};
+use crate::toolkit::{Registry, Resource};
 
 const FIELDS: [&str; 8] =
     ["uri", "resource_name", "permissions", "bucket_id", "collection_id", "group_id", "record_id", "id"];
 
-/// `{uri, resource_name, <parent>_id…, id}` for an object URI.
-fn describe(uri: &str) -> Map<String, Value> {
-    let parts: Vec<&str> = uri.trim_start_matches('/').split('/').collect();
+/// `{uri, resource_name, <kind>_id…, id}` for an object URI, as Kinto's route match gives it: an
+/// id field per level of the chain, except for a lone root object other than a bucket (an
+/// account has `id` only).
+fn describe(registry: &Registry, uri: &str) -> Option<Map<String, Value>> {
+    let chain = registry.chain_of(uri)?;
+    let target = chain.last()?;
     let mut entry = Map::new();
     entry.insert("uri".into(), json!(uri));
-    let (resource, ids): (&str, Vec<(&str, &str)>) = match parts.as_slice() {
-        ["buckets", b] => ("bucket", vec![("bucket_id", b)]),
-        ["buckets", b, "collections", c] => ("collection", vec![("bucket_id", b), ("collection_id", c)]),
-        ["buckets", b, "groups", g] => ("group", vec![("bucket_id", b), ("group_id", g)]),
-        ["buckets", b, "collections", c, "records", r] => {
-            ("record", vec![("bucket_id", b), ("collection_id", c), ("record_id", r)])
+    entry.insert("resource_name".into(), json!(target.kind.name));
+    let lone = chain.len() == 1 && target.kind.name != "bucket";
+    if !lone {
+        for node in &chain {
+            entry.insert(format!("{}_id", node.kind.name), json!(node.id));
         }
-        ["accounts", a] => ("account", vec![("id", a)]),
-        _ => ("unknown", vec![]),
-    };
-    entry.insert("resource_name".into(), json!(resource));
-    for (key, value) in &ids {
-        entry.insert((*key).into(), json!(value));
     }
-    if let Some(last) = parts.last() {
-        entry.insert("id".into(), json!(last));
-    }
-    entry
+    entry.insert("id".into(), json!(target.id));
+    Some(entry)
 }
 
-/// What `perm` implies on the same object, as Kinto lists it: its inheritance tree restricted to
-/// the object (bucket `write` gives `read`, `read:attributes` and the create permissions; a
-/// bucket's or collection's `read` gives `read:attributes`; any create gives `read:attributes`).
-fn implied(resource: &str, perm: &str) -> &'static [&'static str] {
-    match (resource, perm) {
-        ("bucket", "write") => &["read", "read:attributes", "collection:create", "group:create"],
-        ("collection", "write") => &["read", "read:attributes", "record:create"],
-        ("bucket" | "collection", "read") => &["read:attributes"],
-        (_, "write") => &["read"],
-        (_, create) if create.ends_with(":create") => &["read:attributes"],
-        _ => &[],
+/// What `perm` implies on the same object, as Kinto lists it: its inheritance restricted to the
+/// object. `write` gives `read`; on a kind that has children (it carries create permissions) it
+/// also gives `read:attributes` and those create permissions, and `read` gives
+/// `read:attributes`; any create gives `read:attributes`.
+fn implied(kind: &Resource, perm: &str) -> Vec<String> {
+    let creates: Vec<String> = kind.permissions.iter().filter(|p| p.ends_with(":create")).cloned().collect();
+    let has_children = !creates.is_empty();
+    match perm {
+        "write" if has_children => {
+            let mut all = vec!["read".to_owned(), "read:attributes".to_owned()];
+            all.extend(creates);
+            all
+        }
+        "write" => vec!["read".to_owned()],
+        "read" if has_children => vec!["read:attributes".to_owned()],
+        create if create.ends_with(":create") => vec!["read:attributes".to_owned()],
+        _ => Vec::new(),
     }
 }
 
@@ -83,19 +84,22 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
             granted.entry(uri).or_default().insert(perm);
         }
     }
+    let registry = &state.registry;
     let mut entries: Vec<Value> = granted
         .into_iter()
-        .map(|(uri, mut perms)| {
-            let mut entry = describe(&uri);
-            let resource = entry["resource_name"].as_str().unwrap_or_default().to_owned();
-            let extra: Vec<&str> = perms.iter().flat_map(|p| implied(&resource, p)).copied().collect();
-            perms.extend(extra.into_iter().map(str::to_owned));
+        .filter_map(|(uri, mut perms)| {
+            let mut entry = describe(registry, &uri)?;
+            let kind = registry.get(entry["resource_name"].as_str().unwrap_or_default())?;
+            let extra: Vec<String> = perms.iter().flat_map(|p| implied(kind, p)).collect();
+            perms.extend(extra);
             entry.insert("permissions".into(), json!(perms));
-            Value::Object(entry)
+            Some(Value::Object(entry))
         })
         .collect();
-    let root: Vec<&str> = ["bucket", "account"]
-        .into_iter()
+    let root: Vec<&str> = registry
+        .iter()
+        .filter(|kind| kind.parent.is_none() && !kind.is_per_user())
+        .map(|kind| kind.name.as_str())
         .filter(|kind| {
             state
                 .grants

@@ -2,7 +2,7 @@
 //! derived from their user id, created (with the named collection) on first use.
 
 use serde_json::{Map, Value};
-use tidemark_engine::{Command, EngineError, Expect, Op};
+use tidemark_engine::{Expect, Op};
 use tidemark_protocol::{ApiError, Location};
 
 use crate::auth::hmac_hex;
@@ -10,6 +10,7 @@ use crate::authz::deny;
 use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::state::AppState;
+use crate::toolkit::write::{command, submit_one};
 
 /// Kinto's id: the first 32 hex digits of HMAC-SHA256(default_bucket_hmac_secret, user id),
 /// formatted 8-4-4-4-12 (no UUID version bits forced).
@@ -18,26 +19,18 @@ pub fn bucket_id(secret: &str, user_id: &str) -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
-/// Creates the object if it does not exist, with the caller as writer. A concurrent creation
-/// is fine: the object exists either way.
-async fn ensure(state: &AppState, req: &ApiRequest, parent: &str, resource: &str, id: &str) -> Result<(), ApiError> {
-    if state.engine.get(parent, resource, id).map_err(from_engine)?.is_some_and(|o| !o.deleted) {
+/// Creates the object at `segments` if it does not exist, with the caller as writer. A
+/// concurrent creation is fine: the object exists either way.
+async fn ensure(state: &AppState, req: &ApiRequest, segments: &[&str]) -> Result<(), ApiError> {
+    let addr = state.registry.require(segments)?;
+    let id = addr.id.clone().unwrap_or_default();
+    if state.engine.get(addr.parent_uri(), &addr.kind.name, &id).map_err(from_engine)?.is_some_and(|o| !o.deleted) {
         return Ok(());
     }
     let writer = req.identity.writer_principal().to_owned();
-    let command = Command {
-        resource: resource.to_owned(),
-        parent: parent.to_owned(),
-        id: id.to_owned(),
-        op: Op::Put { data: Map::new(), permissions: [("write".to_owned(), vec![writer])].into() },
-        expect: Expect::Absent,
-        last_modified: None,
-        context: crate::state::context(req),
-    };
-    match state.engine.submit(vec![command]).await {
-        Ok(_) | Err(EngineError::PreconditionFailed { .. }) => Ok(()),
-        Err(err) => Err(from_engine(err)),
-    }
+    let op = Op::Put { data: Map::new(), permissions: [("write".to_owned(), vec![writer])].into() };
+    // Lost to a concurrent creation: the object exists.
+    submit_one(state, command(req, &addr, &id, op, Expect::Absent, None)).await.map(|_| ())
 }
 
 /// Rewrites a request addressed through `/buckets/default` to the caller's bucket, creating
@@ -55,7 +48,7 @@ pub async fn resolve(state: &AppState, req: &mut ApiRequest) -> Result<(), ApiEr
     let bid = bucket_id(&state.settings.default_bucket_hmac_secret, &user_id);
     let is_put = req.method == axum::http::Method::PUT;
     if !(is_put && req.segments.len() == 2) {
-        ensure(state, req, "", "bucket", &bid).await?;
+        ensure(state, req, &["buckets", &bid]).await?;
     }
     if req.segments.len() >= 4 && req.segments[2] == "collections" {
         let cid = req.segments[3].clone();
@@ -63,7 +56,7 @@ pub async fn resolve(state: &AppState, req: &mut ApiRequest) -> Result<(), ApiEr
             return Err(ApiError::invalid_one(Location::Path, None, "Invalid collection id"));
         }
         if !(is_put && req.segments.len() == 4) {
-            ensure(state, req, &format!("/buckets/{bid}"), "collection", &cid).await?;
+            ensure(state, req, &["buckets", &bid, "collections", &cid]).await?;
         }
     }
     req.segments[1] = bid.clone();

@@ -4,13 +4,40 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Map, Value};
 use tidemark_engine::Acl;
-use tidemark_protocol::{body, ApiError, Errno, Location};
+use tidemark_protocol::{ApiError, Errno, Location};
 
 use crate::auth::hash_password;
 use crate::request::ApiRequest;
-use crate::resources::Address;
 use crate::response::ApiResponse;
 use crate::state::AppState;
+use crate::toolkit::{Address, BoxFuture, Hooks, Write};
+
+/// The account rules as toolkit hooks: the password checked and hashed, the ACL owned by the
+/// account itself, anonymous listing refused.
+pub struct AccountHooks;
+
+impl Hooks for AccountHooks {
+    fn before_write<'a>(&'a self, write: Write<'a>) -> BoxFuture<'a, Result<Option<Acl>, ApiError>> {
+        Box::pin(async move {
+            if write.replaces && !write.data_sent {
+                // An account's schema has a required field, so its `data` is required.
+                return Err(ApiError::invalid_one(Location::Body, Some("data"), "Required"));
+            }
+            // A PUT replaces the account: the password is required again. On a PATCH the stored
+            // value is already a hash: only a changed one was sent.
+            let sent = match write.previous {
+                Some(previous) if !write.replaces => write.data.get("password") != previous.get("password"),
+                _ => write.data.contains_key("password"),
+            };
+            prepare(write.state, write.req, write.id, write.data, write.replaces, sent).await?;
+            Ok(Some(acl(write.id)))
+        })
+    }
+
+    fn check_list_read(&self, req: &ApiRequest) -> Result<(), ApiError> {
+        check_listing(req)
+    }
+}
 
 /// Is the caller an accounts administrator (`account_write_principals`)?
 fn is_admin(state: &AppState, req: &ApiRequest) -> bool {
@@ -21,7 +48,7 @@ fn is_admin(state: &AppState, req: &ApiRequest) -> bool {
 /// Checks and transforms the data of an account write: the id belongs to the caller (unless
 /// admin or anonymous: a sign-up), a password is required on a PUT, and it is stored as a
 /// bcrypt hash.
-pub async fn prepare(
+async fn prepare(
     state: &AppState,
     req: &ApiRequest,
     id: &str,
@@ -58,12 +85,12 @@ pub async fn prepare(
 }
 
 /// An account is always, and only, written by itself.
-pub fn acl(id: &str) -> Acl {
+fn acl(id: &str) -> Acl {
     Acl::from([("write".to_owned(), vec![format!("account:{id}")])])
 }
 
 /// Anonymous listing gets Kinto's odd 401 (errno 999, no message).
-pub fn check_listing(req: &ApiRequest) -> Result<(), ApiError> {
+fn check_listing(req: &ApiRequest) -> Result<(), ApiError> {
     if (req.method == Method::GET || req.method == Method::HEAD) && !req.identity.is_authenticated() {
         let mut err = ApiError::new(401, Errno::Undefined, None);
         err.error = "Cannot read accounts.".into();
@@ -74,8 +101,16 @@ pub fn check_listing(req: &ApiRequest) -> Result<(), ApiError> {
 
 /// `POST /accounts`: the id is mandatory; an existing account is returned to its readers,
 /// otherwise the request is a creation (`PUT /accounts/{id}`).
-pub async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
-    let envelope = body::parse_envelope(crate::common::json_body(req)?, addr.kind.permissions)?;
+pub fn create<'a>(
+    state: &'a AppState,
+    req: &'a ApiRequest,
+    addr: &'a Address,
+) -> BoxFuture<'a, Result<ApiResponse, ApiError>> {
+    Box::pin(create_account(state, req, addr))
+}
+
+async fn create_account(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
+    let envelope = crate::common::parse_envelope(req, addr)?;
     let id = match envelope.data.as_ref().and_then(|d| d.get("id")) {
         Some(Value::String(id)) => id.clone(),
         _ => return Err(ApiError::invalid_one(Location::Body, Some("data.id"), "data.id in body: Required")),

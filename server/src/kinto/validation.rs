@@ -18,8 +18,8 @@ use tidemark_protocol::pyrepr::{pyrepr, pystr};
 use tidemark_protocol::{ApiError, Invalid, Location};
 
 use crate::error::from_engine;
-use crate::resources::{Address, Node};
 use crate::state::AppState;
+use crate::toolkit::{Address, Node};
 
 /// Compiled schemas kept at most; beyond it the cache starts afresh (schemas are few).
 const MAX_CACHED_VALIDATORS: usize = 512;
@@ -46,7 +46,7 @@ pub fn check(
     data: &mut Map<String, Value>,
     data_sent: bool,
 ) -> Result<(), ApiError> {
-    match addr.kind.name {
+    match addr.kind.name.as_str() {
         "group" => check_members(data, data_sent)?,
         "collection" => {
             check_cache_expires(data)?;
@@ -59,7 +59,7 @@ pub fn check(
         return Ok(());
     }
     let Some(bucket) = addr.parents.first() else { return Ok(()) };
-    match (addr.kind.name, addr.parents.as_slice()) {
+    match (addr.kind.name.as_str(), addr.parents.as_slice()) {
         ("record", [_, collection]) => {
             if let Some(collection_object) = live(state, collection)? {
                 if let Some(schema) = collection_object.data.get("schema") {

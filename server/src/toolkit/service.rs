@@ -1,0 +1,153 @@
+//! A service: a name, a version, a URL prefix, settings and resources, turned into a server
+//! running on the same engine (log, views, `_since`, streams, listeners) as Kinto's.
+
+use std::path::PathBuf;
+
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::toolkit::{Registry, Resource};
+
+/// Builds a service from its resources.
+///
+/// ```
+/// use tidemark_server::toolkit::{Resource, Service};
+///
+/// # async fn demo() -> Result<(), String> {
+/// let service = Service::new("food")
+///     .version("1.0.0")
+///     .prefix("/v0")
+///     .setting("storage_backend", "memory")
+///     .setting("multiauth.policies", "basicauth")
+///     .resource(Resource::per_user("food", "food"));
+/// let state = service.state()?;
+/// let app = tidemark_server::app(state); // an axum Router: serve it, or call it in a test
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Service {
+    prefix: String,
+    registry: Registry,
+    ini: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    overrides: Vec<(String, String)>,
+    errors: Vec<String>,
+}
+
+impl Service {
+    /// A service called `project_name` (shown in `GET /<prefix>/`), under `/v1` by default.
+    pub fn new(project_name: &str) -> Service {
+        Service {
+            prefix: "/v1".into(),
+            registry: Registry::default(),
+            ini: None,
+            env: Vec::new(),
+            overrides: vec![("project_name".into(), project_name.into())],
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn version(self, version: &str) -> Service {
+        self.setting("project_version", version)
+    }
+
+    /// The version prefix of every URL, e.g. `/v0`.
+    pub fn prefix(mut self, prefix: &str) -> Service {
+        self.prefix = format!("/{}", prefix.trim_matches('/'));
+        self
+    }
+
+    /// The address to listen on (`host:port`); settings given later still win.
+    pub fn bind(self, address: &str) -> Service {
+        self.setting("bind", address)
+    }
+
+    /// One setting, as in a `kinto.ini` (`multiauth.policies`, `storage_backend`…).
+    pub fn setting(mut self, key: &str, value: &str) -> Service {
+        self.overrides.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Reads a Kinto-style INI file under the builder's own settings (which still win).
+    pub fn ini(mut self, path: impl Into<PathBuf>) -> Service {
+        self.ini = Some(path.into());
+        self
+    }
+
+    /// Lets `KINTO_*` and `TIDEMARK_*` environment variables set settings, as `tidemark serve`.
+    pub fn from_environment(mut self) -> Service {
+        self.env = std::env::vars().collect();
+        self
+    }
+
+    /// Adds a resource (its parent first); a bad definition is reported by [`Service::state`].
+    pub fn resource(mut self, resource: Resource) -> Service {
+        if let Err(err) = self.registry.register(resource) {
+            self.errors.push(err);
+        }
+        self
+    }
+
+    /// Adds Kinto's own resources (buckets, collections, groups, records; accounts when
+    /// `with_accounts`), so a service can serve them beside its own.
+    pub fn kinto_resources(mut self, with_accounts: bool) -> Service {
+        for resource in crate::kinto::registry(with_accounts).iter() {
+            if let Err(err) = self.registry.register(Resource::clone(resource)) {
+                self.errors.push(err);
+            }
+        }
+        self
+    }
+
+    /// The settings: the INI file, then the environment (if taken), then the builder's.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let settings = Settings::load(self.ini.as_deref(), &self.env, &self.overrides).map_err(|e| e.to_string())?;
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(settings)
+    }
+
+    /// Opens the engine the settings name and builds the shared state (`crate::app` serves it).
+    pub fn state(self) -> Result<AppState, String> {
+        if !self.errors.is_empty() {
+            return Err(self.errors.join("; "));
+        }
+        let settings = self.settings()?;
+        let engine = crate::open_engine(&settings)?;
+        let secret = crate::hmac_secret(&settings)?;
+        Ok(AppState::with_registry(engine, settings, secret, self.registry, &self.prefix))
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn serve(self) -> Result<(), String> {
+        let state = self.state()?;
+        let bind = state.settings.bind.clone();
+        let listener =
+            tokio::net::TcpListener::bind(&bind).await.map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("{} listening on http://{address}{}/", state.settings.project_name, state.prefix);
+        crate::serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

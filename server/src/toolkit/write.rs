@@ -1,0 +1,92 @@
+//! The one write path of the generic handlers: commands built in one place, and the optimistic
+//! retry loop (decide on the current state, submit a command that expects exactly that state,
+//! decide again if another writer got there first).
+
+use std::sync::Arc;
+
+use tidemark_engine::{Command, EngineError, Event, Expect, Op};
+use tidemark_protocol::ApiError;
+
+use crate::error::{from_engine, RETRY_AFTER_SECONDS};
+use crate::request::ApiRequest;
+use crate::state::AppState;
+use crate::toolkit::Address;
+
+/// How often a write re-decides after losing a race before answering 409.
+pub const MAX_ATTEMPTS: usize = 16;
+
+/// The outcome of one attempt: done, or lost to a concurrent writer (decide again).
+pub enum Attempt<T> {
+    Done(T),
+    Lost,
+}
+
+/// The answer when every attempt was lost: 409 with Retry-After.
+pub fn conflict() -> ApiError {
+    ApiError::conflict(RETRY_AFTER_SECONDS)
+}
+
+/// Evaluates `$attempt` (a `Result<Attempt<T>, ApiError>`, typically `async { … }.await`) until
+/// it is done, at most [`MAX_ATTEMPTS`] times; then 409. A macro rather than a function taking
+/// an async closure: the attempt borrows the handler's locals, and such closures' futures are
+/// not provably `Send` for every lifetime.
+macro_rules! retrying {
+    ($attempt:expr) => {{
+        let mut result = Err($crate::toolkit::write::conflict());
+        for _ in 0..$crate::toolkit::write::MAX_ATTEMPTS {
+            match $attempt {
+                Ok($crate::toolkit::write::Attempt::Lost) => continue,
+                Ok($crate::toolkit::write::Attempt::Done(value)) => {
+                    result = Ok(value);
+                    break;
+                }
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        result
+    }};
+}
+pub(crate) use retrying;
+
+/// The command that writes `op` on object `id` at `addr`, made by the request's caller.
+pub fn command(
+    req: &ApiRequest,
+    addr: &Address,
+    id: &str,
+    op: Op,
+    expect: Expect,
+    last_modified: Option<u64>,
+) -> Command {
+    Command {
+        resource: addr.kind.name.clone(),
+        parent: addr.parent_uri().to_owned(),
+        id: id.to_owned(),
+        op,
+        expect,
+        last_modified,
+        context: crate::state::context(req),
+    }
+}
+
+/// Commits `commands` atomically; `Lost` when an expectation no longer held.
+pub async fn submit(state: &AppState, commands: Vec<Command>) -> Result<Attempt<Vec<Arc<Event>>>, ApiError> {
+    match state.engine.submit(commands).await {
+        Ok(events) => Ok(Attempt::Done(events)),
+        Err(EngineError::PreconditionFailed { .. }) => Ok(Attempt::Lost),
+        Err(err) => Err(from_engine(err)),
+    }
+}
+
+/// [`submit`] for one command, answering its event.
+pub async fn submit_one(state: &AppState, command: Command) -> Result<Attempt<Arc<Event>>, ApiError> {
+    Ok(match submit(state, vec![command]).await? {
+        Attempt::Done(mut events) => match events.pop() {
+            Some(event) => Attempt::Done(event),
+            None => return Err(from_engine(EngineError::InvalidCommand("the writer returned no event".into()))),
+        },
+        Attempt::Lost => Attempt::Lost,
+    })
+}
