@@ -48,6 +48,8 @@ fn record_data() -> Map<String, Value> {
 fn put(parent: &str, resource: &str, id: &str, data: Map<String, Value>) -> Command {
     Command {
         resource: resource.into(),
+        plural: format!("{resource}s"),
+        members: None,
         parent: parent.into(),
         id: id.into(),
         op: Op::Put { data, permissions: Acl::from([("write".into(), vec!["account:bench".into()])]) },

@@ -22,6 +22,8 @@ const USER: &str = "alice:secret";
 fn put(parent: &str, resource: &str, id: &str, data: Value, acl: Acl) -> Command {
     Command {
         resource: resource.into(),
+        plural: format!("{resource}s"),
+        members: None,
         parent: parent.into(),
         id: id.into(),
         op: Op::Put { data: data.as_object().cloned().unwrap_or_else(Map::new), permissions: acl },

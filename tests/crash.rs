@@ -27,6 +27,8 @@ fn config(policy: &str) -> EngineConfig {
 fn put(parent: &str, resource: &str, id: &str, data: Value) -> EngineCommand {
     EngineCommand {
         resource: resource.into(),
+        plural: format!("{resource}s"),
+        members: None,
         parent: parent.into(),
         id: id.into(),
         op: Op::Put { data: data.as_object().cloned().unwrap_or_default(), permissions: Acl::new() },
@@ -39,7 +41,7 @@ fn put(parent: &str, resource: &str, id: &str, data: Value) -> EngineCommand {
 /// The child: 4 writers, each submitting single writes and atomic batches of 5 until killed.
 fn child(dir: &Path, policy: &str, cycle: u64) {
     let engine = Engine::open_sled(dir, config(policy)).unwrap_or_else(|e| panic!("child open: {e}"));
-    if engine.get("", "bucket", "b").ok().flatten().is_none() {
+    if engine.get("", "buckets", "b").ok().flatten().is_none() {
         engine
             .submit_blocking(vec![put("", "bucket", "b", json!({})), put("/buckets/b", "collection", "c", json!({}))])
             .unwrap_or_else(|e| panic!("seed: {e}"));
@@ -122,7 +124,7 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng) -> (usize, Vec<String>
     let engine = Engine::open_sled(dir, config(policy)).unwrap_or_else(|e| panic!("reopen after kill: {e}"));
     let mut problems = Vec::new();
     for (id, (ts, data)) in &acked {
-        match engine.get(C, "record", id) {
+        match engine.get(C, "records", id) {
             Ok(Some(stored)) if stored.last_modified == *ts && Value::Object(stored.data.clone()) == *data => {}
             Ok(Some(stored)) => {
                 problems.push(format!("{id}: stored {} differs from acknowledged {data}", Value::Object(stored.data)))

@@ -38,12 +38,9 @@ impl Announcer {
     /// Answers first, then publishes: the callers' tasks are woken ahead of the fan-out, so a
     /// crowd of subscribers does not delay the writers' responses.
     pub fn announce(&self, applied: Applied) {
-        // Before any answer: a caller's next request must not see stale memberships. A bucket
-        // delete purges its groups too.
-        let touches_groups = applied
-            .published
-            .iter()
-            .any(|e| e.resource == "group" || (e.resource == "bucket" && e.action == Action::Delete));
+        // Before any answer: a caller's next request must not see stale memberships. A delete
+        // may purge principal sources below the object too.
+        let touches_groups = applied.published.iter().any(|e| e.members.is_some() || e.action == Action::Delete);
         if touches_groups {
             self.memberships.fetch_add(1, Ordering::Release);
         }

@@ -52,12 +52,21 @@ pub struct Event {
     pub id: Ulid,
     /// The `last_modified` given to the object (Kinto epoch ms).
     pub timestamp: u64,
+    /// The kind's name (Kinto's `resource_name`).
     pub resource: String,
+    /// The URL segment of the object's list. Events written before it was recorded have it
+    /// empty on disk; [`Event::upgrade_legacy`] fills it in.
+    #[serde(default)]
+    pub plural: String,
     /// Parent URI: `""` for buckets, `/buckets/b` for collections and groups,
     /// `/buckets/b/collections/c` for records.
     pub parent: String,
     pub object_id: String,
     pub action: Action,
+    /// The principals that gain this object's URI as a principal (a Kinto group's members);
+    /// `None` for objects that are no principal source, and on delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
     /// The full object after the change; the tombstone on delete.
     pub data: Value,
     /// The ACL after the change (empty on delete).
@@ -69,7 +78,25 @@ pub struct Event {
 
 impl Event {
     pub fn uri(&self) -> String {
-        crate::object::object_uri(&self.parent, &self.resource, &self.object_id)
+        crate::object::object_uri(&self.parent, &self.plural, &self.object_id)
+    }
+
+    /// Completes an event written before the log recorded URL segments and members. Those
+    /// events all came from Kinto's resources, whose segment is the name plus `s` and whose
+    /// only principal source was the group (its `members` field).
+    pub fn upgrade_legacy(&mut self) {
+        if !self.plural.is_empty() {
+            return;
+        }
+        self.plural = format!("{}s", self.resource);
+        if self.resource == "group" && self.action != Action::Delete && self.members.is_none() {
+            let members = self
+                .data
+                .get("members")
+                .and_then(Value::as_array)
+                .map(|members| members.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect::<Vec<_>>());
+            self.members = Some(members.unwrap_or_default());
+        }
     }
 }
 
@@ -119,8 +146,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
     let mut prev_hash = [0u8; 16];
     prev_hash.copy_from_slice(&bytes[5..HEADER_LEN]);
     let payload = &bytes[HEADER_LEN..];
-    let event: Event =
+    let mut event: Event =
         rmp_serde::from_slice(payload).map_err(|e| EngineError::Corrupt(format!("log entry payload: {e}")))?;
+    event.upgrade_legacy();
     Ok(Decoded { hash: chain_next(&prev_hash, payload), event, prev_hash })
 }
 
@@ -135,9 +163,11 @@ mod tests {
             id: Ulid::new(),
             timestamp: 1_700_000_000_000,
             resource: "record".into(),
+            plural: "records".into(),
             parent: "/buckets/b/collections/c".into(),
             object_id: "r1".into(),
             action: Action::Update,
+            members: None,
             data: json!({"id": "r1", "last_modified": 1_700_000_000_000u64, "n": 1.5, "big": u64::MAX, "s": "é"}),
             permissions: Acl::from([("write".to_string(), vec!["account:bob".to_string()])]),
             prev_seq: Some(3),

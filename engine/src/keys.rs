@@ -1,18 +1,19 @@
 //! The key layout of the single keyspace: one prefix byte per view, then the view's own key.
 //!
-//! Lists are named by `(parent URI, resource name)`; parent URIs never contain `\0`, so `\0`
-//! separates components and every list's keys form one contiguous range. Keeping the layout in
+//! Lists are named by `(parent URI, URL segment)`, so an object's key follows from its URI alone;
+//! parent URIs never contain `\0`, so `\0` separates components and every list's keys form one
+//! contiguous range. Keeping the layout in
 //! this one module is what lets `rebuild` drop "all views" by prefix.
 
 /// The change log: `L` + seq (u64 big-endian) → event envelope. Never rewritten.
 pub const LOG: u8 = b'L';
-/// Objects: `O` + parent `\0` resource `\0` id → current state (tombstones flagged).
+/// Objects: `O` + parent `\0` plural `\0` id → current state (tombstones flagged).
 pub const OBJECT: u8 = b'O';
-/// List timestamps: `T` + parent `\0` resource → u64 (the list ETag).
+/// List timestamps: `T` + parent `\0` plural → u64 (the list ETag).
 pub const LIST_TS: u8 = b'T';
-/// Live-object counts: `N` + parent `\0` resource → u64 (`Total-Objects` without a scan).
+/// Live-object counts: `N` + parent `\0` plural → u64 (`Total-Objects` without a scan).
 pub const COUNT: u8 = b'N';
-/// Changes: `C` + parent `\0` resource `\0` !ts (u64 BE, bits inverted) id → empty. One entry
+/// Changes: `C` + parent `\0` plural `\0` !ts (u64 BE, bits inverted) id → empty. One entry
 /// per id, at its latest timestamp: `_since`, `_before` and the default order without a scan of
 /// the list. Inverted so that newest-first — Kinto's default order — is a forward scan, which
 /// sled does much faster than a reverse one.
@@ -21,13 +22,16 @@ pub const CHANGE: u8 = b'C';
 pub const ACL: u8 = b'A';
 /// Principal index: `P` + principal `\0` permission `\0` object URI → empty.
 pub const PRINCIPAL: u8 = b'P';
-/// Group membership: `G` + member principal `\0` group URI → empty (a user's group principals).
+/// Membership: `G` + member principal `\0` source URI → empty (a user's group principals).
 pub const MEMBER: u8 = b'G';
+/// Membership by source: `R` + source URI `\0` member principal → empty (a group's members, to
+/// undo them when it changes or is purged).
+pub const MEMBER_OF_SOURCE: u8 = b'R';
 /// Engine metadata (applied seq per view, format version).
 pub const META: u8 = b'M';
 
 /// Every view prefix, in the order the digest walks them.
-pub const VIEW_PREFIXES: [u8; 7] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL, MEMBER];
+pub const VIEW_PREFIXES: [u8; 8] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL, MEMBER, MEMBER_OF_SOURCE];
 /// The views that record the seq they have applied.
 pub const VIEW_NAMES: [&str; 6] = ["objects", "timestamps", "changes", "counts", "acl", "members"];
 
@@ -43,51 +47,51 @@ pub fn seq_of_log_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-fn list_part(prefix: u8, parent: &str, resource: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + parent.len() + resource.len());
+fn list_part(prefix: u8, parent: &str, plural: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + parent.len() + plural.len());
     k.push(prefix);
     k.extend_from_slice(parent.as_bytes());
     k.push(0);
-    k.extend_from_slice(resource.as_bytes());
+    k.extend_from_slice(plural.as_bytes());
     k
 }
 
-pub fn object(parent: &str, resource: &str, id: &str) -> Vec<u8> {
-    let mut k = object_list_prefix(parent, resource);
+pub fn object(parent: &str, plural: &str, id: &str) -> Vec<u8> {
+    let mut k = object_list_prefix(parent, plural);
     k.extend_from_slice(id.as_bytes());
     k
 }
 
 /// Prefix of every object of one list.
-pub fn object_list_prefix(parent: &str, resource: &str) -> Vec<u8> {
-    let mut k = list_part(OBJECT, parent, resource);
+pub fn object_list_prefix(parent: &str, plural: &str) -> Vec<u8> {
+    let mut k = list_part(OBJECT, parent, plural);
     k.push(0);
     k
 }
 
-pub fn list_ts(parent: &str, resource: &str) -> Vec<u8> {
-    list_part(LIST_TS, parent, resource)
+pub fn list_ts(parent: &str, plural: &str) -> Vec<u8> {
+    list_part(LIST_TS, parent, plural)
 }
 
-pub fn count(parent: &str, resource: &str) -> Vec<u8> {
-    list_part(COUNT, parent, resource)
+pub fn count(parent: &str, plural: &str) -> Vec<u8> {
+    list_part(COUNT, parent, plural)
 }
 
-pub fn change_list_prefix(parent: &str, resource: &str) -> Vec<u8> {
-    let mut k = list_part(CHANGE, parent, resource);
+pub fn change_list_prefix(parent: &str, plural: &str) -> Vec<u8> {
+    let mut k = list_part(CHANGE, parent, plural);
     k.push(0);
     k
 }
 
-pub fn change(parent: &str, resource: &str, ts: u64, id: &str) -> Vec<u8> {
-    let mut k = change_at(parent, resource, ts);
+pub fn change(parent: &str, plural: &str, ts: u64, id: &str) -> Vec<u8> {
+    let mut k = change_at(parent, plural, ts);
     k.extend_from_slice(id.as_bytes());
     k
 }
 
 /// Prefix of the change entries of one list at exactly `ts`.
-pub fn change_at(parent: &str, resource: &str, ts: u64) -> Vec<u8> {
-    let mut k = change_list_prefix(parent, resource);
+pub fn change_at(parent: &str, plural: &str, ts: u64) -> Vec<u8> {
+    let mut k = change_list_prefix(parent, plural);
     k.extend_from_slice(&(!ts).to_be_bytes());
     k
 }
@@ -126,6 +130,34 @@ pub fn member(principal: &str, group_uri: &str) -> Vec<u8> {
     let mut k = member_prefix(principal);
     k.extend_from_slice(group_uri.as_bytes());
     k
+}
+
+pub fn member_of_source(source_uri: &str, principal: &str) -> Vec<u8> {
+    let mut k = member_of_source_prefix(source_uri);
+    k.extend_from_slice(principal.as_bytes());
+    k
+}
+
+/// The members of the source at `source_uri`.
+pub fn member_of_source_prefix(source_uri: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + source_uri.len());
+    k.push(MEMBER_OF_SOURCE);
+    k.extend_from_slice(source_uri.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The members of every source strictly below `uri`.
+pub fn member_of_source_descendants(uri: &str) -> Vec<u8> {
+    let mut k = vec![MEMBER_OF_SOURCE];
+    k.extend_from_slice(uri.as_bytes());
+    k.push(b'/');
+    k
+}
+
+/// Where the format of the views is recorded: views of another format are rebuilt on open.
+pub fn views_format() -> Vec<u8> {
+    meta("views_format")
 }
 
 pub fn member_prefix(principal: &str) -> Vec<u8> {

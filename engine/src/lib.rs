@@ -9,6 +9,10 @@
 //! - The **writer** thread is the only mutator; it group-commits and flushes per
 //!   [`FlushPolicy`] before answering. Reads never go through it: they read the views directly.
 //! - After a commit, events are offered to the [`bus::Bus`] without ever waiting on a subscriber.
+//! - The engine knows no resource by name: a command says where its object lives (parent URI and
+//!   list segment, so its URI is `{parent}/{plural}/{id}`) and, for a principal source such as a
+//!   Kinto group, whom it makes members. Every event records both, so the log alone rebuilds
+//!   the views.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bus;

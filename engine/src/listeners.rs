@@ -456,6 +456,8 @@ mod tests {
     fn put(parent: &str, resource: &str, id: &str) -> Command {
         Command {
             resource: resource.into(),
+            plural: format!("{resource}s"),
+            members: None,
             parent: parent.into(),
             id: id.into(),
             op: Op::Put { data: json!({"x": 1}).as_object().cloned().unwrap_or_default(), permissions: Acl::new() },
@@ -682,6 +684,8 @@ mod tests {
             id: ulid::Ulid::new(),
             timestamp: 1,
             resource: resource.into(),
+            plural: format!("{resource}s"),
+            members: None,
             parent: String::new(),
             object_id: "x".into(),
             action,

@@ -92,15 +92,14 @@ pub fn normalize_acl(acl: Acl) -> Acl {
         .collect()
 }
 
-/// `/buckets/b` + `collection` + `c` → `/buckets/b/collections/c`.
-pub fn object_uri(parent: &str, resource: &str, id: &str) -> String {
-    format!("{parent}/{resource}s/{id}")
+/// `/buckets/b` + `collections` + `c` → `/buckets/b/collections/c`.
+pub fn object_uri(parent: &str, plural: &str, id: &str) -> String {
+    format!("{parent}/{plural}/{id}")
 }
 
-/// The inverse of [`object_uri`]: `(parent, resource, id)`.
+/// The inverse of [`object_uri`]: `(parent, plural, id)`.
 pub fn split_uri(uri: &str) -> Option<(&str, &str, &str)> {
     let (rest, id) = uri.rsplit_once('/')?;
     let (parent, plural) = rest.rsplit_once('/')?;
-    let resource = plural.strip_suffix('s')?;
-    (!id.is_empty() && !resource.is_empty()).then_some((parent, resource, id))
+    (!id.is_empty() && !plural.is_empty()).then_some((parent, plural, id))
 }

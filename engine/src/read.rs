@@ -28,9 +28,9 @@ pub struct ListRange {
 }
 
 impl Engine {
-    /// The object at (parent, resource, id), tombstones included.
-    pub fn get(&self, parent: &str, resource: &str, id: &str) -> Result<Option<StoredObject>> {
-        views::read_object(self.storage(), parent, resource, id)
+    /// The object at (parent, plural, id), tombstones included.
+    pub fn get(&self, parent: &str, plural: &str, id: &str) -> Result<Option<StoredObject>> {
+        views::read_object(self.storage(), parent, plural, id)
     }
 
     /// The live object a URI names.
@@ -44,13 +44,13 @@ impl Engine {
     }
 
     /// The list timestamp (list ETag).
-    pub fn list_timestamp(&self, parent: &str, resource: &str) -> Result<u64> {
-        views::list_timestamp(self.storage(), parent, resource)
+    pub fn list_timestamp(&self, parent: &str, plural: &str) -> Result<u64> {
+        views::list_timestamp(self.storage(), parent, plural)
     }
 
     /// Live objects in the list (a maintained count, not a scan).
-    pub fn count(&self, parent: &str, resource: &str) -> Result<u64> {
-        views::live_count(self.storage(), parent, resource)
+    pub fn count(&self, parent: &str, plural: &str) -> Result<u64> {
+        views::live_count(self.storage(), parent, plural)
     }
 
     pub fn acl(&self, uri: &str) -> Result<Acl> {
@@ -62,15 +62,15 @@ impl Engine {
     pub fn walk_list(
         &self,
         parent: &str,
-        resource: &str,
+        plural: &str,
         range: ListRange,
         order: ListOrder,
         mut visit: impl FnMut(StoredObject) -> Result<bool>,
     ) -> Result<()> {
         let storage = self.storage();
-        self.walk_ids(parent, resource, range, order, |id| {
+        self.walk_ids(parent, plural, range, order, |id| {
             // The index and the objects view are written in one batch, so the object exists.
-            match views::read_object(storage, parent, resource, id)? {
+            match views::read_object(storage, parent, plural, id)? {
                 Some(object) => visit(object),
                 None => Ok(true),
             }
@@ -81,13 +81,13 @@ impl Engine {
     pub fn walk_list_raw(
         &self,
         parent: &str,
-        resource: &str,
+        plural: &str,
         range: ListRange,
         order: ListOrder,
         mut visit: impl FnMut(RawObject) -> Result<bool>,
     ) -> Result<()> {
         let storage = self.storage();
-        self.walk_ids(parent, resource, range, order, |id| match storage.get(&keys::object(parent, resource, id))? {
+        self.walk_ids(parent, plural, range, order, |id| match storage.get(&keys::object(parent, plural, id))? {
             Some(bytes) => visit(RawObject::split(id, bytes)?),
             None => Ok(true),
         })
@@ -97,19 +97,19 @@ impl Engine {
     fn walk_ids(
         &self,
         parent: &str,
-        resource: &str,
+        plural: &str,
         range: ListRange,
         order: ListOrder,
         mut visit: impl FnMut(&str) -> Result<bool>,
     ) -> Result<()> {
-        let prefix = keys::change_list_prefix(parent, resource);
+        let prefix = keys::change_list_prefix(parent, plural);
         // Keys hold inverted timestamps: newer entries sort first.
         let start = match range.before {
-            Some(before) => prefix_end(&keys::change_at(parent, resource, before)),
+            Some(before) => prefix_end(&keys::change_at(parent, plural, before)),
             None => prefix.clone(),
         };
         let end = match range.since {
-            Some(since) => keys::change_at(parent, resource, since),
+            Some(since) => keys::change_at(parent, plural, since),
             None => prefix_end(&prefix),
         };
         let storage = self.storage();
@@ -177,12 +177,12 @@ impl Engine {
         }
     }
 
-    /// The object at (parent, resource, id) as it was once event `seq` was committed, tombstones
+    /// The object at (parent, plural, id) as it was once event `seq` was committed, tombstones
     /// included: the current state if it has not changed since, else the state its event chain
     /// (`prev_seq`) held then. `None` if it did not exist at `seq`, or no longer exists at all
     /// (purged with its parent).
-    pub fn object_as_of(&self, parent: &str, resource: &str, id: &str, seq: u64) -> Result<Option<StoredObject>> {
-        let Some(current) = self.get(parent, resource, id)? else {
+    pub fn object_as_of(&self, parent: &str, plural: &str, id: &str, seq: u64) -> Result<Option<StoredObject>> {
+        let Some(current) = self.get(parent, plural, id)? else {
             return Ok(None);
         };
         if current.seq <= seq {
@@ -261,6 +261,8 @@ mod tests {
     fn put(parent: &str, resource: &str, id: &str, data: serde_json::Value) -> Command {
         Command {
             resource: resource.into(),
+            plural: format!("{resource}s"),
+            members: None,
             parent: parent.into(),
             id: id.into(),
             op: Op::Put { data: data.as_object().cloned().unwrap_or_default(), permissions: Acl::new() },
@@ -283,7 +285,7 @@ mod tests {
             engine.submit_blocking(vec![Command { op: Op::Delete, ..put(C, "record", "r", json!({})) }]).unwrap();
         let v3 = engine.submit_blocking(vec![put(C, "record", "r", json!({"v": 3}))]).unwrap()[0].seq;
 
-        let at = |seq| engine.object_as_of(C, "record", "r", seq).unwrap();
+        let at = |seq| engine.object_as_of(C, "records", "r", seq).unwrap();
         assert_eq!(at(v1 - 1), None, "not created yet");
         let first = at(v1).unwrap();
         assert_eq!((first.data["v"].clone(), first.seq, first.deleted), (json!(1), v1, false));
@@ -292,8 +294,8 @@ mod tests {
         let tombstone = at(gone[0].seq).unwrap();
         assert!(tombstone.deleted);
         assert_eq!(tombstone.last_modified, gone[0].timestamp);
-        assert_eq!(at(v3).unwrap(), engine.get(C, "record", "r").unwrap().unwrap(), "current state");
-        assert_eq!(engine.object_as_of(C, "record", "missing", v3).unwrap(), None);
+        assert_eq!(at(v3).unwrap(), engine.get(C, "records", "r").unwrap().unwrap(), "current state");
+        assert_eq!(engine.object_as_of(C, "records", "missing", v3).unwrap(), None);
         assert_eq!(engine.last_seq().unwrap(), v3);
         assert_eq!(engine.event_at(v2).unwrap().unwrap().seq, v2);
         assert!(engine.event_at(v3 + 1).unwrap().is_none());

@@ -104,9 +104,28 @@ fn check_entry(bytes: &[u8], expected_seq: u64, chain: &ChainHash) -> Result<eve
     Ok(decoded)
 }
 
-/// On open: the views must not be ahead of the log; replay whatever tail they lack.
+/// The layout of the views this build derives. Views of another format (or none recorded: the
+/// format before keys followed URIs) are rebuilt from the log on open.
+const VIEWS_FORMAT: u64 = 2;
+
+fn set_views_format(storage: &dyn Storage) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    batch.put(keys::views_format(), keys::u64_value(VIEWS_FORMAT));
+    storage.apply(batch)
+}
+
+/// On open: views of an older format are rebuilt; otherwise they must not be ahead of the log,
+/// and whatever tail they lack is replayed.
 pub(crate) fn recover(storage: &dyn Storage) -> Result<(LogTail, u64)> {
     let tail = read_tail(storage)?;
+    let format = storage.get(&keys::views_format())?.as_deref().and_then(keys::read_u64);
+    if format != Some(VIEWS_FORMAT) {
+        if tail.last_seq > 0 {
+            tracing::warn!(events = tail.last_seq, "views are of an older format: rebuilding them from the log");
+        }
+        let replayed = rebuild(storage)?;
+        return Ok((tail, replayed));
+    }
     let applied = applied_seq(storage)?;
     if applied > tail.last_seq {
         return Err(EngineError::Corrupt(format!(
@@ -149,6 +168,7 @@ pub(crate) fn rebuild(storage: &dyn Storage) -> Result<u64> {
     let tail = read_tail(storage)?;
     drop_views(storage)?;
     let replayed = if tail.last_seq > 0 { replay_range(storage, 1, tail.last_seq)? } else { 0 };
+    set_views_format(storage)?;
     storage.flush()?;
     Ok(replayed)
 }
@@ -305,7 +325,8 @@ pub(crate) fn import(storage: &dyn Storage, input: &mut dyn BufRead) -> Result<u
         if crc32fast::hash(parsed.event.to_string().as_bytes()) != parsed.crc32 {
             return Err(bad(number, "checksum mismatch".into()));
         }
-        let event: Event = serde_json::from_value(parsed.event).map_err(|e| bad(number, e.to_string()))?;
+        let mut event: Event = serde_json::from_value(parsed.event).map_err(|e| bad(number, e.to_string()))?;
+        event.upgrade_legacy();
         if parsed.seq != expected || event.seq != expected {
             return Err(bad(number, format!("expected event {expected}, found {}", event.seq)));
         }

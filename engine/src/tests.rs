@@ -14,8 +14,19 @@ fn data(v: Value) -> Map<String, Value> {
 }
 
 fn put(parent: &str, resource: &str, id: &str, v: Value) -> Command {
+    // Groups are the principal source here, as in Kinto: their members come from `members`.
+    let members = (resource == "group").then(|| {
+        v.get("members")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str().map(String::from))
+            .collect()
+    });
     Command {
         resource: resource.into(),
+        plural: format!("{resource}s"),
+        members,
         parent: parent.into(),
         id: id.into(),
         op: Op::Put { data: data(v), permissions: Acl::from([("write".into(), vec!["u".into()])]) },
@@ -67,19 +78,19 @@ fn writes_become_gap_free_events_and_views() {
         let updated = engine.submit_blocking(vec![put(C, "record", "r1", json!({"x": 2}))]).expect("update");
         assert_eq!(updated[0].action, Action::Update);
         assert_eq!(updated[0].prev_seq, Some(3));
-        let stored = engine.get(C, "record", "r1").expect("get").expect("present");
+        let stored = engine.get(C, "records", "r1").expect("get").expect("present");
         assert_eq!(stored.data["x"], 2);
         assert_eq!(stored.data["id"], "r1");
         assert_eq!(stored.last_modified, updated[0].timestamp);
-        assert_eq!(engine.list_timestamp(C, "record").expect("ts"), updated[0].timestamp);
-        assert_eq!(engine.count(C, "record").expect("count"), 1);
+        assert_eq!(engine.list_timestamp(C, "records").expect("ts"), updated[0].timestamp);
+        assert_eq!(engine.count(C, "records").expect("count"), 1);
         assert_eq!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl")["write"], vec!["u".to_string()]);
         assert_eq!(engine.objects_of_principal("u").expect("index").len(), 3);
         let log = engine.events_from(1, 100).expect("log");
         assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         let deleted = engine.submit_blocking(vec![delete(C, "record", "r1")]).expect("delete");
         assert_eq!(deleted[0].data, json!({"id": "r1", "last_modified": deleted[0].timestamp, "deleted": true}));
-        assert_eq!(engine.count(C, "record").expect("count"), 0);
+        assert_eq!(engine.count(C, "records").expect("count"), 0);
         assert!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl").is_empty());
         assert!(engine.verify().expect("verify").ok());
     }
@@ -128,15 +139,15 @@ fn deleting_a_collection_purges_everything_below_it() {
             .expect("write");
         engine.submit_blocking(vec![delete(C, "record", "r2")]).expect("delete");
         engine.submit_blocking(vec![delete("/buckets/b", "collection", "c")]).expect("delete collection");
-        assert!(engine.get(C, "record", "r1").expect("get").is_none());
-        assert!(engine.get(C, "record", "r2").expect("get").is_none(), "child tombstones are purged too");
+        assert!(engine.get(C, "records", "r1").expect("get").is_none());
+        assert!(engine.get(C, "records", "r2").expect("get").is_none(), "child tombstones are purged too");
         assert!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl").is_empty());
-        assert_eq!(engine.count(C, "record").expect("count"), 0);
+        assert_eq!(engine.count(C, "records").expect("count"), 0);
         engine.submit_blocking(vec![put("/buckets/b", "group", "g", json!({"members": ["m"]}))]).expect("group");
         assert_eq!(engine.groups_of("m").expect("groups").len(), 1);
         engine.submit_blocking(vec![delete("", "bucket", "b")]).expect("delete bucket");
         assert!(engine.groups_of("m").expect("groups").is_empty(), "a purged group grants nothing");
-        assert!(engine.get("/buckets/b", "collection", "c").expect("get").is_none(), "purged with its bucket");
+        assert!(engine.get("/buckets/b", "collections", "c").expect("get").is_none(), "purged with its bucket");
         assert!(engine.verify().expect("verify").ok());
     }
 }
@@ -291,7 +302,7 @@ fn a_failed_flush_is_never_acknowledged_and_stops_writes() {
     engine.close();
     // Restart on what the disk holds: the write is wholly present or wholly absent.
     let reopened = Engine::open(inner, EngineConfig::default()).expect("reopen");
-    let record = reopened.get(C, "record", "r1").expect("get");
+    let record = reopened.get(C, "records", "r1").expect("get");
     let logged = reopened.events_from(1, 100).expect("log").iter().any(|e| e.object_id == "r1");
     assert_eq!(record.is_some(), logged);
     assert!(reopened.verify().expect("verify").ok());
@@ -430,7 +441,7 @@ mod model {
                 }
             }
             for ((list, id), (n, ts)) in &state {
-                let stored = engine.get(LISTS[*list], "record", id).expect("get").expect("present");
+                let stored = engine.get(LISTS[*list], "records", id).expect("get").expect("present");
                 prop_assert_eq!(stored.deleted, n.is_none());
                 prop_assert_eq!(stored.last_modified, *ts);
                 if let Some(n) = n {
@@ -438,7 +449,7 @@ mod model {
                 }
             }
             for (list, ts) in &list_ts {
-                prop_assert_eq!(engine.list_timestamp(LISTS[*list], "record").expect("ts"), *ts);
+                prop_assert_eq!(engine.list_timestamp(LISTS[*list], "records").expect("ts"), *ts);
                 // changes since T: every id whose last change is after T, newest first.
                 let mid = ts.saturating_sub(3);
                 let mut expected: Vec<(u64, String)> = state
@@ -449,7 +460,7 @@ mod model {
                 expected.sort();
                 expected.reverse();
                 let mut got = Vec::new();
-                engine.walk_list(LISTS[*list], "record", ListRange { since: Some(mid), before: None }, ListOrder::Newest, |o| {
+                engine.walk_list(LISTS[*list], "records", ListRange { since: Some(mid), before: None }, ListOrder::Newest, |o| {
                     got.push((o.last_modified, o.id().to_owned()));
                     Ok(true)
                 }).expect("walk");
@@ -470,8 +481,8 @@ fn a_transaction_commits_its_fork_atomically_or_not_at_all() {
             let tx = engine.begin().await.expect("begin");
             tx.engine().submit(vec![put(C, "record", "r1", json!({"v": 1}))]).await.expect("staged write");
             tx.engine().submit(vec![put(C, "record", "r1", json!({"v": 2}))]).await.expect("staged update");
-            assert_eq!(tx.engine().get(C, "record", "r1").expect("get").expect("staged").data["v"], 2);
-            assert!(engine.get(C, "record", "r1").expect("get").is_none(), "invisible before commit");
+            assert_eq!(tx.engine().get(C, "records", "r1").expect("get").expect("staged").data["v"], 2);
+            assert!(engine.get(C, "records", "r1").expect("get").is_none(), "invisible before commit");
             // A writer arriving meanwhile waits for the lease.
             let waiting = {
                 let engine = engine.clone();
@@ -483,12 +494,12 @@ fn a_transaction_commits_its_fork_atomically_or_not_at_all() {
             assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
             let other = waiting.join().expect("thread").expect("write after the lease");
             assert_eq!(other[0].seq, 5);
-            assert_eq!(engine.get(C, "record", "r1").expect("get").expect("committed").data["v"], 2);
+            assert_eq!(engine.get(C, "records", "r1").expect("get").expect("committed").data["v"], 2);
 
             let aborted = engine.begin().await.expect("begin");
             aborted.engine().submit(vec![put(C, "record", "r3", json!({}))]).await.expect("staged");
             drop(aborted);
-            assert!(engine.get(C, "record", "r3").expect("get").is_none(), "dropped means discarded");
+            assert!(engine.get(C, "records", "r3").expect("get").is_none(), "dropped means discarded");
             engine.submit(vec![put(C, "record", "r4", json!({}))]).await.expect("writes resume");
         });
         assert!(engine.verify().expect("verify").ok());
@@ -515,7 +526,7 @@ fn a_transaction_granted_before_the_previous_one_is_written_reads_through_it() {
             tokio::spawn(async move {
                 for _ in 0..10 {
                     let tx = engine.begin().await.expect("begin");
-                    let counter = tx.engine().get(C, "record", "counter").expect("get").expect("counter");
+                    let counter = tx.engine().get(C, "records", "counter").expect("get").expect("counter");
                     let v = counter.data["v"].as_u64().expect("v");
                     tx.engine().submit(vec![put(C, "record", "counter", json!({"v": v + 1}))]).await.expect("stage");
                     tx.commit().await.expect("commit");
@@ -526,7 +537,7 @@ fn a_transaction_granted_before_the_previous_one_is_written_reads_through_it() {
             worker.await.expect("worker");
         }
     });
-    assert_eq!(engine.get(C, "record", "counter").expect("get").expect("counter").data["v"], 40);
+    assert_eq!(engine.get(C, "records", "counter").expect("get").expect("counter").data["v"], 40);
     assert_eq!(engine.last_seq().expect("seq"), 3 + 40);
     assert!(engine.verify().expect("verify").ok());
 }
@@ -539,7 +550,7 @@ fn what_a_transaction_read_is_carried_to_the_next_only_while_nothing_else_wrote(
         seed(&engine);
         runtime.block_on(async {
             let read = |tx: &Transaction| {
-                tx.engine().get(C, "record", "r").expect("get").map(|o| o.data["v"].clone()).unwrap_or_default()
+                tx.engine().get(C, "records", "r").expect("get").map(|o| o.data["v"].clone()).unwrap_or_default()
             };
             let tx = engine.begin().await.expect("begin");
             assert_eq!(read(&tx), Value::Null, "absent, and remembered as such");
@@ -553,9 +564,9 @@ fn what_a_transaction_read_is_carried_to_the_next_only_while_nothing_else_wrote(
             assert_eq!(read(&tx), json!(2), "a write outside transactions drops what was carried");
             drop(tx);
             // A "fresh" id that exists after all is read, not assumed absent.
-            let tx = engine.begin_with_fresh(&[(C, "record", "r"), (C, "record", "new")]).await.expect("begin");
+            let tx = engine.begin_with_fresh(&[(C, "records", "r"), (C, "records", "new")]).await.expect("begin");
             assert_eq!(read(&tx), json!(2));
-            assert!(tx.engine().get(C, "record", "new").expect("get").is_none());
+            assert!(tx.engine().get(C, "records", "new").expect("get").is_none());
         });
         assert!(engine.verify().expect("verify").ok());
     }
@@ -572,4 +583,73 @@ fn reopening_a_store_waits_for_the_previous_handle_to_let_go() {
     let second = crate::storage::SledStorage::open(dir.path(), None);
     assert!(second.is_ok(), "{:?}", second.err());
     holder.join().expect("holder");
+}
+
+/// A store written before the views followed URIs: its log is rewritten here as the old writer
+/// wrote it (no URL segment, no members), and its views are stale. Opening rebuilds them.
+#[test]
+fn views_of_an_older_format_are_rebuilt_from_a_legacy_log() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let engine = Engine::open(Arc::clone(&storage), EngineConfig::default()).expect("open");
+    seed(&engine);
+    engine.submit_blocking(vec![put("/buckets/b", "group", "g", json!({"members": ["m"]}))]).expect("group");
+    engine.submit_blocking(vec![put(C, "record", "r1", json!({"v": 1}))]).expect("record");
+    let expected = engine.digest().expect("digest");
+    engine.close();
+    drop(engine);
+
+    // Strip what the old format did not record, re-chain, and forget the views' format.
+    let mut batch = WriteBatch::default();
+    let mut chain = [0u8; 16];
+    for (key, value) in storage.range(&[keys::LOG], &[keys::LOG + 1], false, None).expect("log") {
+        let mut old = event::decode(&value).expect("decode").event;
+        old.plural.clear();
+        old.members = None;
+        let (bytes, next) = event::encode(&old, &chain).expect("encode");
+        chain = next;
+        batch.put(key, bytes);
+    }
+    batch.delete(keys::views_format());
+    batch.put(keys::member("m", "/buckets/b/groups/g"), Vec::new());
+    batch.delete(keys::member_of_source("/buckets/b/groups/g", "m"));
+    storage.apply(batch).expect("rewrite");
+
+    let reopened = Engine::open(Arc::clone(&storage), EngineConfig::default()).expect("reopen");
+    assert!(reopened.opened().replayed > 0, "the views were rebuilt");
+    assert_eq!(reopened.digest().expect("digest"), expected, "legacy events derive the same views");
+    let event = reopened.events_from(1, 100).expect("log").into_iter().find(|e| e.resource == "group").expect("group");
+    assert_eq!(event.plural, "groups");
+    assert_eq!(event.members, Some(vec!["m".to_owned()]), "a legacy group's members come from its data");
+    assert_eq!(reopened.groups_of("m").expect("groups"), vec!["/buckets/b/groups/g".to_owned()]);
+    assert!(reopened.verify().expect("verify").ok());
+}
+
+/// The engine knows no resource by name: a kind with an irregular URL segment lives at its
+/// segment, and any kind may be a principal source.
+#[test]
+fn objects_live_at_the_segment_they_are_given_and_any_kind_may_grant_membership() {
+    let engine = Engine::open_memory(EngineConfig::default()).expect("open");
+    let policy = Command {
+        resource: "policy".into(),
+        plural: "policies".into(),
+        members: Some(vec!["alice".into()]),
+        ..put("", "policy", "p1", json!({}))
+    };
+    let event = engine.submit_blocking(vec![policy.clone()]).expect("policy").remove(0);
+    assert_eq!(event.uri(), "/policies/p1");
+    assert_eq!(engine.acl("/policies/p1").expect("acl").get("write"), Some(&vec!["u".to_owned()]));
+    assert_eq!(engine.groups_of("alice").expect("groups"), vec!["/policies/p1".to_owned()]);
+    let rule = Command { parent: "/policies/p1".into(), ..put("/policies/p1", "rule", "r", json!({})) };
+    engine.submit_blocking(vec![rule]).expect("a child of an irregular parent");
+    let moved = Command { members: Some(vec!["bob".into()]), expect: Expect::Live, ..policy };
+    engine.submit_blocking(vec![moved]).expect("members change");
+    assert!(engine.groups_of("alice").expect("groups").is_empty());
+    engine
+        .submit_blocking(vec![Command { op: Op::Delete, ..put("", "policy", "p1", json!({})) }])
+        .expect_err("wrong segment");
+    let delete = Command { plural: "policies".into(), op: Op::Delete, ..put("", "policy", "p1", json!({})) };
+    engine.submit_blocking(vec![delete]).expect("delete");
+    assert!(engine.groups_of("bob").expect("groups").is_empty(), "a deleted source grants nothing");
+    assert!(engine.get("/policies/p1", "rules", "r").expect("get").is_none(), "children purged");
+    assert!(engine.verify().expect("verify").ok());
 }

@@ -13,10 +13,10 @@ use crate::txn::{KvRead, Txn};
 pub(crate) fn read_object<R: KvRead + ?Sized>(
     r: &R,
     parent: &str,
-    resource: &str,
+    plural: &str,
     id: &str,
 ) -> Result<Option<StoredObject>> {
-    match r.get(&keys::object(parent, resource, id))? {
+    match r.get(&keys::object(parent, plural, id))? {
         Some(bytes) => Ok(Some(StoredObject::decode(&bytes)?)),
         None => Ok(None),
     }
@@ -24,16 +24,16 @@ pub(crate) fn read_object<R: KvRead + ?Sized>(
 
 /// The object a URI names, if it is live.
 pub(crate) fn read_live_uri<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Option<StoredObject>> {
-    let Some((parent, resource, id)) = split_uri(uri) else {
+    let Some((parent, plural, id)) = split_uri(uri) else {
         return Ok(None);
     };
-    Ok(read_object(r, parent, resource, id)?.filter(|o| !o.deleted))
+    Ok(read_object(r, parent, plural, id)?.filter(|o| !o.deleted))
 }
 
 /// An object's state without its data (`data` left empty): for callers that need only
 /// `deleted`, `seq` and `last_modified`.
-fn read_header<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str, id: &str) -> Result<Option<StoredObject>> {
-    match r.get(&keys::object(parent, resource, id))? {
+fn read_header<R: KvRead + ?Sized>(r: &R, parent: &str, plural: &str, id: &str) -> Result<Option<StoredObject>> {
+    match r.get(&keys::object(parent, plural, id))? {
         Some(bytes) => {
             let raw = crate::object::RawObject::split(id, bytes)?;
             Ok(Some(StoredObject {
@@ -49,11 +49,11 @@ fn read_header<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str, id: &str
 
 /// Whether a URI names a live object, without decoding it.
 pub(crate) fn live_uri_exists<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<bool> {
-    let Some((parent, resource, id)) = split_uri(uri) else {
+    let Some((parent, plural, id)) = split_uri(uri) else {
         return Ok(false);
     };
     // The first byte of an object entry is its tombstone flag.
-    Ok(r.get(&keys::object(parent, resource, id))?.is_some_and(|bytes| bytes.first() == Some(&0)))
+    Ok(r.get(&keys::object(parent, plural, id))?.is_some_and(|bytes| bytes.first() == Some(&0)))
 }
 
 fn read_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>> {
@@ -68,15 +68,15 @@ fn read_u64<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>> {
 /// The list timestamp (list ETag): the max `last_modified` of the list's objects and tombstones.
 /// A list never written yet takes its parent's `last_modified` (0 under the root), so it is
 /// stable, derived, and never goes backwards once the first child is written.
-pub(crate) fn list_timestamp<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str) -> Result<u64> {
-    if let Some(ts) = read_u64(r, &keys::list_ts(parent, resource))? {
+pub(crate) fn list_timestamp<R: KvRead + ?Sized>(r: &R, parent: &str, plural: &str) -> Result<u64> {
+    if let Some(ts) = read_u64(r, &keys::list_ts(parent, plural))? {
         return Ok(ts);
     }
     Ok(read_live_uri(r, parent)?.map(|p| p.last_modified).unwrap_or(0))
 }
 
-pub(crate) fn live_count<R: KvRead + ?Sized>(r: &R, parent: &str, resource: &str) -> Result<u64> {
-    Ok(read_u64(r, &keys::count(parent, resource))?.unwrap_or(0))
+pub(crate) fn live_count<R: KvRead + ?Sized>(r: &R, parent: &str, plural: &str) -> Result<u64> {
+    Ok(read_u64(r, &keys::count(parent, plural))?.unwrap_or(0))
 }
 
 pub(crate) fn read_acl<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Acl> {
@@ -88,20 +88,15 @@ pub(crate) fn read_acl<R: KvRead + ?Sized>(r: &R, uri: &str) -> Result<Acl> {
 
 /// Stages every view change that `event` implies.
 pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
-    let (parent, resource, id) = (event.parent.as_str(), event.resource.as_str(), event.object_id.as_str());
+    let (parent, plural, id) = (event.parent.as_str(), event.plural.as_str(), event.object_id.as_str());
     let deleted = event.action == Action::Delete;
-    // Only a group's members need the prior data; everything else needs its header alone.
-    let prior = if resource == GROUP {
-        read_object(txn, parent, resource, id)?
-    } else {
-        read_header(txn, parent, resource, id)?
-    };
+    let prior = read_header(txn, parent, plural, id)?;
 
     // changes: one entry per id, at its latest timestamp
     if let Some(prior) = &prior {
-        txn.delete(keys::change(parent, resource, prior.last_modified, id));
+        txn.delete(keys::change(parent, plural, prior.last_modified, id));
     }
-    txn.put(keys::change(parent, resource, event.timestamp, id), Vec::new());
+    txn.put(keys::change(parent, plural, event.timestamp, id), Vec::new());
 
     // objects
     let data = event
@@ -110,27 +105,25 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
         .cloned()
         .ok_or_else(|| EngineError::Corrupt(format!("event {} carries non-object data", event.seq)))?;
     let stored = StoredObject { data, last_modified: event.timestamp, deleted, seq: event.seq };
-    txn.put(keys::object(parent, resource, id), stored.encode());
+    txn.put(keys::object(parent, plural, id), stored.encode());
 
     // list timestamp: never decreases (a past client-chosen timestamp leaves it alone)
-    let current = list_timestamp(txn, parent, resource)?;
-    txn.put(keys::list_ts(parent, resource), keys::u64_value(current.max(event.timestamp)));
+    let current = list_timestamp(txn, parent, plural)?;
+    txn.put(keys::list_ts(parent, plural), keys::u64_value(current.max(event.timestamp)));
 
     // live count
     let was_live = prior.as_ref().is_some_and(|p| !p.deleted);
     if was_live == deleted {
-        let count_key = keys::count(parent, resource);
+        let count_key = keys::count(parent, plural);
         let count = read_u64(txn, &count_key)?.unwrap_or(0);
         let count = if deleted { count.saturating_sub(1) } else { count + 1 };
         txn.put(count_key, keys::u64_value(count));
     }
 
-    // ACL and principal index
-    let uri = object_uri(parent, resource, id);
-    if resource == GROUP {
-        let old = prior.as_ref().filter(|p| !p.deleted).map(|p| members(&p.data)).unwrap_or_default();
-        let new = if deleted { Vec::new() } else { event.data.as_object().map(members).unwrap_or_default() };
-        set_members(txn, &uri, &old, &new);
+    // ACL, principal index and memberships
+    let uri = object_uri(parent, plural, id);
+    if event.members.is_some() || deleted {
+        set_members(txn, &uri, event.members.as_deref().unwrap_or_default())?;
     }
     set_acl(txn, &uri, if deleted { None } else { Some(&event.permissions) }, was_live)?;
 
@@ -140,20 +133,6 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
 
     for view in keys::VIEW_NAMES {
         txn.put(keys::applied(view), keys::u64_value(event.seq));
-    }
-    Ok(())
-}
-
-/// A purged group stops granting its principal to its members.
-fn forget_group_members(txn: &mut Txn<'_>, key: &[u8], value: &[u8]) -> Result<()> {
-    let text = String::from_utf8_lossy(&key[1..]);
-    let mut parts = text.split('\0');
-    let (Some(parent), Some(GROUP), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-        return Ok(());
-    };
-    let object = StoredObject::decode(value)?;
-    if !object.deleted {
-        set_members(txn, &object_uri(parent, GROUP, id), &members(&object.data), &[]);
     }
     Ok(())
 }
@@ -181,23 +160,27 @@ fn set_acl(txn: &mut Txn<'_>, uri: &str, acl: Option<&Acl>, had_acl: bool) -> Re
     Ok(())
 }
 
-/// The resource whose `members` field makes group principals (Kinto's groups).
-const GROUP: &str = "group";
-
-fn members(data: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
-    data.get("members")
-        .and_then(serde_json::Value::as_array)
-        .map(|m| m.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
-fn set_members(txn: &mut Txn<'_>, group_uri: &str, old: &[String], new: &[String]) {
-    for member in old {
-        txn.delete(keys::member(member, group_uri));
+/// Replaces the members of the principal source at `source_uri` (none: it is deleted or no
+/// source any more).
+fn set_members(txn: &mut Txn<'_>, source_uri: &str, new: &[String]) -> Result<()> {
+    for (key, _) in txn.scan_prefix(&keys::member_of_source_prefix(source_uri))? {
+        forget_member(txn, &key);
     }
     for member in new {
-        txn.put(keys::member(member, group_uri), Vec::new());
+        txn.put(keys::member(member, source_uri), Vec::new());
+        txn.put(keys::member_of_source(source_uri, member), Vec::new());
     }
+    Ok(())
+}
+
+/// Drops one membership, given its `R` key (source URI `\0` member).
+fn forget_member(txn: &mut Txn<'_>, key: &[u8]) {
+    if let Some(split) = key.iter().position(|b| *b == 0) {
+        let source = String::from_utf8_lossy(&key[1..split]);
+        let member = String::from_utf8_lossy(&key[split + 1..]);
+        txn.delete(keys::member(&member, &source));
+    }
+    txn.delete(key.to_vec());
 }
 
 /// Kinto's cascade: deleting a bucket or collection hard-deletes everything below it, their
@@ -205,13 +188,13 @@ fn set_members(txn: &mut Txn<'_>, group_uri: &str, old: &[String], new: &[String
 fn purge_descendants(txn: &mut Txn<'_>, uri: &str) -> Result<()> {
     for prefix in [keys::OBJECT, keys::LIST_TS, keys::COUNT, keys::CHANGE] {
         for scan in keys::descendant_prefixes(prefix, uri) {
-            for (key, value) in txn.scan_prefix(&scan)? {
-                if prefix == keys::OBJECT {
-                    forget_group_members(txn, &key, &value)?;
-                }
+            for (key, _) in txn.scan_prefix(&scan)? {
                 txn.delete(key);
             }
         }
+    }
+    for (key, _) in txn.scan_prefix(&keys::member_of_source_descendants(uri))? {
+        forget_member(txn, &key);
     }
     for (key, _) in txn.scan_prefix(&keys::acl_descendants(uri))? {
         let child_uri = String::from_utf8_lossy(&key[1..]).into_owned();

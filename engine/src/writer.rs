@@ -47,11 +47,20 @@ pub enum Op {
     Delete,
 }
 
+/// One change of one object. The engine knows no resource by name: the caller says where the
+/// object lives (its parent URI and the URL segment of its list, so its URI is
+/// `{parent}/{plural}/{id}`) and which principals it makes members of it.
 #[derive(Debug, Clone)]
 pub struct Command {
+    /// The kind's name, recorded in the event (Kinto's `resource_name`).
     pub resource: String,
+    /// The URL segment of the object's list: with `parent`, the list's name in the views.
+    pub plural: String,
     pub parent: String,
     pub id: String,
+    /// For an object that is a principal source (a Kinto group): the principals that gain its
+    /// URI as a principal. `None` for every other object.
+    pub members: Option<Vec<String>>,
     pub op: Op,
     pub expect: Expect,
     /// A client-chosen `last_modified`, honoured as Kinto does (kinto-protocol.md §2.4).
@@ -332,11 +341,12 @@ impl Writer {
 
     /// Checks one command against the current state and builds its event (not yet applied).
     fn apply_command(&mut self, txn: &Txn<'_>, command: &Command) -> Result<Event> {
-        let Command { resource, parent, id, .. } = command;
-        if id.is_empty() || resource.is_empty() || id.contains(['/', '\0']) || parent.contains('\0') {
-            return Err(EngineError::InvalidCommand(format!("bad object address {parent:?} {resource:?} {id:?}")));
+        let Command { resource, plural, parent, id, .. } = command;
+        let bad = |s: &str| s.is_empty() || s.contains(['/', '\0']);
+        if bad(id) || bad(plural) || resource.is_empty() || parent.contains('\0') {
+            return Err(EngineError::InvalidCommand(format!("bad object address {parent:?} {plural:?} {id:?}")));
         }
-        let prior = views::read_object(txn, parent, resource, id)?;
+        let prior = views::read_object(txn, parent, plural, id)?;
         let live = prior.as_ref().filter(|o| !o.deleted);
         let holds = match command.expect {
             Expect::Any => true,
@@ -374,9 +384,11 @@ impl Writer {
             id: ulid,
             timestamp,
             resource: resource.clone(),
+            plural: plural.clone(),
             parent: parent.clone(),
             object_id: id.clone(),
             action,
+            members: command.members.clone().filter(|_| action != Action::Delete),
             data,
             permissions,
             prev_seq: prior.map(|o| o.seq),
@@ -387,7 +399,7 @@ impl Writer {
     /// Kinto's timestamp rule: `max(now, list + 1)`, or a client-chosen value where Kinto
     /// honours one (create: any value other than the list's; update/delete: only a newer one).
     fn stamp(&self, txn: &Txn<'_>, command: &Command, current: Option<u64>) -> Result<u64> {
-        let (parent, resource) = (command.parent.as_str(), command.resource.as_str());
+        let (parent, resource) = (command.parent.as_str(), command.plural.as_str());
         let prev = views::list_timestamp(txn, parent, resource)?;
         let now = self.clock.now_ms();
         let next = if prev >= now { prev + 1 } else { now };

@@ -109,7 +109,7 @@ impl Authenticator {
     }
 
     async fn verify_account(&self, engine: &Engine, user: &str, password: &str) -> Option<String> {
-        let stored = engine.get("", "account", user).ok().flatten().filter(|a| !a.deleted);
+        let stored = engine.get("", crate::kinto::accounts::ACCOUNTS, user).ok().flatten().filter(|a| !a.deleted);
         // The cache key is an HMAC, so the cache never holds a password.
         let key = self.hmac_hex(&format!("{user}:{password}"));
         if let Some(account) = &stored {

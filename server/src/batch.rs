@@ -190,7 +190,7 @@ fn pregenerate_ids(state: &AppState, requests: &mut [SubRequest]) -> Vec<(String
         }
         let id = addr.kind.generate_id();
         data.insert("id".into(), Value::String(id.clone()));
-        fresh.push((addr.parent_uri().to_owned(), addr.kind.name.clone(), id));
+        fresh.push((addr.parent_uri().to_owned(), addr.kind.plural.clone(), id));
     }
     fresh
 }

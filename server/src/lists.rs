@@ -197,7 +197,7 @@ fn select(
     limit: Option<usize>,
     pin: Option<Pin>,
 ) -> Result<Selection, ApiError> {
-    let (parent, resource) = (addr.parent_uri(), addr.kind.name.as_str());
+    let (parent, resource) = (addr.parent_uri(), addr.kind.plural.as_str());
     let range = range_of(q);
     let default_order = is_default_order(q);
     let token = q.token.as_ref();
@@ -347,7 +347,7 @@ fn plain_page(
         && is_default_order(q)
         && matches!(visible, Visibility::All);
     let Some(pin) = pin.filter(|_| plain) else { return Ok(None) };
-    let (parent, resource) = (addr.parent_uri(), addr.kind.name.as_str());
+    let (parent, resource) = (addr.parent_uri(), addr.kind.plural.as_str());
     let mut body = Vec::with_capacity(64 + limit * 256);
     body.extend_from_slice(b"{\"data\":[");
     let (mut count, mut more, mut changed) = (0usize, false, false);
@@ -408,7 +408,7 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
     let authz = state.authz(&req.identity);
     let visible = visibility(state, &authz, addr, "read")?;
     require_parents(&state.engine, &addr.parents)?;
-    let list_ts = state.engine.list_timestamp(addr.parent_uri(), &addr.kind.name).map_err(from_engine)?;
+    let list_ts = state.engine.list_timestamp(addr.parent_uri(), &addr.kind.plural).map_err(from_engine)?;
     match conditions.evaluate(Some(list_ts), true) {
         Verdict::NotModified => {
             return common::cache_headers(
@@ -423,7 +423,7 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
     }
     let mut response = if req.method == Method::HEAD {
         let total = if q.filters.is_empty() && matches!(visible, Visibility::All) {
-            state.engine.count(addr.parent_uri(), &addr.kind.name).map_err(from_engine)?
+            state.engine.count(addr.parent_uri(), &addr.kind.plural).map_err(from_engine)?
         } else {
             let all = select(state, addr, &ListQuery { token: None, ..q.clone() }, &visible, None, None)?;
             all.objects.iter().filter(|o| !o.deleted).count() as u64
@@ -500,7 +500,7 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
             let existing = match given_id {
                 Some(_) => state
                     .engine
-                    .get(addr.parent_uri(), &addr.kind.name, &id)
+                    .get(addr.parent_uri(), &addr.kind.plural, &id)
                     .map_err(from_engine)?
                     .filter(|o| !o.deleted),
                 None => None,
@@ -556,7 +556,7 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
     let mut token_checked = false;
     retrying!(
         async {
-            let list_ts = state.engine.list_timestamp(addr.parent_uri(), &addr.kind.name).map_err(from_engine)?;
+            let list_ts = state.engine.list_timestamp(addr.parent_uri(), &addr.kind.plural).map_err(from_engine)?;
             if conditions.evaluate(Some(list_ts), false) == Verdict::Failed {
                 return Err(precondition_failed(state, addr, None));
             }

@@ -46,7 +46,7 @@ fn preconditions(req: &ApiRequest) -> Result<Preconditions, ApiError> {
 
 /// The live object at the address, if any.
 fn current(state: &AppState, addr: &Address, id: &str) -> Result<Option<StoredObject>, ApiError> {
-    let object = state.engine.get(addr.parent_uri(), &addr.kind.name, id).map_err(from_engine)?;
+    let object = state.engine.get(addr.parent_uri(), &addr.kind.plural, id).map_err(from_engine)?;
     Ok(object.filter(|o| !o.deleted))
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn precondition_failed(state: &AppState, addr: &Address, live: Option
     let err = ApiError::modified_meanwhile(live.map(|o| Value::Object(o.data.clone())));
     let ts = match live {
         Some(object) => Ok(object.last_modified),
-        None => state.engine.list_timestamp(addr.parent_uri(), &addr.kind.name),
+        None => state.engine.list_timestamp(addr.parent_uri(), &addr.kind.plural),
     };
     match ts {
         Ok(ts) => {

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
-use tidemark_engine::{Command, Context, Expect, ListOrder, ListRange, Op};
+use tidemark_engine::{Context, Expect, ListOrder, ListRange, Op};
 use tidemark_protocol::ApiError;
 
 use crate::auth::Policy;
@@ -11,6 +11,7 @@ use crate::request::ApiRequest;
 use crate::response::ApiResponse;
 use crate::settings::Plugin;
 use crate::state::AppState;
+use crate::toolkit::write::command_as;
 
 pub const HTTP_API_VERSION: &str = "1.23";
 
@@ -182,32 +183,25 @@ pub fn contribute() -> ApiResponse {
     )
 }
 
-/// `POST /__flush__` (kinto.plugins.flush, test servers only): deletes every bucket, which
-/// cascades to everything below. Recorded in the log like any other delete.
+/// `POST /__flush__` (kinto.plugins.flush, test servers only): deletes every object at the root
+/// (buckets, accounts), which cascades to everything below. Recorded in the log like any other
+/// delete.
 pub async fn flush(state: &AppState) -> Result<ApiResponse, ApiError> {
-    let mut ids = Vec::new();
-    state
-        .engine
-        .walk_list("", "bucket", ListRange::default(), ListOrder::Oldest, |object| {
-            if !object.deleted {
-                ids.push(object.id().to_owned());
-            }
-            Ok(true)
-        })
-        .map_err(from_engine)?;
-    if !ids.is_empty() {
-        let commands = ids
-            .into_iter()
-            .map(|id| Command {
-                resource: "bucket".into(),
-                parent: String::new(),
-                id,
-                op: Op::Delete,
-                expect: Expect::Live,
-                last_modified: None,
-                context: Context::default(),
+    let mut commands = Vec::new();
+    for kind in state.registry.iter().filter(|kind| kind.parent.is_none() && !kind.is_per_user()) {
+        let Some(addr) = state.registry.address_of(&[kind.plural.as_str()]) else { continue };
+        state
+            .engine
+            .walk_list("", &kind.plural, ListRange::default(), ListOrder::Oldest, |object| {
+                if !object.deleted {
+                    let id = object.id();
+                    commands.push(command_as(Context::default(), &addr, id, Op::Delete, Expect::Live, None));
+                }
+                Ok(true)
             })
-            .collect();
+            .map_err(from_engine)?;
+    }
+    if !commands.is_empty() {
         state.engine.submit(commands).await.map_err(from_engine)?;
     }
     Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({})))

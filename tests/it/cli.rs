@@ -19,6 +19,8 @@ fn seed(dir: &std::path::Path) {
     let engine = Engine::open_sled(&dir.join("store"), EngineConfig::default()).expect("open");
     let put = |parent: &str, resource: &str, id: &str| tidemark_engine::Command {
         resource: resource.into(),
+        plural: format!("{resource}s"),
+        members: None,
         parent: parent.into(),
         id: id.into(),
         op: tidemark_engine::Op::Put {

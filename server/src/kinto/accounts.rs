@@ -12,6 +12,9 @@ use crate::response::ApiResponse;
 use crate::state::AppState;
 use crate::toolkit::{Address, BoxFuture, Hooks, Write};
 
+/// The URL segment of accounts, at the root.
+pub const ACCOUNTS: &str = "accounts";
+
 /// The account rules as toolkit hooks: the password checked and hashed, the ACL owned by the
 /// account itself, anonymous listing refused.
 pub struct AccountHooks;
@@ -123,7 +126,7 @@ async fn create_account(state: &AppState, req: &ApiRequest, addr: &Address) -> R
     put.path = format!("/accounts/{id}");
     put.segments = vec!["accounts".into(), id.clone()];
     let object = Address { id: Some(id.clone()), ..addr.clone() };
-    if state.engine.get("", "account", &id).map_err(crate::error::from_engine)?.is_some_and(|a| !a.deleted) {
+    if state.engine.get("", ACCOUNTS, &id).map_err(crate::error::from_engine)?.is_some_and(|a| !a.deleted) {
         put.method = Method::GET;
         let mut response = crate::objects::handle(state, &put, &object, &id).await?;
         response.status = StatusCode::OK;

@@ -24,7 +24,7 @@ pub fn bucket_id(secret: &str, user_id: &str) -> String {
 async fn ensure(state: &AppState, req: &ApiRequest, segments: &[&str]) -> Result<(), ApiError> {
     let addr = state.registry.require(segments)?;
     let id = addr.id.clone().unwrap_or_default();
-    if state.engine.get(addr.parent_uri(), &addr.kind.name, &id).map_err(from_engine)?.is_some_and(|o| !o.deleted) {
+    if state.engine.get(addr.parent_uri(), &addr.kind.plural, &id).map_err(from_engine)?.is_some_and(|o| !o.deleted) {
         return Ok(());
     }
     let writer = req.identity.writer_principal().to_owned();

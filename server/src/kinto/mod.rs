@@ -56,7 +56,7 @@ pub fn registry(accounts: bool) -> Registry {
         }
     }
     if accounts {
-        let account = Resource::shareable("account", "accounts")
+        let account = Resource::shareable("account", accounts::ACCOUNTS)
             .ids(Ids { generate: || ids::uuid4(rand::random()), valid: ids::is_valid_account_id })
             .acl_shown_to_all()
             .hooks(accounts::AccountHooks)

@@ -421,15 +421,17 @@ impl Session {
                 "A snapshot needs a bucket",
             ));
         };
-        let (parent, resource) = match (&sub.filter.collection, sub.filter.resource_name.as_deref()) {
-            (Some(c), _) => (format!("/buckets/{bucket}/collections/{c}"), "record"),
-            (None, Some(kind @ ("collection" | "group"))) => (format!("/buckets/{bucket}"), kind),
-            (None, _) => (format!("/buckets/{bucket}"), "collection"),
+        // A collection's records, or a bucket's groups or (by default) collections.
+        let segments: Vec<&str> = match (&sub.filter.collection, sub.filter.resource_name.as_deref()) {
+            (Some(c), _) => vec!["buckets", &bucket, "collections", c, "records"],
+            (None, Some("group")) => vec!["buckets", &bucket, "groups"],
+            (None, _) => vec!["buckets", &bucket, "collections"],
         };
+        let list = self.state.registry.require(&segments)?;
         let engine = &self.state.engine;
         let mut objects = Vec::new();
         engine
-            .walk_list(&parent, resource, ListRange::default(), ListOrder::Newest, |o| {
+            .walk_list(list.parent_uri(), &list.kind.plural, ListRange::default(), ListOrder::Newest, |o| {
                 objects.push(o);
                 Ok(true)
             })

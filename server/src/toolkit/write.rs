@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use tidemark_engine::{Command, EngineError, Event, Expect, Op};
+use serde_json::Value;
+
+use tidemark_engine::{Command, Context, EngineError, Event, Expect, Op};
 use tidemark_protocol::ApiError;
 
 use crate::error::{from_engine, RETRY_AFTER_SECONDS};
@@ -60,14 +62,38 @@ pub fn command(
     expect: Expect,
     last_modified: Option<u64>,
 ) -> Command {
+    command_as(crate::state::context(req), addr, id, op, expect, last_modified)
+}
+
+/// [`command`] on behalf of `context`. A principal source's members are read from its declared
+/// field.
+pub fn command_as(
+    context: Context,
+    addr: &Address,
+    id: &str,
+    op: Op,
+    expect: Expect,
+    last_modified: Option<u64>,
+) -> Command {
+    let members = match (&addr.kind.members_field, &op) {
+        (Some(field), Op::Put { data, .. }) => Some(
+            data.get(field)
+                .and_then(Value::as_array)
+                .map(|members| members.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    };
     Command {
         resource: addr.kind.name.clone(),
+        plural: addr.kind.plural.clone(),
         parent: addr.parent_uri().to_owned(),
         id: id.to_owned(),
+        members,
         op,
         expect,
         last_modified,
-        context: crate::state::context(req),
+        context,
     }
 }
 
@@ -76,6 +102,13 @@ pub async fn submit(state: &AppState, commands: Vec<Command>) -> Result<Attempt<
     match state.engine.submit(commands).await {
         Ok(events) => Ok(Attempt::Done(events)),
         Err(EngineError::PreconditionFailed { .. }) => Ok(Attempt::Lost),
+        // The parent went away since the handler checked it: named as the registry names it.
+        Err(EngineError::UnknownParent(uri)) => {
+            match state.registry.chain_of(&uri).and_then(|chain| chain.last().cloned()) {
+                Some(parent) => Err(ApiError::parent_not_found(&parent.kind.name, &parent.id)),
+                None => Err(from_engine(EngineError::UnknownParent(uri))),
+            }
+        }
         Err(err) => Err(from_engine(err)),
     }
 }
