@@ -56,6 +56,8 @@ pub struct Command {
     pub resource: String,
     /// The URL segment of the object's list: with `parent`, the list's name in the views.
     pub plural: String,
+    /// The parent object's URI, which must exist; or `""` (the root), or a one-segment
+    /// namespace such as `/~alice` (a user's own objects), which always does.
     pub parent: String,
     pub id: String,
     /// For an object that is a principal source (a Kinto group): the principals that gain its
@@ -358,7 +360,10 @@ impl Writer {
         if !holds || (must_exist && live.is_none()) {
             return Err(EngineError::PreconditionFailed { current: live.cloned().map(Box::new) });
         }
-        if !parent.is_empty() && !views::live_uri_exists(txn, parent)? {
+        // A parent URI of one segment (`/~alice`, a per-user namespace) names no object: only
+        // object parents must exist.
+        let object_parent = crate::object::split_uri(parent).is_some();
+        if object_parent && !views::live_uri_exists(txn, parent)? {
             return Err(EngineError::UnknownParent(parent.clone()));
         }
 

@@ -548,9 +548,9 @@ impl Settings {
     }
 
     fn apply_principals(&mut self, v: &Values<'_>) {
-        for key in principal_keys() {
-            if let Some(list) = v.list(&key) {
-                self.permission_principals.insert(key, list);
+        for key in v.0.keys().filter(|key| is_principal_key(key)) {
+            if let Some(list) = v.list(key) {
+                self.permission_principals.insert(key.clone(), list);
             }
         }
         self.bucket_create_principals = self.principals("bucket", "create").to_vec();
@@ -905,6 +905,19 @@ enum Known {
     Unknown,
 }
 
+/// `<resource>_<create|read|write>_principals` for any resource a service declares (Kinto's own,
+/// or a toolkit resource such as `food_create_principals`).
+fn is_principal_key(key: &str) -> bool {
+    if key == USER_DATA_DELETE_PRINCIPALS {
+        return true;
+    }
+    let Some(rest) = key.strip_suffix("_principals") else { return false };
+    let Some((resource, perm)) = rest.rsplit_once('_') else { return false };
+    PRINCIPAL_PERMS.contains(&perm)
+        && !resource.is_empty()
+        && resource.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 fn principal_keys() -> impl Iterator<Item = String> {
     PRINCIPAL_RESOURCES
         .iter()
@@ -927,7 +940,7 @@ fn exact_known_keys() -> Vec<String> {
 fn classify(key: &str) -> Known {
     if TYPED_KEYS.contains(&key)
         || TIDEMARK_KEYS.contains(&key)
-        || principal_keys().any(|k| k == key)
+        || is_principal_key(key)
         || key.starts_with("multiauth.policy.")
         // Read from `raw` by the server's listeners module.
         || key == "event_listeners"

@@ -66,7 +66,21 @@ impl Server {
         let settings = Settings::load(None, &[], &all).expect("settings");
         let engine = tidemark_server::open_engine(&settings).expect("engine");
         let secret = tidemark_server::hmac_secret(&settings).expect("secret");
-        let state = AppState::new(engine, settings, secret);
+        Server::serve(AppState::new(engine, settings, secret), dir, "/v1").await
+    }
+
+    /// Starts a toolkit service (its own resources and prefix) on the test backend and secret.
+    pub async fn start_service(service: tidemark_server::toolkit::Service, prefix: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut service =
+            service.setting("data_dir", &dir.path().display().to_string()).setting("userid_hmac_secret", "some-secret");
+        if backend() == "memory" {
+            service = service.setting("storage_backend", "kinto.core.storage.memory");
+        }
+        Server::serve(service.state().expect("service"), dir, prefix).await
+    }
+
+    async fn serve(state: AppState, dir: tempfile::TempDir, prefix: &str) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -77,7 +91,7 @@ impl Server {
             .await;
         });
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Server { addr, base: format!("http://{addr}/v1"), client, shutdown: Some(tx), task: Some(task), _dir: dir }
+        Server { addr, base: format!("http://{addr}{prefix}"), client, shutdown: Some(tx), task: Some(task), _dir: dir }
     }
 
     pub async fn stop(mut self) {

@@ -17,3 +17,4 @@ mod resources;
 mod root;
 mod since;
 mod streams;
+mod toolkit;

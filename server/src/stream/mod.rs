@@ -96,7 +96,7 @@ impl Change {
         body.insert("cursor".into(), json!(stream::cursor(event.seq)));
         body.insert("action".into(), json!(action));
         body.insert("resource_name".into(), json!(event.resource));
-        body.insert("uri".into(), json!(event.uri()));
+        body.insert("uri".into(), json!(Registry::wire_uri(&event.uri())));
         if let Some(b) = &bucket_id {
             body.insert("bucket_id".into(), json!(b));
         }

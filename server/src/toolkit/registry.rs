@@ -187,6 +187,15 @@ impl Registry {
         Some(addr.chain_with(&id))
     }
 
+    /// The URI a client sees for an object URI: a per-user object's without its namespace (its
+    /// owner reads it at `/food/x`, not `/~owner/food/x`).
+    pub fn wire_uri(uri: &str) -> &str {
+        match uri.strip_prefix("/~").and_then(|scoped| scoped.find('/').map(|at| &scoped[at..])) {
+            Some(path) => path,
+            None => uri,
+        }
+    }
+
     /// The ACEs, as (level kind, permission), that grant `perm` on an object of `kind`: Kinto's
     /// inheritance (kinto-protocol.md §8.4). `write` on an object or any ancestor grants
     /// everything below; `read` on an ancestor grants `read`; `<child>:create` grants itself and,
@@ -207,6 +216,8 @@ impl Registry {
                 }
             }
             other if kind.permissions.iter().any(|p| p == other) => aces.push((kind.name.clone(), other.to_owned())),
+            // Creating children no permission was declared for: writers only.
+            other if other.ends_with(":create") => {}
             _ => return Vec::new(),
         }
         aces
@@ -290,6 +301,8 @@ mod tests {
         registry.register(Resource::per_user("food", "food")).expect("register");
         let chain = registry.chain_of("/~basicauth:abc/food/x").expect("chain");
         assert_eq!(chain[0].uri, "/~basicauth:abc/food/x");
+        assert_eq!(Registry::wire_uri(&chain[0].uri), "/food/x");
+        assert_eq!(Registry::wire_uri("/buckets/b"), "/buckets/b");
         assert!(registry.chain_of("/food/x").is_none(), "a per-user object always has a namespace");
         assert!(registry.register(Resource::shareable("food", "other")).is_err());
         assert!(registry.register(Resource::shareable("meal", "food")).is_err());

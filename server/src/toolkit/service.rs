@@ -31,6 +31,7 @@ pub struct Service {
     ini: Option<PathBuf>,
     env: Vec<(String, String)>,
     overrides: Vec<(String, String)>,
+    defaults: Vec<(String, String)>,
     errors: Vec<String>,
 }
 
@@ -43,6 +44,7 @@ impl Service {
             ini: None,
             env: Vec::new(),
             overrides: vec![("project_name".into(), project_name.into())],
+            defaults: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -65,6 +67,12 @@ impl Service {
     /// One setting, as in a `kinto.ini` (`multiauth.policies`, `storage_backend`…).
     pub fn setting(mut self, key: &str, value: &str) -> Service {
         self.overrides.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// A setting the INI file, the environment and [`Service::setting`] may all override.
+    pub fn default_setting(mut self, key: &str, value: &str) -> Service {
+        self.defaults.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -99,9 +107,18 @@ impl Service {
         self
     }
 
-    /// The settings: the INI file, then the environment (if taken), then the builder's.
+    /// The settings: the defaults, then the INI file, the environment (if taken), the builder's.
     pub fn settings(&self) -> Result<Settings, String> {
-        let settings = Settings::load(self.ini.as_deref(), &self.env, &self.overrides).map_err(|e| e.to_string())?;
+        let load = |overrides: &[(String, String)]| {
+            Settings::load(self.ini.as_deref(), &self.env, overrides).map_err(|e| e.to_string())
+        };
+        let mut settings = load(&self.overrides)?;
+        // A default nothing else set may go in with the builder's own settings.
+        let unset: Vec<(String, String)> =
+            self.defaults.iter().filter(|(key, _)| !settings.raw.contains_key(key)).cloned().collect();
+        if !unset.is_empty() {
+            settings = load(&[unset, self.overrides.clone()].concat())?;
+        }
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
