@@ -229,7 +229,7 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
         let (mut sub_req, reauthenticate) = sub_request(req, sub, prefix)?;
         if reauthenticate {
             let header = sub_req.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-            sub_req.identity = state.identify(header.as_deref()).await;
+            sub_req.identity = state.identify(header.as_deref()).await?;
         }
         let response = dispatch(&scoped, sub_req).await;
         // A server error or a write conflict aborts the whole batch: nothing it wrote lands.

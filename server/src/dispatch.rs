@@ -51,6 +51,7 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
         Route::Flush => root::flush(state).await?,
         Route::Batch => batch::handle(state, req).await?,
         Route::Permissions => permissions::list(state, req)?,
+        Route::OpenId { provider, token } => openid(state, req, provider, *token).await?,
         Route::List(addr) => lists::handle(state, req, &scoped(req, addr)?).await?,
         Route::Object(addr) => {
             let id = addr.id.clone().unwrap_or_default();
@@ -58,6 +59,19 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
         }
     };
     Ok(expose_headers(&route, req, response))
+}
+
+/// The OpenID login flow: both steps send the browser on with a 307.
+async fn openid(state: &AppState, req: &ApiRequest, provider: &str, token: bool) -> Result<ApiResponse, ApiError> {
+    let policy = state.openid.get(provider).ok_or_else(ApiError::unknown_url)?;
+    let pairs = tidemark_protocol::query::parse_pairs(&req.query)?;
+    let token_url = format!("{}/openid/{provider}/token", req.base_url);
+    let location = if token {
+        policy.token_redirect(&pairs, &token_url).await?
+    } else {
+        policy.login_redirect(&pairs, &token_url).await?
+    };
+    Ok(ApiResponse::empty(axum::http::StatusCode::TEMPORARY_REDIRECT).header("Location", location))
 }
 
 /// A per-user resource's address in the caller's namespace; anonymous callers have none (401).

@@ -237,7 +237,7 @@ async fn route_request(
     let (mut parts, _) = request.into_parts();
     let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
     if segments == ["ws"] && parts.method == Method::GET {
-        let identity = state.identify(authorization.as_deref()).await;
+        let identity = state.identify(authorization.as_deref()).await.map_err(|e| kinto_error(&e))?;
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(upgrade) => {
                 let state = state.clone();
@@ -251,13 +251,16 @@ async fn route_request(
         };
     }
     if let (Some((bucket, collection)), &Method::GET) = (stream::sse::parse_path(&segments), &parts.method) {
-        let identity = state.identify(authorization.as_deref()).await;
+        let identity = state.identify(authorization.as_deref()).await.map_err(|e| kinto_error(&e))?;
         let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
         let query = query.clone().unwrap_or_default();
         return Ok(stream::sse::serve(state.clone(), identity, bucket, collection, &query, last_event_id).await);
     }
 
-    let identity = state.identify(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())).await;
+    let identity = state
+        .identify(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        .await
+        .map_err(|e| kinto_error(&e))?;
     let api_request = ApiRequest {
         method: parts.method,
         path: rest,
@@ -271,6 +274,16 @@ async fn route_request(
     let is_head = api_request.method == Method::HEAD;
     let response = dispatch(state, api_request).await;
     let mut response = response.into_response();
+    if response.status() == StatusCode::UNAUTHORIZED {
+        // One challenge per policy that has one (Basic, Bearer…), as Kinto's multiauth sends them.
+        let headers = response.headers_mut();
+        headers.remove(header::WWW_AUTHENTICATE);
+        for challenge in state.authenticator.challenges() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.append(header::WWW_AUTHENTICATE, value);
+            }
+        }
+    }
     if is_head {
         // A HEAD announces the length of the body a GET would send (Kinto's, for a list, is that
         // of an empty page) and sends none.
@@ -329,7 +342,7 @@ fn origin_allowed(cors: &[String], origin: &str) -> bool {
     cors.iter().any(|pattern| wildcard_match(pattern, origin))
 }
 
-fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((head, tail)) => {

@@ -5,7 +5,6 @@ use serde_json::{json, Map, Value};
 use tidemark_engine::{Context, Expect, ListOrder, ListRange, Op};
 use tidemark_protocol::ApiError;
 
-use crate::auth::Policy;
 use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
@@ -18,11 +17,18 @@ pub const HTTP_API_VERSION: &str = "1.23";
 pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
     let settings = &state.settings;
     let mut capabilities = Map::new();
-    if state.authenticator.has(Policy::Basic) {
-        capabilities.insert(
-            "basicauth".into(),
-            json!({"description": "Very basic authentication sessions. Not for production use.", "url": "http://kinto.readthedocs.io/en/stable/api/1.x/authentication.html"}),
-        );
+    for (name, capability) in state.authenticator.policies().iter().filter_map(|p| p.capability()) {
+        // Several OpenID providers share one capability, listing them all.
+        match (capabilities.get_mut(&name), capability.get("providers")) {
+            (Some(Value::Object(existing)), Some(Value::Array(more))) => {
+                if let Some(Value::Array(providers)) = existing.get_mut("providers") {
+                    providers.extend(more.iter().cloned());
+                }
+            }
+            _ => {
+                capabilities.insert(name, capability);
+            }
+        }
     }
     if state.plugin(Plugin::Flush) {
         capabilities.insert(
@@ -80,6 +86,9 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
         if state.plugin(Plugin::DefaultBucket) {
             user["bucket"] =
                 json!(crate::kinto::default_bucket::bucket_id(&settings.default_bucket_hmac_secret, user_id));
+        }
+        if let Some(profile) = &req.identity.profile {
+            user["profile"] = profile.clone();
         }
         map.insert("user".into(), user);
     }

@@ -15,6 +15,11 @@ pub enum Route {
     Flush,
     /// `GET /v1/permissions`.
     Permissions,
+    /// `GET /v1/openid/<provider>/login` (`token: false`) or `…/token`.
+    OpenId {
+        provider: String,
+        token: bool,
+    },
     List(Address),
     Object(Address),
 }
@@ -44,6 +49,7 @@ impl Route {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Endpoints {
     pub flush: bool,
+    pub openid: bool,
     pub permissions: bool,
 }
 
@@ -60,6 +66,9 @@ pub fn parse(segments: &[String], endpoints: Endpoints, registry: &Registry) -> 
         ["batch"] => Ok(Route::Batch),
         ["__flush__"] if endpoints.flush => Ok(Route::Flush),
         ["permissions"] if endpoints.permissions => Ok(Route::Permissions),
+        ["openid", provider, step @ ("login" | "token")] if endpoints.openid => {
+            Ok(Route::OpenId { provider: (*provider).to_owned(), token: *step == "token" })
+        }
         _ => {
             let address = registry.require(&parts)?;
             Ok(if address.id.is_some() { Route::Object(address) } else { Route::List(address) })

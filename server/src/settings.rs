@@ -189,7 +189,7 @@ pub enum FlushPolicy {
 pub enum AuthPolicyKind {
     Basic,
     Account,
-    /// Parsed so the ini loads, but not supported (a warning says so).
+    /// kinto.plugins.openid: bearer JWTs checked against the provider's keys.
     OpenId,
     /// A dotted path Tidemark does not know; requests it would identify stay anonymous.
     Unknown(String),
@@ -443,6 +443,10 @@ impl Settings {
             _ => server.bind(&http_port)?,
         };
         settings.raw = values.into_iter().map(|(key, entry)| (key, entry.text)).collect();
+        for policy in settings.auth_policies.iter().filter(|p| p.kind == AuthPolicyKind::OpenId) {
+            crate::auth::openid::OpenIdConfig::from_settings(&policy.name, &settings.raw)
+                .map_err(SettingsError::Inconsistent)?;
+        }
         settings.warnings = notes.0;
         Ok(settings)
     }
@@ -588,10 +592,7 @@ impl Settings {
             };
             let kind = policy_kind(dotted);
             match &kind {
-                AuthPolicyKind::OpenId => notes.warn(format!(
-                    "authentication policy '{name}' (OpenID Connect) is not supported by Tidemark; \
-                     its requests stay anonymous"
-                )),
+                AuthPolicyKind::OpenId => {}
                 AuthPolicyKind::Unknown(path) => notes.warn(format!(
                     "authentication policy '{name}' uses '{path}', which Tidemark does not know; \
                      its requests stay anonymous"

@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidemark_engine::{Command, Context, Engine, EngineError, Event};
+use tidemark_protocol::ApiError;
 
-use crate::auth::{Authenticator, Identity, Policy, AUTHENTICATED};
+use crate::auth::openid::{OpenIdConfig, OpenIdPolicy, Providers};
+use crate::auth::{AccountPolicy, Authenticator, BasicPolicy, Identity, Policy, AUTHENTICATED};
 use crate::authz::{Authz, SettingsGrants};
+use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::routes::Endpoints;
 use crate::settings::{AuthPolicyKind, Plugin, Settings};
@@ -25,6 +28,8 @@ pub struct AppState {
     /// The version prefix every endpoint lives under (`/v1`).
     pub prefix: Arc<str>,
     pub authenticator: Authenticator,
+    /// The OpenID Connect policies of the chain, by name (login and token endpoints).
+    pub openid: Arc<Providers>,
     pub grants: Arc<SettingsGrants>,
     pub explicit_permissions: bool,
     pub delete_tokens: Arc<crate::lists::DeleteTokens>,
@@ -52,16 +57,29 @@ impl AppState {
         registry: Registry,
         prefix: &str,
     ) -> AppState {
-        let policies = settings
-            .auth_policies
-            .iter()
-            .filter_map(|p| match p.kind {
-                AuthPolicyKind::Basic => Some(Policy::Basic),
-                AuthPolicyKind::Account => Some(Policy::Account),
-                _ => None,
-            })
-            .collect();
         let cache_ttl = settings.raw.get("account_cache_ttl_seconds").and_then(|v| v.parse().ok()).unwrap_or(30);
+        let mut policies: Vec<Arc<dyn Policy>> = Vec::new();
+        let mut openid = Providers::new();
+        for policy in &settings.auth_policies {
+            match &policy.kind {
+                AuthPolicyKind::Basic => policies.push(Arc::new(BasicPolicy::new(&policy.name, hmac_secret.clone()))),
+                AuthPolicyKind::Account => policies.push(Arc::new(AccountPolicy::new(
+                    &policy.name,
+                    hmac_secret.clone(),
+                    std::time::Duration::from_secs(cache_ttl),
+                ))),
+                // Checked when the settings were loaded.
+                AuthPolicyKind::OpenId => match OpenIdConfig::from_settings(&policy.name, &settings.raw) {
+                    Ok(config) => {
+                        let provider = Arc::new(OpenIdPolicy::new(config, hmac_secret.clone()));
+                        openid.insert(policy.name.clone(), Arc::clone(&provider));
+                        policies.push(provider);
+                    }
+                    Err(err) => tracing::error!(error = %err, "OpenID policy not started"),
+                },
+                AuthPolicyKind::Unknown(_) => {}
+            }
+        }
         let mut grants: HashMap<String, Vec<String>> = HashMap::new();
         for (key, principals) in &settings.permission_principals {
             if let Some(name) = key.strip_suffix("_principals") {
@@ -76,7 +94,8 @@ impl AppState {
             explicit_permissions: settings.explicit_permissions,
             delete_tokens: Arc::new(crate::lists::DeleteTokens::from_settings(&settings)),
             validators: Arc::default(),
-            authenticator: Authenticator::new(policies, hmac_secret, std::time::Duration::from_secs(cache_ttl)),
+            authenticator: Authenticator::new(policies),
+            openid: Arc::new(openid),
             grants: Arc::new(SettingsGrants(grants)),
             hub: Arc::default(),
             groups: Arc::default(),
@@ -102,41 +121,43 @@ impl AppState {
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
             flush: self.plugin(Plugin::Flush),
+            openid: !self.openid.is_empty(),
             permissions: self.settings.experimental_permissions_endpoint || self.plugin(Plugin::Admin),
         }
     }
 
     /// Who is calling: the policy chain's user, plus the groups that name them (or name
     /// `system.Authenticated`) as members.
-    pub async fn identify(&self, authorization: Option<&[u8]>) -> Identity {
-        let mut identity = self.authenticator.authenticate(&self.engine, authorization).await;
+    /// A storage or provider failure is an error (503), never a wrong identity.
+    pub async fn identify(&self, authorization: Option<&[u8]>) -> Result<Identity, ApiError> {
+        let mut identity = self.authenticator.authenticate(&self.engine, authorization).await?;
         if let Some(user_id) = identity.user_id.clone() {
             for member in [user_id.as_str(), AUTHENTICATED] {
-                for group in self.groups_of(member) {
+                for group in self.groups_of(member)? {
                     if !identity.principals.contains(&group) {
                         identity.principals.push(group);
                     }
                 }
             }
         }
-        identity
+        Ok(identity)
     }
 
     /// The groups naming `member`, from a cache that any group change invalidates.
-    fn groups_of(&self, member: &str) -> Vec<String> {
+    fn groups_of(&self, member: &str) -> Result<Vec<String>, ApiError> {
         let version = self.engine.membership_version();
         if let Some((seen, groups)) = self.groups.lock().get(member) {
             if *seen == version {
-                return groups.clone();
+                return Ok(groups.clone());
             }
         }
-        let groups = self.engine.groups_of(member).unwrap_or_default();
+        let groups = self.engine.groups_of(member).map_err(from_engine)?;
         let mut cache = self.groups.lock();
         if cache.len() > 100_000 {
             cache.clear();
         }
         cache.insert(member.to_owned(), (version, groups.clone()));
-        groups
+        Ok(groups)
     }
 
     /// Submits one command and returns its event.

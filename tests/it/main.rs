@@ -11,6 +11,7 @@ mod kinto_wire;
 mod listeners;
 mod listing;
 mod listing_table;
+mod openid;
 mod permissions_matrix;
 mod preconditions;
 mod resources;

@@ -185,10 +185,13 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
                 };
                 let frames = match handle_frame(&mut session, &state, text.as_str(), &mut by_frame) {
                     FrameAction::Send(frames) => frames,
-                    FrameAction::Authenticate(authorization) => {
-                        session.identity = state.identify(Some(authorization.as_bytes())).await;
-                        Vec::new()
-                    }
+                    FrameAction::Authenticate(authorization) => match state.identify(Some(authorization.as_bytes())).await {
+                        Ok(identity) => {
+                            session.identity = identity;
+                            Vec::new()
+                        }
+                        Err(err) => vec![error_frame(None, &err)],
+                    },
                 };
                 // Answers to the client wait for room rather than being dropped.
                 for frame in frames {

@@ -4,36 +4,46 @@
 //! request wins, and a request nobody identifies is anonymous (`system.Everyone` only). Failed
 //! credentials are not an error by themselves (Kinto): only a permission denial becomes a 401.
 
-use std::collections::HashMap;
+mod account;
+mod basic;
+pub mod openid;
+
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use parking_lot::Mutex;
 use sha2::Sha256;
 use tidemark_engine::Engine;
+use tidemark_protocol::ApiError;
+
+pub use account::AccountPolicy;
+pub use basic::BasicPolicy;
+
+use crate::toolkit::BoxFuture;
 
 pub const EVERYONE: &str = "system.Everyone";
 pub const AUTHENTICATED: &str = "system.Authenticated";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identity {
     /// The prefixed user id (`basicauth:…`, `account:bob`), `None` when anonymous.
     pub user_id: Option<String>,
     /// The user id first, then `system.Everyone`, `system.Authenticated`, groups…
     pub principals: Vec<String>,
+    /// What the identity provider says of the user (OpenID), shown in `GET /v1/`.
+    pub profile: Option<serde_json::Value>,
 }
 
 impl Identity {
     pub fn anonymous() -> Self {
-        Identity { user_id: None, principals: vec![EVERYONE.to_owned()] }
+        Identity { user_id: None, principals: vec![EVERYONE.to_owned()], profile: None }
     }
 
     pub fn user(user_id: String) -> Self {
         Identity {
             principals: vec![user_id.clone(), EVERYONE.to_owned(), AUTHENTICATED.to_owned()],
             user_id: Some(user_id),
+            profile: None,
         }
     }
 
@@ -52,104 +62,82 @@ impl Identity {
     }
 }
 
-/// An authentication policy of the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Kinto's `basicauth`: any user:password pair is an identity, `basicauth:<hmac>`.
-    Basic,
-    /// kinto.plugins.accounts: user:password checked against the account's bcrypt hash.
-    Account,
+/// What a policy found in a request: the prefixed user id, and (OpenID) the user's profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identified {
+    pub user_id: String,
+    pub profile: Option<serde_json::Value>,
 }
 
-/// A verified account login, remembered for a short while so bcrypt runs once per TTL.
-struct Verified {
-    account: String,
-    /// The account's `last_modified` when verified: any change to the account invalidates.
-    version: u64,
-    expires: Instant,
+/// One authentication policy of the chain (`multiauth.policies`): Basic Auth, accounts,
+/// OpenID Connect, or one a service brings.
+pub trait Policy: Send + Sync {
+    /// The policy's name in `multiauth.policies`, the prefix of the user ids it gives.
+    fn name(&self) -> &str;
+
+    /// The user the `Authorization` header names, if this policy recognises it; `Ok(None)` lets
+    /// the next policy try. Only a failure to check (storage, provider) is an error.
+    fn identify<'a>(
+        &'a self,
+        engine: &'a Engine,
+        authorization: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Identified>, ApiError>>;
+
+    /// The `WWW-Authenticate` challenge a 401 carries for this policy.
+    fn challenge(&self) -> Option<String> {
+        None
+    }
+
+    /// The capability `GET /v1/` shows for this policy, as (name, description).
+    fn capability(&self) -> Option<(String, serde_json::Value)> {
+        None
+    }
 }
 
-#[derive(Clone)]
+/// The policy chain: the first policy that identifies the request wins.
+#[derive(Clone, Default)]
 pub struct Authenticator {
-    policies: Vec<Policy>,
-    hmac_secret: String,
-    cache_ttl: Duration,
-    verified: Arc<Mutex<HashMap<String, Verified>>>,
+    policies: Vec<Arc<dyn Policy>>,
 }
 
 impl Authenticator {
-    pub fn new(policies: Vec<Policy>, hmac_secret: String, cache_ttl: Duration) -> Self {
-        Authenticator { policies, hmac_secret, cache_ttl, verified: Arc::default() }
+    pub fn new(policies: Vec<Arc<dyn Policy>>) -> Self {
+        Authenticator { policies }
     }
 
-    pub fn has(&self, policy: Policy) -> bool {
-        self.policies.contains(&policy)
+    pub fn policies(&self) -> &[Arc<dyn Policy>] {
+        &self.policies
     }
 
     /// Identifies a request from its `Authorization` header (users' principals without groups).
-    pub async fn authenticate(&self, engine: &Engine, authorization: Option<&[u8]>) -> Identity {
-        let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return Identity::anonymous();
+    pub async fn authenticate(&self, engine: &Engine, authorization: Option<&[u8]>) -> Result<Identity, ApiError> {
+        // A header that is not text names nobody (Kinto reads latin-1 only inside Basic).
+        let Some(header) = authorization.map(|h| String::from_utf8_lossy(h).into_owned()) else {
+            return Ok(Identity::anonymous());
         };
         for policy in &self.policies {
-            match policy {
-                Policy::Account => {
-                    if let Some(account) = self.verify_account(engine, &user, &password).await {
-                        return Identity::user(format!("account:{account}"));
-                    }
-                }
-                Policy::Basic => {
-                    if !user.is_empty() {
-                        return Identity::user(format!("basicauth:{}", self.hmac_hex(&format!("{user}:{password}"))));
-                    }
-                }
+            if let Some(found) = policy.identify(engine, &header).await? {
+                let mut identity = Identity::user(found.user_id);
+                identity.profile = found.profile;
+                return Ok(identity);
             }
         }
-        Identity::anonymous()
+        Ok(Identity::anonymous())
     }
 
-    async fn verify_account(&self, engine: &Engine, user: &str, password: &str) -> Option<String> {
-        let stored = engine.get("", crate::kinto::accounts::ACCOUNTS, user).ok().flatten().filter(|a| !a.deleted);
-        // The cache key is an HMAC, so the cache never holds a password.
-        let key = self.hmac_hex(&format!("{user}:{password}"));
-        if let Some(account) = &stored {
-            let cached =
-                self.verified.lock().get(&key).is_some_and(|v| {
-                    v.account == user && v.version == account.last_modified && v.expires > Instant::now()
-                });
-            if cached {
-                return Some(user.to_owned());
-            }
+    /// The challenges of a 401, one per policy that has one (Basic when none has).
+    pub fn challenges(&self) -> Vec<String> {
+        let challenges: Vec<String> = self.policies.iter().filter_map(|p| p.challenge()).collect();
+        if challenges.is_empty() {
+            vec![BASIC_CHALLENGE.to_owned()]
+        } else {
+            challenges
         }
-        let hash = stored.as_ref().and_then(|a| a.data.get("password")).and_then(|p| p.as_str()).map(str::to_owned);
-        let password = password.to_owned();
-        // bcrypt is slow on purpose: keep it off the async workers. An unknown user still pays
-        // one verification so its timing matches a wrong password.
-        let ok = tokio::task::spawn_blocking(move || match hash {
-            Some(hash) => bcrypt::verify(password, &hash).unwrap_or(false),
-            None => {
-                let _ = bcrypt::verify(password, dummy_hash());
-                false
-            }
-        })
-        .await
-        .unwrap_or(false);
-        let account = stored.filter(|_| ok)?;
-        let mut verified = self.verified.lock();
-        let now = Instant::now();
-        verified.retain(|_, v| v.expires > now);
-        verified.insert(
-            key,
-            Verified { account: user.to_owned(), version: account.last_modified, expires: now + self.cache_ttl },
-        );
-        Some(user.to_owned())
-    }
-
-    /// Lower-case hex HMAC-SHA256 keyed with `userid_hmac_secret`.
-    pub fn hmac_hex(&self, message: &str) -> String {
-        hmac_hex(&self.hmac_secret, message)
     }
 }
+
+/// Kinto's Basic challenge.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"Realm\"";
 
 /// A bcrypt hash of nothing anyone knows, for the unknown-user path.
 fn dummy_hash() -> &'static str {
@@ -177,8 +165,7 @@ pub fn hmac_hex(key: &str, message: &str) -> String {
 }
 
 /// `Basic base64(user:password)` → (user, password). Anything malformed → `None` (anonymous).
-fn parse_basic(header: &[u8]) -> Option<(String, String)> {
-    let header = std::str::from_utf8(header).ok()?;
+fn parse_basic(header: &str) -> Option<(String, String)> {
     let (scheme, token) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -200,11 +187,15 @@ mod tests {
         Engine::open_memory(EngineConfig::default()).expect("engine")
     }
 
+    fn basic_only(secret: &str) -> Authenticator {
+        Authenticator::new(vec![Arc::new(BasicPolicy::new("basicauth", secret.into()))])
+    }
+
     #[tokio::test]
     async fn basicauth_user_id_matches_kintos_hmac() {
-        let auth = Authenticator::new(vec![Policy::Basic], "some-secret".into(), Duration::from_secs(30));
+        let auth = basic_only("some-secret");
         let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:secret"));
-        let identity = auth.authenticate(&engine(), Some(header.as_bytes())).await;
+        let identity = auth.authenticate(&engine(), Some(header.as_bytes())).await.expect("identity");
         assert_eq!(
             identity.user_id.as_deref(),
             Some("basicauth:2381f1d3ad5dc94b906b5bbcdb1fba17c37cd7f3947bf9451be8cd3f071bf0b7")
@@ -214,14 +205,14 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_headers_are_anonymous() {
-        let auth = Authenticator::new(vec![Policy::Basic], "s".into(), Duration::from_secs(30));
+        let auth = basic_only("s");
         let empty_user = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(":pw"));
         let no_colon = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("nocolon"));
         let engine = engine();
         for header in
             [&b"Basic !!!"[..], b"Bearer x", b"Basic", empty_user.as_bytes(), no_colon.as_bytes(), b"\xff\xfe"]
         {
-            assert_eq!(auth.authenticate(&engine, Some(header)).await, Identity::anonymous());
+            assert_eq!(auth.authenticate(&engine, Some(header)).await.expect("identity"), Identity::anonymous());
         }
     }
 }
