@@ -253,3 +253,49 @@ async fn declared_segments_inheritance_and_members_drive_the_generic_handlers() 
     assert_eq!(s.get("/policies/p/rules", Some(ALICE)).await.status, 403);
     s.stop().await;
 }
+
+/// A policy a service brings: `Authorization: Token <name>` (for the test, any name is valid).
+struct TokenPolicy;
+
+impl tidemark_server::auth::Policy for TokenPolicy {
+    fn name(&self) -> &str {
+        "token"
+    }
+
+    fn identify<'a>(
+        &'a self,
+        _: &'a tidemark_engine::Engine,
+        authorization: &'a str,
+    ) -> tidemark_server::toolkit::BoxFuture<
+        'a,
+        Result<Option<tidemark_server::auth::Identified>, tidemark_protocol::ApiError>,
+    > {
+        let found = authorization
+            .strip_prefix("Token ")
+            .map(|name| tidemark_server::auth::Identified { user_id: format!("token:{name}"), profile: None });
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn challenge(&self) -> Option<String> {
+        Some("Token realm=\"food\"".into())
+    }
+}
+
+#[tokio::test]
+async fn a_service_brings_its_own_authentication_policy() {
+    let service = Service::new("food")
+        .prefix("/v0")
+        .setting("multiauth.policies", "")
+        .policy(std::sync::Arc::new(TokenPolicy))
+        .resource(Resource::per_user("food", "food"));
+    let s = Server::start_service(service, "/v0").await;
+    let token = [("Authorization", "Token mkaur")];
+    let created = s.call("POST", "/food", None, Some(json!({"data": {"food": "soup"}})), &token).await;
+    assert_eq!(created.status, 201);
+    let hello = s.call("GET", "/", None, None, &token).await;
+    assert_eq!(hello.body["user"]["id"], "token:mkaur");
+    let anonymous = s.get("/food", Some(MKAUR)).await;
+    assert_eq!(anonymous.status, 401, "Basic Auth is not in this service's chain");
+    assert_eq!(anonymous.header("www-authenticate"), Some("Token realm=\"food\""));
+    s.stop().await;
+}

@@ -105,6 +105,11 @@ impl Authenticator {
         Authenticator { policies }
     }
 
+    /// Adds a policy at the end of the chain.
+    pub fn push(&mut self, policy: Arc<dyn Policy>) {
+        self.policies.push(policy);
+    }
+
     pub fn policies(&self) -> &[Arc<dyn Policy>] {
         &self.policies
     }

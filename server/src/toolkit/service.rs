@@ -9,20 +9,47 @@ use crate::toolkit::{Registry, Resource};
 
 /// Builds a service from its resources.
 ///
+/// A per-user `food` resource under `/v0`, served on a free port, and one food created over
+/// plain HTTP:
+///
 /// ```
 /// use tidemark_server::toolkit::{Resource, Service};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
-/// # async fn demo() -> Result<(), String> {
-/// let service = Service::new("food")
-///     .version("1.0.0")
-///     .prefix("/v0")
-///     .setting("storage_backend", "memory")
-///     .setting("multiauth.policies", "basicauth")
-///     .resource(Resource::per_user("food", "food"));
-/// let state = service.state()?;
-/// let app = tidemark_server::app(state); // an axum Router: serve it, or call it in a test
-/// # let _ = app;
-/// # Ok(())
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// runtime.block_on(async {
+///     let state = Service::new("food")
+///         .version("1.0.0")
+///         .prefix("/v0")
+///         .setting("storage_backend", "memory")
+///         .setting("multiauth.policies", "basicauth")
+///         .resource(Resource::per_user("food", "food"))
+///         .state()?;
+///     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+///     let address = listener.local_addr()?;
+///     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+///     let server = tokio::spawn(tidemark_server::serve(listener, state, async {
+///         let _ = stopped.await;
+///     }));
+///
+///     let body = r#"{"data": {"food": "chocolate"}}"#;
+///     let request = format!(
+///         "POST /v0/food HTTP/1.1\r\nHost: {address}\r\nAuthorization: Basic dG9rZW46bWthdXI=\r\n\
+///          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+///         body.len()
+///     );
+///     let mut socket = tokio::net::TcpStream::connect(address).await?;
+///     socket.write_all(request.as_bytes()).await?;
+///     let mut response = String::new();
+///     socket.read_to_string(&mut response).await?;
+///     assert!(response.starts_with("HTTP/1.1 201 Created"), "{response}");
+///     assert!(response.contains(r#""food":"chocolate""#));
+///
+///     let _ = stop.send(());
+///     server.await??;
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })
 /// # }
 /// ```
 pub struct Service {
@@ -32,6 +59,7 @@ pub struct Service {
     env: Vec<(String, String)>,
     overrides: Vec<(String, String)>,
     defaults: Vec<(String, String)>,
+    policies: Vec<std::sync::Arc<dyn crate::auth::Policy>>,
     errors: Vec<String>,
 }
 
@@ -45,6 +73,7 @@ impl Service {
             env: Vec::new(),
             overrides: vec![("project_name".into(), project_name.into())],
             defaults: Vec::new(),
+            policies: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -96,6 +125,13 @@ impl Service {
         self
     }
 
+    /// Adds an authentication policy after those `multiauth.policies` names (a token scheme of
+    /// the service's own, say).
+    pub fn policy(mut self, policy: std::sync::Arc<dyn crate::auth::Policy>) -> Service {
+        self.policies.push(policy);
+        self
+    }
+
     /// Adds Kinto's own resources (buckets, collections, groups, records; accounts when
     /// `with_accounts`), so a service can serve them beside its own.
     pub fn kinto_resources(mut self, with_accounts: bool) -> Service {
@@ -133,7 +169,11 @@ impl Service {
         let settings = self.settings()?;
         let engine = crate::open_engine(&settings)?;
         let secret = crate::hmac_secret(&settings)?;
-        Ok(AppState::with_registry(engine, settings, secret, self.registry, &self.prefix))
+        let mut state = AppState::with_registry(engine, settings, secret, self.registry, &self.prefix);
+        for policy in self.policies {
+            state.authenticator.push(policy);
+        }
+        Ok(state)
     }
 
     /// Serves until Ctrl-C or SIGTERM.
