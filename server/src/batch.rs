@@ -11,13 +11,13 @@ use tidemark_protocol::body::not_a_mapping;
 use tidemark_protocol::pyrepr::pyrepr;
 use tidemark_protocol::{ApiError, Location};
 
-use crate::common::{self, check_content_type};
 use crate::dispatch::dispatch;
 use crate::error::from_engine;
 use crate::request::{decode_segments, ApiRequest};
 use crate::response::{ApiResponse, Body};
 use crate::routes::{self, Route};
 use crate::state::AppState;
+use crate::toolkit::common::{self, check_content_type};
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH"];
 

@@ -13,7 +13,8 @@ use crate::response::ApiResponse;
 use crate::routes::{self, Route};
 use crate::settings::Plugin;
 use crate::state::AppState;
-use crate::{batch, error, lists, objects, root};
+use crate::toolkit::{lists, objects};
+use crate::{batch, error, root};
 
 /// Handles one authenticated request; never fails (errors become Kinto error responses).
 pub fn dispatch<'a>(

@@ -121,7 +121,7 @@ fn redirect(root: &str, target: &str, ttl: i64) -> Response {
         headers.insert(header::LOCATION, value);
     }
     if ttl >= 0 {
-        for (name, value) in crate::common::expiry_headers(ttl) {
+        for (name, value) in crate::toolkit::common::expiry_headers(ttl) {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(name, value);
             }

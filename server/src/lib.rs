@@ -10,14 +10,11 @@
 pub mod auth;
 mod authz;
 mod batch;
-mod common;
 mod dispatch;
 pub mod error;
 mod http;
 pub mod kinto;
 mod listeners;
-mod lists;
-mod objects;
 pub mod request;
 pub mod response;
 mod root;

@@ -32,7 +32,7 @@ pub struct AppState {
     pub openid: Arc<Providers>,
     pub grants: Arc<SettingsGrants>,
     pub explicit_permissions: bool,
-    pub delete_tokens: Arc<crate::lists::DeleteTokens>,
+    pub delete_tokens: Arc<crate::toolkit::lists::DeleteTokens>,
     /// Compiled JSON schemas of collections and buckets.
     pub validators: Arc<crate::kinto::validation::ValidatorCache>,
     /// The live-stream hub, started with the first stream connection.
@@ -92,7 +92,7 @@ impl AppState {
             registry: Arc::new(registry),
             prefix: Arc::from(prefix),
             explicit_permissions: settings.explicit_permissions,
-            delete_tokens: Arc::new(crate::lists::DeleteTokens::from_settings(&settings)),
+            delete_tokens: Arc::new(crate::toolkit::lists::DeleteTokens::from_settings(&settings)),
             validators: Arc::default(),
             authenticator: Authenticator::new(policies),
             openid: Arc::new(openid),

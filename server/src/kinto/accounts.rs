@@ -113,7 +113,7 @@ pub fn create<'a>(
 }
 
 async fn create_account(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
-    let envelope = crate::common::parse_envelope(req, addr)?;
+    let envelope = crate::toolkit::common::parse_envelope(req, addr)?;
     let id = match envelope.data.as_ref().and_then(|d| d.get("id")) {
         Some(Value::String(id)) => id.clone(),
         _ => return Err(ApiError::invalid_one(Location::Body, Some("data.id"), "data.id in body: Required")),
@@ -128,9 +128,9 @@ async fn create_account(state: &AppState, req: &ApiRequest, addr: &Address) -> R
     let object = Address { id: Some(id.clone()), ..addr.clone() };
     if state.engine.get("", ACCOUNTS, &id).map_err(crate::error::from_engine)?.is_some_and(|a| !a.deleted) {
         put.method = Method::GET;
-        let mut response = crate::objects::handle(state, &put, &object, &id).await?;
+        let mut response = crate::toolkit::objects::handle(state, &put, &object, &id).await?;
         response.status = StatusCode::OK;
         return Ok(response);
     }
-    crate::objects::handle(state, &put, &object, &id).await
+    crate::toolkit::objects::handle(state, &put, &object, &id).await
 }

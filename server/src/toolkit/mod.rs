@@ -7,6 +7,9 @@
 //! permissions, batch, errors, change streams and listeners. Kinto's own resources are declared
 //! this way (`crate::kinto`). A [`Service`] bundles a registry with settings into a server.
 
+pub(crate) mod common;
+pub(crate) mod lists;
+pub(crate) mod objects;
 mod registry;
 mod resource;
 mod service;

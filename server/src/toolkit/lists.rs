@@ -16,12 +16,12 @@ use tidemark_protocol::query::{self, ListQuery, Pin, Token};
 use tidemark_protocol::{ApiError, Location};
 
 use crate::authz::Authz;
-use crate::common::{self, check_content_type, require_parents};
 use crate::error::from_engine;
-use crate::objects::{precondition_failed, prepare_write, written};
 use crate::request::ApiRequest;
 use crate::response::{ApiResponse, Body};
 use crate::state::{now_ms, AppState};
+use crate::toolkit::common::{self, check_content_type, require_parents};
+use crate::toolkit::objects::{precondition_failed, prepare_write, written};
 use crate::toolkit::write::{command, retrying, submit, submit_one, Attempt};
 use crate::toolkit::Address;
 

@@ -12,11 +12,11 @@ use tidemark_protocol::headers::{parse_response_behavior, Preconditions, Respons
 use tidemark_protocol::{ApiError, Location};
 
 use crate::authz::Authz;
-use crate::common::{self, check_content_type, require_parents};
 use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
 use crate::state::AppState;
+use crate::toolkit::common::{self, check_content_type, require_parents};
 use crate::toolkit::write::{command, retrying, submit_one, Attempt};
 use crate::toolkit::{Address, Write};
 
@@ -398,7 +398,7 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
 async fn delete(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
     common::check_accept(req)?;
     let conditions = preconditions(req)?;
-    let explicit = crate::lists::query_timestamp(req, "last_modified")?;
+    let explicit = crate::toolkit::lists::query_timestamp(req, "last_modified")?;
     let authz = state.authz(&req.identity);
     retrying!(
         async {
