@@ -27,15 +27,23 @@ pub fn dispatch<'a>(
                 return error::render(&err);
             }
         }
-        match handle(state, &req).await {
+        let route = match routes::parse(&req.segments, state.endpoints(), &state.registry) {
+            Ok(route) => route,
+            Err(err) => return error::render(&err),
+        };
+        let mut response = match handle(state, &req, &route).await {
             Ok(response) => response,
             Err(err) => error::render(&err),
+        };
+        // Kinto's method-not-allowed answers come before its CORS handling: they expose nothing.
+        if response.status != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+            response.set_header("Access-Control-Expose-Headers", exposed(&route, &req.method).join(", "));
         }
+        response
     })
 }
 
-async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
-    let route = routes::parse(&req.segments, state.endpoints(), &state.registry)?;
+async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<ApiResponse, ApiError> {
     if !route.allows(req.method.as_str()) {
         return Err(ApiError::method_not_allowed(route.allowed()));
     }
@@ -43,7 +51,7 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
     if state.settings.readonly && writes {
         return Err(ApiError::method_not_allowed(""));
     }
-    let response = match &route {
+    let response = match route {
         Route::Hello => root::hello(state, req),
         Route::Heartbeat => root::heartbeat(state),
         Route::LbHeartbeat => root::lbheartbeat(),
@@ -59,7 +67,7 @@ async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiEr
             objects::handle(state, req, &scoped(req, addr)?, &id).await?
         }
     };
-    Ok(expose_headers(&route, req, response))
+    Ok(response)
 }
 
 /// The OpenID login flow: both steps send the browser on with a 307.
@@ -86,21 +94,20 @@ fn scoped(req: &ApiRequest, addr: &crate::toolkit::Address) -> Result<crate::too
     }
 }
 
-/// `Access-Control-Expose-Headers` as Kinto sends it per kind of endpoint (§9.8).
-fn expose_headers(route: &Route, req: &ApiRequest, mut response: ApiResponse) -> ApiResponse {
-    let base = "Backoff, Retry-After, Alert, Content-Length, Content-Type";
-    let value = match (route, &req.method) {
-        (Route::List(_) | Route::Permissions, &Method::HEAD) => format!(
-            "{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma, Total-Objects, Total-Records"
-        ),
-        (Route::List(_) | Route::Permissions, &Method::GET) => {
-            format!("{base}, Next-Page, Last-Modified, ETag, Cache-Control, Expires, Pragma")
-        }
-        (Route::Object(_), &Method::GET | &Method::HEAD) => {
-            format!("{base}, Last-Modified, ETag, Cache-Control, Expires, Pragma")
-        }
-        _ => base.to_owned(),
-    };
-    response.set_header("Access-Control-Expose-Headers", value);
-    response
+/// `Access-Control-Expose-Headers` as Kinto sends it per kind of endpoint and method (§9.8), on
+/// successes and errors alike.
+pub fn exposed(route: &Route, method: &Method) -> Vec<&'static str> {
+    let mut headers = vec!["Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type"];
+    let listing = matches!(route, Route::List(_) | Route::Permissions);
+    let reading = matches!(*method, Method::GET | Method::HEAD);
+    if listing && reading {
+        headers.push("Next-Page");
+    }
+    if reading && (listing || matches!(route, Route::Object(_))) {
+        headers.extend(["Last-Modified", "ETag", "Cache-Control", "Expires", "Pragma"]);
+    }
+    if listing && *method == Method::HEAD {
+        headers.extend(["Total-Objects", "Total-Records"]);
+    }
+    headers
 }

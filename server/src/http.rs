@@ -274,7 +274,7 @@ async fn route_request(
     let is_head = api_request.method == Method::HEAD;
     let response = dispatch(state, api_request).await;
     let mut response = response.into_response();
-    if response.status() == StatusCode::UNAUTHORIZED {
+    if response.status() == StatusCode::UNAUTHORIZED && response.headers().contains_key(header::WWW_AUTHENTICATE) {
         // One challenge per policy that has one (Basic, Bearer…), as Kinto's multiauth sends them.
         let headers = response.headers_mut();
         headers.remove(header::WWW_AUTHENTICATE);
@@ -323,10 +323,15 @@ fn preflight(
     }
     let mut response = ApiResponse::json(StatusCode::OK, Value::Null);
     response.set_header("Access-Control-Allow-Methods", route.allowed().replace(", ", ","));
-    let mut allowed_headers = vec!["Authorization", "Content-Type", "If-Match", "If-None-Match", "Response-Behavior"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
+    // As Kinto: what the endpoint's methods expose, and whatever the browser asks for.
+    let mut allowed_headers: Vec<String> = Vec::new();
+    for method in route.allowed().split(", ").filter_map(|m| Method::from_bytes(m.as_bytes()).ok()) {
+        for header in crate::dispatch::exposed(&route, &method) {
+            if !allowed_headers.iter().any(|h| h == header) {
+                allowed_headers.push(header.to_owned());
+            }
+        }
+    }
     if let Some(asked) = request.headers().get("access-control-request-headers").and_then(|v| v.to_str().ok()) {
         allowed_headers.extend(asked.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()));
     }
@@ -356,12 +361,17 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
 
 /// Headers on every response: security headers, base expose list, allowed origin.
 fn with_common_headers(mut response: Response, allowed_origin: Option<&str>, cors: &[String]) -> Response {
+    let status = response.status();
     let headers = response.headers_mut();
     headers.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
     if !headers.contains_key("Content-Security-Policy") {
         headers.insert("Content-Security-Policy", HeaderValue::from_static(CSP));
     }
-    if !headers.contains_key("Access-Control-Expose-Headers") {
+    // Kinto exposes nothing on preflights and method-not-allowed answers; elsewhere at least the
+    // base list (its unknown-URL 404s write it without spaces).
+    let preflight = headers.contains_key("Access-Control-Allow-Methods");
+    if !headers.contains_key("Access-Control-Expose-Headers") && !preflight && status != StatusCode::METHOD_NOT_ALLOWED
+    {
         headers.insert("Access-Control-Expose-Headers", HeaderValue::from_static(BASE_EXPOSE));
     }
     if let Some(origin) = allowed_origin {

@@ -31,9 +31,11 @@ impl ApiRequest {
     }
 }
 
-/// Splits a percent-encoded path into decoded segments; `None` when a segment is not UTF-8.
+/// Decodes a percent-encoded path and splits it into segments, as Pyramid routes Kinto's URLs
+/// (an encoded `/` separates segments too); `None` when the path is not UTF-8.
 pub fn decode_segments(path: &str) -> Option<Vec<String>> {
-    path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect()
+    let decoded = percent_decode(path)?;
+    Some(decoded.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect())
 }
 
 fn percent_decode(segment: &str) -> Option<String> {
@@ -60,8 +62,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_are_split_before_decoding() {
-        assert_eq!(decode_segments("/buckets/a%2Fb"), Some(vec!["buckets".to_string(), "a/b".to_string()]));
+    fn paths_are_decoded_then_split_as_pyramid_does() {
+        assert_eq!(
+            decode_segments("/buckets/a%2Fb"),
+            Some(vec!["buckets".to_string(), "a".to_string(), "b".to_string()])
+        );
         assert_eq!(decode_segments("/buckets/%C3%A9"), Some(vec!["buckets".to_string(), "é".to_string()]));
         assert_eq!(decode_segments("/buckets/%FF"), None);
         assert_eq!(decode_segments("/a%2"), Some(vec!["a%2".to_string()]));

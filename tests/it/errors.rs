@@ -11,13 +11,16 @@ async fn invalid_ids_in_the_path_are_400_invalid_object_id() {
     let s = Server::start().await;
     s.seed().await;
     let long = "a".repeat(1000);
-    for id in ["in*valid", "a%2Fb", "a%00b", "%C3%A9", long.as_str()] {
+    for id in ["in*valid", "a%00b", "%C3%A9", long.as_str()] {
         let r = s.put(&format!("{R}/{id}"), Some(ALICE), json!({})).await;
         assert_eq!(r.status, 400, "{id}");
         assert_eq!(r.errno(), 107);
         assert_eq!(r.body["message"], "path: Invalid object id");
         assert_eq!(r.body["details"][0], json!({"location": "path", "name": null, "description": "Invalid object id"}));
     }
+    // An encoded `/` separates segments, as Pyramid routes Kinto's URLs: no such endpoint.
+    let split = s.put(&format!("{R}/a%2Fb"), Some(ALICE), json!({})).await;
+    assert_eq!((split.status.as_u16(), split.errno()), (404, 111));
     // A 300-character id is fine, as in Kinto.
     assert_eq!(s.put(&format!("{R}/{}", "b".repeat(300)), Some(ALICE), json!({})).await.status, 201);
     let post = s.post(R, Some(ALICE), json!({"data": {"id": "in*valid"}})).await;

@@ -132,7 +132,13 @@ impl Authenticator {
 
     /// The challenges of a 401, one per policy that has one (Basic when none has).
     pub fn challenges(&self) -> Vec<String> {
-        let challenges: Vec<String> = self.policies.iter().filter_map(|p| p.challenge()).collect();
+        let mut challenges: Vec<String> = Vec::new();
+        for challenge in self.policies.iter().filter_map(|p| p.challenge()) {
+            // Accounts and Basic Auth share one scheme: one challenge.
+            if !challenges.contains(&challenge) {
+                challenges.push(challenge);
+            }
+        }
         if challenges.is_empty() {
             vec![BASIC_CHALLENGE.to_owned()]
         } else {
