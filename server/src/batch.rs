@@ -17,7 +17,7 @@ use crate::request::{decode_segments, ApiRequest};
 use crate::response::{ApiResponse, Body};
 use crate::routes::{self, Route};
 use crate::state::AppState;
-use crate::toolkit::common::{self, check_content_type};
+use crate::toolkit::extract::{check_content_type, json_body};
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH"];
 
@@ -205,7 +205,7 @@ fn split_path<'a>(path: &'a str, prefix: &str) -> (&'a str, &'a str) {
 /// transaction: their writes commit together in one atomic, flushed batch, or not at all.
 pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     check_content_type(req, &["application/json"])?;
-    let mut requests = parse(state, common::json_body(req)?)?;
+    let mut requests = parse(state, json_body(req)?)?;
     let writes = requests.iter().any(|r| !matches!(r.method, Method::GET | Method::HEAD));
     let transaction = if writes {
         let fresh = pregenerate_ids(state, &mut requests);

@@ -113,7 +113,7 @@ pub fn create<'a>(
 }
 
 async fn create_account(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
-    let envelope = crate::toolkit::common::parse_envelope(req, addr)?;
+    let envelope = crate::toolkit::extract::parse_envelope(req, addr)?;
     let id = match envelope.data.as_ref().and_then(|d| d.get("id")) {
         Some(Value::String(id)) => id.clone(),
         _ => return Err(ApiError::invalid_one(Location::Body, Some("data.id"), "data.id in body: Required")),

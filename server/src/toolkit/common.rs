@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 use tidemark_engine::{Acl, Engine, StoredObject};
-use tidemark_protocol::{body, ApiError, Invalid, Location};
+use tidemark_protocol::ApiError;
 
 use crate::auth::Identity;
 use crate::error::from_engine;
@@ -51,40 +51,6 @@ pub fn object_response(
     identity: &Identity,
 ) -> ApiResponse {
     ApiResponse::json(status, envelope(&object.data, acl, identity)).timestamp_headers(object.last_modified)
-}
-
-/// 415 unless the body's media type is one of `allowed` (a missing header is accepted).
-pub fn check_content_type(req: &ApiRequest, allowed: &[&str]) -> Result<String, ApiError> {
-    let Some(value) = req.header("content-type") else {
-        return Ok("application/json".into());
-    };
-    let media = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    if allowed.contains(&media.as_str()) {
-        return Ok(media);
-    }
-    let list = allowed.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", ");
-    let description = format!("Content-Type header should be one of [{list}]");
-    Err(ApiError::invalid_with_status(415, vec![Invalid::new(Location::Header, Some("Content-Type"), description)]))
-}
-
-/// 406 unless `Accept` admits JSON (a missing header is fine).
-pub fn check_accept(req: &ApiRequest) -> Result<(), ApiError> {
-    let Some(accept) = req.header("accept") else {
-        return Ok(());
-    };
-    let acceptable = accept.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let media = parts.next().unwrap_or_default().trim();
-        let refused = parts
-            .any(|p| matches!(p.trim().strip_prefix("q="), Some(q) if q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)));
-        !refused && matches!(media, "*/*" | "application/*" | "application/json" | "")
-    });
-    if acceptable {
-        Ok(())
-    } else {
-        let description = "Accept header should be one of ['application/json']";
-        Err(ApiError::invalid_with_status(406, vec![Invalid::new(Location::Header, Some("Accept"), description)]))
-    }
 }
 
 /// Kinto's cache headers on reads of objects and lists (§3.1): authenticated callers get
@@ -149,16 +115,6 @@ pub fn expiry_headers(seconds: i64) -> Vec<(&'static str, String)> {
     } else {
         vec![("Cache-Control", format!("max-age={seconds}")), expires]
     }
-}
-
-/// The request's `{"data", "permissions"}` envelope, with the permissions the resource knows.
-pub fn parse_envelope(req: &ApiRequest, addr: &Address) -> Result<body::Envelope, ApiError> {
-    body::parse_envelope(json_body(req)?, &addr.kind.permission_names())
-}
-
-/// The JSON body of the request, `{}` when empty.
-pub fn json_body(req: &ApiRequest) -> Result<Value, ApiError> {
-    body::parse_json(&req.body)
 }
 
 /// A client-chosen `last_modified`: honoured only when it is a JSON integer.

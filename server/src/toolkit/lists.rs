@@ -9,18 +9,19 @@ use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tidemark_engine::{Acl, EngineError, Expect, ListOrder, ListRange, Op, StoredObject};
-use tidemark_protocol::body;
+use tidemark_protocol::body::{self, Envelope};
 use tidemark_protocol::filter::{self, Op as FilterOp};
 use tidemark_protocol::headers::{Preconditions, Verdict};
 use tidemark_protocol::query::{self, ListQuery, Pin, Token};
-use tidemark_protocol::{ApiError, Location};
+use tidemark_protocol::ApiError;
 
 use crate::authz::Authz;
 use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::{ApiResponse, Body};
-use crate::state::{now_ms, AppState};
-use crate::toolkit::common::{self, check_content_type, require_parents};
+use crate::state::AppState;
+use crate::toolkit::common::{self, require_parents};
+use crate::toolkit::extract::ListCall;
 use crate::toolkit::objects::{precondition_failed, prepare_write, written};
 use crate::toolkit::write::{command, retrying, submit, submit_one, Attempt};
 use crate::toolkit::Address;
@@ -76,25 +77,20 @@ impl DeleteTokens {
 }
 
 pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
-    match req.method {
-        Method::GET | Method::HEAD => read(state, req, addr),
-        Method::POST => create(state, req, addr).await,
-        Method::DELETE => delete(state, req, addr).await,
-        _ => Err(ApiError::method_not_allowed(crate::routes::LIST_METHODS)),
+    // A resource's own POST, and its refusal to be read, come before anything else.
+    if let (&Method::POST, Some(on_post)) = (&req.method, addr.kind.on_post) {
+        return on_post(state, req, addr).await;
     }
-}
-
-/// A timestamp query parameter (`?last_modified=` on DELETE): a non-negative integer.
-pub fn query_timestamp(req: &ApiRequest, name: &str) -> Result<Option<u64>, ApiError> {
-    let pairs = query::parse_pairs(&req.query)?;
-    let Some((_, raw)) = pairs.iter().find(|(k, _)| k == name) else {
-        return Ok(None);
-    };
-    let digits = raw.trim().trim_matches('"');
-    digits
-        .parse::<u64>()
-        .map(Some)
-        .map_err(|_| ApiError::invalid_one(Location::Querystring, Some(name), format!("\"{raw}\" is not a number")))
+    if req.is_read() {
+        addr.kind.hooks.check_list_read(req)?;
+    }
+    match ListCall::extract(req, addr)? {
+        ListCall::Read { conditions, pairs, query } => read(state, req, addr, &conditions, &pairs, &query),
+        ListCall::Create { conditions, envelope, given_id } => {
+            create(state, req, addr, &conditions, &envelope, given_id).await
+        }
+        ListCall::Delete { conditions, pairs, query } => delete(state, req, addr, &conditions, &pairs, &query).await,
+    }
 }
 
 /// Which objects of the list the caller may see (or delete).
@@ -293,17 +289,6 @@ fn sorted(objects: Vec<StoredObject>, sort: &[query::SortKey]) -> Vec<StoredObje
         .collect()
 }
 
-/// The list query, with the resource's default sort when the request gives none.
-fn parse_query(req: &ApiRequest, addr: &Address) -> Result<(Vec<(String, String)>, ListQuery), ApiError> {
-    let pairs = query::parse_pairs(&req.query)?;
-    let mut effective = pairs.clone();
-    if let Some(sort) = addr.kind.default_sort.as_ref().filter(|_| !pairs.iter().any(|(k, _)| k == "_sort")) {
-        effective.push(("_sort".into(), sort.clone()));
-    }
-    let q = query::parse_list_query(&effective, now_ms(), None)?;
-    Ok((pairs, q))
-}
-
 /// The `Next-Page` URL and its token's nonce, when more objects follow the selection.
 fn next_page(
     req: &ApiRequest,
@@ -400,11 +385,14 @@ fn plain_page(
     Ok(Some(response))
 }
 
-fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
-    addr.kind.hooks.check_list_read(req)?;
-    common::check_accept(req)?;
-    let (pairs, q) = parse_query(req, addr)?;
-    let conditions = Preconditions::parse(req.header("if-match"), req.header("if-none-match"))?;
+fn read(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    conditions: &Preconditions,
+    pairs: &[(String, String)],
+    q: &ListQuery,
+) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     let visible = visibility(state, &authz, addr, "read")?;
     require_parents(&state.engine, &addr.parents)?;
@@ -440,13 +428,13 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
             Some(token) => token.pin,
             None => Some(Pin { seq: state.engine.last_seq().map_err(from_engine)?, list_ts }),
         };
-        let limit = effective_limit(state, &q);
-        if let Some(page) = plain_page(state, req, addr, &pairs, &q, &visible, limit, pin)? {
+        let limit = effective_limit(state, q);
+        if let Some(page) = plain_page(state, req, addr, pairs, q, &visible, limit, pin)? {
             return common::cache_headers(state, req, addr, page.timestamp_headers(list_ts));
         }
-        let selection = select(state, addr, &q, &visible, Some(limit), pin)?;
+        let selection = select(state, addr, q, &visible, Some(limit), pin)?;
         let offset = q.token.as_ref().map_or(0, |t| t.offset) + selection.objects.len() as u64 + 1;
-        let next = next_page(req, &pairs, &q, &selection, limit, offset, pin).map(|(url, _)| url);
+        let next = next_page(req, pairs, q, &selection, limit, offset, pin).map(|(url, _)| url);
         let data: Vec<Value> = selection
             .objects
             .into_iter()
@@ -474,20 +462,15 @@ fn read(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiRespons
     common::cache_headers(state, req, addr, response.timestamp_headers(list_ts))
 }
 
-async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
-    if let Some(on_post) = addr.kind.on_post {
-        return on_post(state, req, addr).await;
-    }
-    check_content_type(req, &["application/json"])?;
-    common::check_accept(req)?;
-    let conditions = Preconditions::parse(req.header("if-match"), req.header("if-none-match"))?;
-    let envelope = common::parse_envelope(req, addr)?;
+async fn create(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    conditions: &Preconditions,
+    envelope: &Envelope,
+    given_id: Option<String>,
+) -> Result<ApiResponse, ApiError> {
     let sent = envelope.data.clone().unwrap_or_default();
-    let given_id = match sent.get("id") {
-        None => None,
-        Some(Value::String(id)) if addr.kind.is_valid_id(id) => Some(id.clone()),
-        Some(_) => return Err(ApiError::invalid_one(Location::Path, None, "Invalid object id")),
-    };
     // Kinto looks a record's collection up before any permission check: 404 for anyone.
     if addr.kind.parents_checked_first {
         require_parents(&state.engine, &addr.parents)?;
@@ -544,10 +527,14 @@ async fn create(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
     )
 }
 
-async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<ApiResponse, ApiError> {
-    common::check_accept(req)?;
-    let (pairs, q) = parse_query(req, addr)?;
-    let conditions = Preconditions::parse(req.header("if-match"), req.header("if-none-match"))?;
+async fn delete(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    conditions: &Preconditions,
+    pairs: &[(String, String)],
+    q: &ListQuery,
+) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     // Nothing deletable but the create right: an empty result, as Kinto answers.
     let visible = visibility(state, &authz, addr, "write")?;
@@ -567,7 +554,7 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
                 }
                 token_checked = true;
             }
-            let limit = effective_limit(state, &q);
+            let limit = effective_limit(state, q);
             // Deletions act on the current list: never pinned.
             let selection = select(state, addr, &live_only, &visible, Some(limit), None)?;
             if selection.objects.is_empty() {
@@ -591,7 +578,7 @@ async fn delete(state: &AppState, req: &ApiRequest, addr: &Address) -> Result<Ap
             // The next page is built from the deleted objects' old values, so it also works with
             // ascending sorts (Kinto builds it from the tombstone: §4.10 QUIRK).
             let offset = selection.objects.len() as u64 + 1;
-            if let Some((next, nonce)) = next_page(req, &pairs, &q, &selection, limit, offset, None) {
+            if let Some((next, nonce)) = next_page(req, pairs, q, &selection, limit, offset, None) {
                 state.delete_tokens.issue(nonce);
                 response.set_header("Next-Page", next);
             }

@@ -8,6 +8,7 @@
 //! this way (`crate::kinto`). A [`Service`] bundles a registry with settings into a server.
 
 pub(crate) mod common;
+pub(crate) mod extract;
 pub(crate) mod lists;
 pub(crate) mod objects;
 mod registry;

@@ -7,8 +7,8 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use tidemark_engine::{Acl, Expect, Op, StoredObject};
-use tidemark_protocol::body::{self, PermissionsInput};
-use tidemark_protocol::headers::{parse_response_behavior, Preconditions, ResponseBehavior, Verdict};
+use tidemark_protocol::body::{self, Envelope};
+use tidemark_protocol::headers::{Preconditions, ResponseBehavior, Verdict};
 use tidemark_protocol::{ApiError, Location};
 
 use crate::authz::Authz;
@@ -16,7 +16,8 @@ use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
 use crate::state::AppState;
-use crate::toolkit::common::{self, check_content_type, require_parents};
+use crate::toolkit::common::{self, require_parents};
+use crate::toolkit::extract::{ObjectCall, PatchBody};
 use crate::toolkit::write::{command, retrying, submit_one, Attempt};
 use crate::toolkit::{Address, Write};
 
@@ -27,21 +28,20 @@ pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address, id: &str
     if addr.kind.parents_checked_first && matches!(req.method, Method::PUT | Method::PATCH | Method::DELETE) {
         require_parents(&state.engine, &addr.parents)?;
     }
-    match req.method {
-        Method::GET | Method::HEAD => get(state, req, addr, id),
-        Method::PUT => put(state, req, addr, id).await,
-        Method::PATCH => patch(state, req, addr, id).await,
-        Method::DELETE => delete(state, req, addr, id).await,
-        _ => Err(ApiError::method_not_allowed(crate::routes::OBJECT_METHODS)),
+    match ObjectCall::extract(req, addr, id)? {
+        ObjectCall::Read { conditions, fields } => get(state, req, addr, id, &conditions, fields),
+        ObjectCall::Replace { conditions, envelope } => put(state, req, addr, id, &conditions, &envelope).await,
+        ObjectCall::Patch { conditions, patch: body, behavior } => {
+            patch(state, req, addr, id, &conditions, &body, behavior).await
+        }
+        ObjectCall::Delete { conditions, last_modified } => {
+            delete(state, req, addr, id, &conditions, last_modified).await
+        }
     }
 }
 
 fn invalid_id() -> ApiError {
     ApiError::invalid_one(Location::Path, None, "Invalid object id")
-}
-
-fn preconditions(req: &ApiRequest) -> Result<Preconditions, ApiError> {
-    Preconditions::parse(req.header("if-match"), req.header("if-none-match"))
 }
 
 /// The live object at the address, if any.
@@ -80,9 +80,14 @@ fn missing(state: &AppState, authz: &Authz<'_>, addr: &Address, id: &str) -> Res
     Ok(ApiError::object_not_found(&addr.kind.name, id))
 }
 
-fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
-    common::check_accept(req)?;
-    let conditions = preconditions(req)?;
+fn get(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    id: &str,
+    conditions: &Preconditions,
+    fields: Option<Vec<String>>,
+) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     let chain = addr.chain_with(id);
     if !authz.allowed(&chain, "read")? {
@@ -112,8 +117,7 @@ fn get(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<A
         Verdict::Proceed => {}
     }
     // With `_fields`, Kinto answers the projected data alone, without permissions.
-    let pairs = tidemark_protocol::query::parse_pairs(&req.query)?;
-    let body = match tidemark_protocol::query::object_fields(&pairs) {
+    let body = match fields {
         Some(fields) => json!({"data": tidemark_protocol::filter::project(&Value::Object(object.data), &fields)}),
         None if addr.kind.is_per_user() => json!({"data": Value::Object(object.data)}),
         None => {
@@ -194,19 +198,14 @@ fn expect_of(live: Option<&StoredObject>) -> Expect {
     live.map_or(Expect::Absent, |o| Expect::Version(o.last_modified))
 }
 
-async fn put(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
-    if !addr.kind.is_valid_id(id) {
-        return Err(invalid_id());
-    }
-    check_content_type(req, &["application/json"])?;
-    common::check_accept(req)?;
-    let conditions = preconditions(req)?;
-    let envelope = common::parse_envelope(req, addr)?;
-    if let Some(body_id) = envelope.data.as_ref().and_then(|d| d.get("id")) {
-        if body_id.as_str() != Some(id) {
-            return Err(ApiError::invalid_one(Location::Body, Some("id"), "Object id does not match existing object"));
-        }
-    }
+async fn put(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    id: &str,
+    conditions: &Preconditions,
+    envelope: &Envelope,
+) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     retrying!(
         async {
@@ -281,48 +280,20 @@ fn shown_permissions(addr: &Address, acl: &Acl, identity: &crate::auth::Identity
     }
 }
 
-enum PatchBody {
-    Kinto { data: Option<Map<String, Value>>, permissions: Option<PermissionsInput> },
-    MergePatch { data: Option<Map<String, Value>>, permissions: Option<PermissionsInput> },
-    JsonPatch(Value),
-}
-
-fn parse_patch(req: &ApiRequest, addr: &Address) -> Result<PatchBody, ApiError> {
-    let media =
-        check_content_type(req, &["application/merge-patch+json", "application/json-patch+json", "application/json"])?;
-    let value = common::json_body(req)?;
-    if media == "application/json-patch+json" {
-        return Ok(PatchBody::JsonPatch(value));
-    }
-    let envelope = body::parse_envelope(value, &addr.kind.permission_names())?;
-    if envelope.data.is_none() && envelope.permissions.is_none() {
-        return Err(ApiError::invalid_one(Location::Body, Some("data"), "Provide at least one of data or permissions"));
-    }
-    Ok(if media == "application/merge-patch+json" {
-        PatchBody::MergePatch { data: envelope.data, permissions: envelope.permissions }
-    } else {
-        PatchBody::Kinto { data: envelope.data, permissions: envelope.permissions }
-    })
-}
-
-/// Whether a PATCH carries data (Kinto then validates it with the resource's defaults).
-fn patch_sends_data(patch: &PatchBody) -> bool {
-    match patch {
-        PatchBody::Kinto { data, .. } | PatchBody::MergePatch { data, .. } => data.is_some(),
-        PatchBody::JsonPatch(_) => true,
-    }
-}
-
-async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
-    let patch = parse_patch(req, addr)?;
-    common::check_accept(req)?;
-    let behavior = parse_response_behavior(req.header("response-behavior"))?;
-    let conditions = preconditions(req)?;
+async fn patch(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    id: &str,
+    conditions: &Preconditions,
+    patch: &PatchBody,
+    behavior: ResponseBehavior,
+) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     let uri = addr.object_uri(id);
     retrying!(
         async {
-            let live = writable(state, &authz, addr, id, &conditions)?;
+            let live = writable(state, &authz, addr, id, conditions)?;
             let acl = state.engine.acl(&uri).map_err(from_engine)?;
             let (mut data, acl, sent_keys): (Map<String, Value>, Acl, Vec<String>) = match &patch {
                 PatchBody::Kinto { data, permissions } => {
@@ -357,7 +328,7 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
                 ));
             }
             let explicit = common::explicit_timestamp(&data);
-            let sends = patch_sends_data(&patch);
+            let sends = patch.sends_data();
             let acl = prepare_write(state, req, addr, id, &mut data, sends, Some(&live.data), false, acl).await?;
             let op = Op::Put { data: common::strip_managed(data), permissions: acl };
             let cmd = command(req, addr, id, op, Expect::Version(live.last_modified), explicit);
@@ -395,14 +366,18 @@ async fn patch(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> 
     )
 }
 
-async fn delete(state: &AppState, req: &ApiRequest, addr: &Address, id: &str) -> Result<ApiResponse, ApiError> {
-    common::check_accept(req)?;
-    let conditions = preconditions(req)?;
-    let explicit = crate::toolkit::lists::query_timestamp(req, "last_modified")?;
+async fn delete(
+    state: &AppState,
+    req: &ApiRequest,
+    addr: &Address,
+    id: &str,
+    conditions: &Preconditions,
+    explicit: Option<u64>,
+) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     retrying!(
         async {
-            let live = writable(state, &authz, addr, id, &conditions)?;
+            let live = writable(state, &authz, addr, id, conditions)?;
             let cmd = command(req, addr, id, Op::Delete, Expect::Version(live.last_modified), explicit);
             Ok(match submit_one(state, cmd).await? {
                 Attempt::Done(event) => Attempt::Done(
