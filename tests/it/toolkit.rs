@@ -299,3 +299,28 @@ async fn a_service_brings_its_own_authentication_policy() {
     assert_eq!(anonymous.header("www-authenticate"), Some("Token realm=\"food\""));
     s.stop().await;
 }
+
+/// The data of a typed resource must deserialise into its Rust type.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Meal {
+    name: String,
+    calories: u32,
+}
+
+#[tokio::test]
+async fn a_typed_resource_checks_data_against_its_rust_type() {
+    let service = Service::new("meals")
+        .setting("multiauth.policies", "basicauth")
+        .resource(Resource::per_user("meal", "meals").typed::<Meal>());
+    let s = Server::start_service(service, "/v1").await;
+    let ok = s.post("/meals", Some(ALICE), json!({"data": {"name": "soup", "calories": 120}})).await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+    for bad in [json!({"name": "soup"}), json!({"name": "soup", "calories": -1}), json!({"name": 1, "calories": 1})] {
+        let refused = s.post("/meals", Some(ALICE), json!({ "data": bad })).await;
+        assert_eq!((refused.status.as_u16(), refused.errno()), (400, 107), "{bad}");
+        assert_eq!(refused.body["details"][0]["name"], "data");
+    }
+    s.stop().await;
+}
