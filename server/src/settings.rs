@@ -1073,14 +1073,15 @@ fn apply_overrides(values: &mut BTreeMap<String, Entry>, overrides: &[(String, S
 }
 
 /// Second env pass: `*_MULTIAUTH_POLICY_<NAME>_<KEY>` for policies named in `multiauth.policies`,
-/// which cannot be listed in advance. What is still unmatched is a typo (`TIDEMARK_`) or another
-/// tool's variable (`KINTO_`).
+/// which cannot be listed in advance. What is still unmatched is another tool's variable (or a
+/// typo): ignored, all named in one warning.
 fn overlay_policy_env(
     values: &mut BTreeMap<String, Entry>,
     mut leftovers: Vec<EnvVar>,
     notes: &mut Notes,
 ) -> Result<(), SettingsError> {
     let policies: Vec<String> = Values(values).list("multiauth.policies").unwrap_or_default();
+    let mut unknown = Vec::new();
     // KINTO_ first so TIDEMARK_ overwrites it.
     leftovers.sort_by_key(|var| var.rank);
     for var in leftovers {
@@ -1096,15 +1097,20 @@ fn overlay_policy_env(
             }
             continue;
         }
-        if var.rank == 2 {
-            let key = var.suffix.to_lowercase();
-            return Err(SettingsError::UnknownSetting {
-                hint: did_you_mean(&key),
-                key,
-                origin: format!("environment variable {}", var.name),
-            });
-        }
-        notes.warn(format!("environment variable {} names no setting Tidemark knows; ignored", var.name));
+        // Kubernetes, Docker images and scripts set `TIDEMARK_PORT`, `TIDEMARK_HOME`…: a variable
+        // that names no setting is none of ours. Only the values of known settings are checked.
+        // A near miss of a long setting name is likely a typo: say which one.
+        let key = var.suffix.to_lowercase();
+        let hint = Some(key.as_str())
+            .filter(|key| key.len() >= 6)
+            .map(did_you_mean)
+            .and_then(|hint| hint.strip_prefix("; ").map(|h| format!(" ({h})")))
+            .unwrap_or_default();
+        unknown.push(format!("{}{hint}", var.name));
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        notes.warn(format!("environment variables that name no setting are ignored: {}", unknown.join(", ")));
     }
     Ok(())
 }
@@ -1720,15 +1726,31 @@ mod tests {
         assert!(message.contains("'flush_polcy'"), "{message}");
         assert!(message.contains("did you mean 'flush_policy'"), "{message}");
 
-        let env = pairs(&[("TIDEMARK_FLUSH_POLCY", "none")]);
-        let err = Settings::load(None, &env, &[]).unwrap_err();
-        assert!(err.to_string().contains("TIDEMARK_FLUSH_POLCY"), "{err}");
-
-        // Another tool's KINTO_ variable only warns.
-        let env = pairs(&[("KINTO_SOMETHING_ELSE", "x"), ("TIDEMARK_PID", "42")]);
-        let s = Settings::load(None, &env, &[]).unwrap();
+        // Environment variables that name no setting are ignored, all in one warning: pods of a
+        // Kubernetes service named `tidemark` get `TIDEMARK_PORT=tcp://…` and the like.
+        let env = pairs(&[
+            ("TIDEMARK_FLUSH_POLCY", "none"),
+            ("TIDEMARK_PORT", "tcp://10.0.0.11:8888"),
+            ("TIDEMARK_PORT_8888_TCP", "tcp://10.0.0.11:8888"),
+            ("TIDEMARK_SERVICE_HOST", "10.0.0.11"),
+            ("TIDEMARK_BIN", "/usr/local/bin/tidemark"),
+            ("KINTO_SOMETHING_ELSE", "x"),
+            ("TIDEMARK_PID", "42"),
+            ("TIDEMARK_FLUSH_POLICY", "none"),
+        ]);
+        let s = Settings::load(None, &env, &[]).expect("unknown variables are not an error");
+        assert_eq!(s.flush_policy, FlushPolicy::None, "known ones still apply");
         assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
-        assert!(s.warnings[0].contains("KINTO_SOMETHING_ELSE"));
+        for name in
+            ["TIDEMARK_FLUSH_POLCY", "TIDEMARK_PORT,", "TIDEMARK_SERVICE_HOST", "TIDEMARK_BIN", "KINTO_SOMETHING_ELSE"]
+        {
+            assert!(s.warnings[0].contains(name), "{name}: {}", s.warnings[0]);
+        }
+        assert!(s.warnings[0].contains("TIDEMARK_FLUSH_POLCY (did you mean 'flush_policy'?)"), "{}", s.warnings[0]);
+        assert!(!s.warnings[0].contains("TIDEMARK_BIN ("), "no advice for what is no typo: {}", s.warnings[0]);
+        // A malformed value of a known setting still stops the server, naming the variable.
+        let err = Settings::load(None, &pairs(&[("TIDEMARK_FLUSH_POLICY", "sometimes")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("TIDEMARK_FLUSH_POLICY"), "{err}");
     }
 
     #[test]

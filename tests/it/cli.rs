@@ -82,3 +82,33 @@ fn verify_exits_non_zero_on_a_damaged_log() {
     assert!(!ok, "verify must fail: {out}");
     assert!(out.contains("gap"), "{out}");
 }
+
+/// A Kubernetes pod of a service named `tidemark` has `TIDEMARK_PORT=tcp://…` and friends in its
+/// environment; scripts set `TIDEMARK_HOME`, `TIDEMARK_BIN`. The server starts anyway, says once
+/// which variables it ignored, and still honours the ones that name settings.
+#[tokio::test]
+async fn serve_starts_in_a_messy_environment_and_names_what_it_ignores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = dir.path().join("kinto.ini");
+    std::fs::write(&ini, "[app:main]\nkinto.userid_hmac_secret = s\n").expect("ini");
+    let log = dir.path().join("server.log");
+    let env = [
+        ("TIDEMARK_PORT", "tcp://10.0.0.11:8888"),
+        ("TIDEMARK_PORT_8888_TCP_ADDR", "10.0.0.11"),
+        ("TIDEMARK_SERVICE_HOST", "10.0.0.11"),
+        ("TIDEMARK_HOME", "/opt/tidemark"),
+        ("TIDEMARK_BIN", "/usr/local/bin/tidemark"),
+        ("KINTO_VERSION", "26.5.0"),
+        ("TIDEMARK_PROJECT_NAME", "from-env"),
+    ];
+    let mut process = crate::common::spawn_binary_with_env(&dir.path().join("data"), &ini, Some(&log), &env).await;
+    let hello: serde_json::Value =
+        reqwest::get(format!("{}/", process.base)).await.expect("hello").json().await.expect("json");
+    assert_eq!(hello["project_name"], "from-env", "a variable that names a setting applies");
+    let _ = process.child.kill();
+    let _ = process.child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let warnings: Vec<&str> = logged.lines().filter(|l| l.contains("name no setting")).collect();
+    assert_eq!(warnings.len(), 1, "{logged}");
+    assert!(warnings[0].contains("TIDEMARK_PORT") && warnings[0].contains("TIDEMARK_HOME"), "{logged}");
+}

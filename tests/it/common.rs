@@ -201,6 +201,16 @@ fn free_port() -> u16 {
 
 /// Starts the binary on a free port and waits until it answers; its stderr goes to `log` if given.
 pub async fn spawn_binary(data: &std::path::Path, ini: &std::path::Path, log: Option<&std::path::Path>) -> Process {
+    spawn_binary_with_env(data, ini, log, &[]).await
+}
+
+/// [`spawn_binary`] with extra environment variables.
+pub async fn spawn_binary_with_env(
+    data: &std::path::Path,
+    ini: &std::path::Path,
+    log: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> Process {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let port = free_port();
@@ -215,6 +225,7 @@ pub async fn spawn_binary(data: &std::path::Path, ini: &std::path::Path, log: Op
         .arg(data)
         .args(["--bind", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
