@@ -267,6 +267,31 @@ pub enum SettingsError {
     Inconsistent(String),
 }
 
+/// Live-stream settings (`stream_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Frames queued per socket before it counts as lagging (`stream_queue_size`, at least 4).
+    pub queue_size: usize,
+    /// A socket that drains nothing for this long is closed with its cursor
+    /// (`stream_stall_timeout_seconds`, or `stream_stall_timeout_ms`).
+    pub stall_timeout: std::time::Duration,
+    /// The server pings this often; a peer silent for two intervals is dropped.
+    pub ping_interval: std::time::Duration,
+    /// A busy socket is written at most once per this window (`stream_coalesce_ms`).
+    pub coalesce: std::time::Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            queue_size: 256,
+            stall_timeout: std::time::Duration::from_secs(30),
+            ping_interval: std::time::Duration::from_secs(20),
+            coalesce: std::time::Duration::from_millis(5),
+        }
+    }
+}
+
 /// Tidemark's settings. Build with [`Settings::load`] or [`Settings::defaults`].
 #[derive(Clone)]
 pub struct Settings {
@@ -326,6 +351,11 @@ pub struct Settings {
     /// `host:port` to listen on.
     pub bind: String,
     pub max_body_bytes: usize,
+    /// How long a verified account login is remembered (`account_cache_ttl_seconds`).
+    pub account_cache_ttl_seconds: u64,
+    /// How long a plural DELETE's `Next-Page` token stays usable.
+    pub pagination_token_validity_seconds: u64,
+    pub streams: StreamSettings,
 
     /// Every setting given explicitly (ini, env, overrides), by unprefixed key, after
     /// interpolation and JSON-unquoting: for lookups such as per-collection cache settings.
@@ -394,6 +424,9 @@ impl Settings {
             flush_policy: FlushPolicy::Always,
             bind: DEFAULT_BIND.to_owned(),
             max_body_bytes: 2 * 1024 * 1024,
+            account_cache_ttl_seconds: 30,
+            pagination_token_validity_seconds: 600,
+            streams: StreamSettings::default(),
             raw: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -530,6 +563,7 @@ impl Settings {
         if let Some(list) = v.list("cors_origins") {
             self.cors_origins = list;
         }
+        self.apply_numbers(v)?;
 
         self.apply_principals(v);
         self.apply_plugins(v, notes);
@@ -547,6 +581,43 @@ impl Settings {
                     _ => path,
                 };
             }
+        }
+        Ok(())
+    }
+
+    /// Typed once here, so a malformed value stops the server instead of becoming a default.
+    fn apply_numbers(&mut self, v: &Values<'_>) -> Result<(), SettingsError> {
+        use std::time::Duration;
+        if let Some(n) = v.unsigned("account_cache_ttl_seconds")? {
+            self.account_cache_ttl_seconds = n;
+        }
+        if let Some(n) = v.unsigned("pagination_token_validity_seconds")? {
+            self.pagination_token_validity_seconds = n;
+        }
+        let streams = &mut self.streams;
+        if let Some(n) = v.parse("stream_queue_size", "a number of frames (at least 4)", |t| {
+            t.parse::<usize>().ok().filter(|n| *n >= 4)
+        })? {
+            streams.queue_size = n;
+        }
+        if let Some(n) = v.unsigned("stream_stall_timeout_seconds")? {
+            streams.stall_timeout = Duration::from_secs(n);
+        }
+        if let Some(n) = v.unsigned("stream_stall_timeout_ms")? {
+            streams.stall_timeout = Duration::from_millis(n);
+        }
+        if let Some(n) = v.parse("stream_ping_interval_seconds", "a number of seconds (at least 1)", |t| {
+            t.parse::<u64>().ok().filter(|n| *n >= 1)
+        })? {
+            streams.ping_interval = Duration::from_secs(n);
+        }
+        if let Some(n) = v.unsigned("stream_coalesce_ms")? {
+            streams.coalesce = Duration::from_millis(n);
+        }
+        // Cache expiries are looked up by key at request time (per bucket and collection): each
+        // is checked here.
+        for key in v.0.keys().filter(|k| k.ends_with("_cache_expires_seconds")) {
+            v.signed(key)?;
         }
         Ok(())
     }
@@ -1716,6 +1787,43 @@ mod tests {
         }
         let err = Settings::load(None, &[], &pairs(&[("backoff_percentage", "150")])).unwrap_err();
         assert!(err.to_string().contains("backoff_percentage"), "{err}");
+    }
+
+    /// Values read outside the typed fields used to fall back to defaults when malformed.
+    #[test]
+    fn malformed_stream_cache_and_token_settings_stop_the_server() {
+        for (key, value) in [
+            ("stream_queue_size", "abc"),
+            ("stream_queue_size", "2"),
+            ("stream_stall_timeout_seconds", "-1"),
+            ("stream_stall_timeout_ms", "soon"),
+            ("stream_ping_interval_seconds", "0"),
+            ("stream_coalesce_ms", "5ms"),
+            ("account_cache_ttl_seconds", "forever"),
+            ("pagination_token_validity_seconds", "1.5"),
+            ("record_cache_expires_seconds", "an hour"),
+            ("b.c.record_cache_expires_seconds", "x"),
+        ] {
+            let err = Settings::load(None, &[], &pairs(&[(key, value)])).expect_err(key);
+            let message = err.to_string();
+            assert!(message.contains(key) && message.contains(value), "{key}: {message}");
+        }
+        let env = pairs(&[("TIDEMARK_STREAM_QUEUE_SIZE", "many")]);
+        let err = Settings::load(None, &env, &[]).unwrap_err();
+        assert!(err.to_string().contains("TIDEMARK_STREAM_QUEUE_SIZE"), "{err}");
+        let s = Settings::load(
+            None,
+            &[],
+            &pairs(&[
+                ("stream_queue_size", "64"),
+                ("stream_stall_timeout_ms", "1500"),
+                ("account_cache_ttl_seconds", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.streams.queue_size, 64);
+        assert_eq!(s.streams.stall_timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(s.account_cache_ttl_seconds, 5);
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl AppState {
         registry: Registry,
         prefix: &str,
     ) -> AppState {
-        let cache_ttl = settings.raw.get("account_cache_ttl_seconds").and_then(|v| v.parse().ok()).unwrap_or(30);
+        let cache_ttl = settings.account_cache_ttl_seconds;
         let mut policies: Vec<Arc<dyn Policy>> = Vec::new();
         let mut openid = Providers::new();
         for policy in &settings.auth_policies {
@@ -105,7 +105,7 @@ impl AppState {
 
     /// The stream hub (must be called within the runtime: it starts a task the first time).
     pub fn hub(&self) -> Arc<Hub> {
-        let queue = self.settings.raw.get("stream_queue_size").and_then(|v| v.parse().ok()).unwrap_or(256);
+        let queue = self.settings.streams.queue_size;
         Arc::clone(self.hub.get_or_init(|| Hub::start(self.engine.clone(), Arc::clone(&self.registry), queue)))
     }
 

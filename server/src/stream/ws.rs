@@ -40,15 +40,12 @@ pub struct Limits {
 
 impl Limits {
     pub fn from_state(state: &AppState) -> Limits {
-        let num = |key: &str, default: u64| state.settings.raw.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let streams = &state.settings.streams;
         Limits {
-            queue: num("stream_queue_size", 256).max(4) as usize,
-            stall: Duration::from_millis(num(
-                "stream_stall_timeout_ms",
-                num("stream_stall_timeout_seconds", 30) * 1000,
-            )),
-            ping: Duration::from_secs(num("stream_ping_interval_seconds", 20)),
-            coalesce: Duration::from_millis(num("stream_coalesce_ms", 5)),
+            queue: streams.queue_size,
+            stall: streams.stall_timeout,
+            ping: streams.ping_interval,
+            coalesce: streams.coalesce,
         }
     }
 }

@@ -70,6 +70,7 @@ pub fn cache_headers(
 }
 
 fn anonymous_expiry(state: &AppState, addr: &Address) -> Result<Option<i64>, ApiError> {
+    // Every `*_cache_expires_seconds` value was checked to be an integer when settings loaded.
     let setting = |key: String| state.settings.raw.get(&key).and_then(|v| v.trim().parse::<i64>().ok());
     let kind = addr.kind.name.as_str();
     let general = setting(format!("{kind}_cache_expires_seconds"));

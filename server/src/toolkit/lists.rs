@@ -26,8 +26,6 @@ use crate::toolkit::objects::{precondition_failed, prepare_write, written};
 use crate::toolkit::write::{command, retrying, submit, submit_one, Attempt};
 use crate::toolkit::Address;
 
-/// Kinto's default `pagination_token_validity_seconds`.
-const DEFAULT_TOKEN_VALIDITY_SECONDS: u64 = 600;
 /// Live plural-DELETE tokens kept at most; beyond it the soonest to expire is forgotten, so a
 /// flood of paginated deletes cannot grow memory without bound.
 const MAX_DELETE_TOKENS: usize = 10_000;
@@ -46,14 +44,9 @@ impl DeleteTokens {
         DeleteTokens { validity, issued: Mutex::new(HashMap::new()) }
     }
 
-    /// `pagination_token_validity_seconds` from the settings, else Kinto's 600 s.
+    /// `pagination_token_validity_seconds` from the settings (Kinto's 600 s by default).
     pub fn from_settings(settings: &crate::settings::Settings) -> DeleteTokens {
-        let seconds = settings
-            .raw
-            .get("pagination_token_validity_seconds")
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_TOKEN_VALIDITY_SECONDS);
-        DeleteTokens::new(Duration::from_secs(seconds))
+        DeleteTokens::new(Duration::from_secs(settings.pagination_token_validity_seconds))
     }
 
     fn issue(&self, nonce: String) {
