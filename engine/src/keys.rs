@@ -27,11 +27,14 @@ pub const MEMBER: u8 = b'G';
 /// Membership by source: `R` + source URI `\0` member principal → empty (a group's members, to
 /// undo them when it changes or is purged).
 pub const MEMBER_OF_SOURCE: u8 = b'R';
+/// History: `H` + root URI `\0` seq (u64 BE) → empty. Every event of an object under a root
+/// object (a Kinto bucket), by commit order: a root's history without a scan of the log.
+pub const HISTORY: u8 = b'H';
 /// Engine metadata (applied seq per view, format version).
 pub const META: u8 = b'M';
 
 /// Every view prefix, in the order the digest walks them.
-pub const VIEW_PREFIXES: [u8; 8] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL, MEMBER, MEMBER_OF_SOURCE];
+pub const VIEW_PREFIXES: [u8; 9] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL, MEMBER, MEMBER_OF_SOURCE, HISTORY];
 /// The views that record the seq they have applied.
 pub const VIEW_NAMES: [&str; 6] = ["objects", "timestamps", "changes", "counts", "acl", "members"];
 
@@ -155,6 +158,28 @@ pub fn member_of_source_descendants(uri: &str) -> Vec<u8> {
     k
 }
 
+/// The root object of a URI: its first two segments (`/buckets/b` for anything in bucket b).
+pub fn root_of(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix('/')?;
+    let first = rest.find('/')?;
+    let end = rest[first + 1..].find('/').map_or(uri.len(), |second| first + 1 + second + 1);
+    Some(&uri[..end])
+}
+
+pub fn history_prefix(root_uri: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + root_uri.len());
+    k.push(HISTORY);
+    k.extend_from_slice(root_uri.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn history(root_uri: &str, seq: u64) -> Vec<u8> {
+    let mut k = history_prefix(root_uri);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 /// Where the format of the views is recorded: views of another format are rebuilt on open.
 pub fn views_format() -> Vec<u8> {
     meta("views_format")
@@ -214,4 +239,16 @@ pub fn u64_value(v: u64) -> Vec<u8> {
 pub fn read_u64(bytes: &[u8]) -> Option<u64> {
     let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(u64::from_be_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_root_of_a_uri_is_its_first_object() {
+        assert_eq!(super::root_of("/buckets/b"), Some("/buckets/b"));
+        assert_eq!(super::root_of("/buckets/b/collections/c/records/r"), Some("/buckets/b"));
+        assert_eq!(super::root_of("/~alice/food/x"), Some("/~alice/food"));
+        assert_eq!(super::root_of("/buckets"), None);
+        assert_eq!(super::root_of(""), None);
+    }
 }

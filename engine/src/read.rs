@@ -217,6 +217,34 @@ impl Engine {
         rows.into_iter().map(|(_, v)| Ok(Arc::new(event::decode(&v)?.event))).collect()
     }
 
+    /// Walks the events of everything under the root object `root_uri` (a Kinto bucket), since
+    /// the root was last created, newest first, calling `visit` until it returns false.
+    pub fn walk_history(&self, root_uri: &str, mut visit: impl FnMut(Arc<Event>) -> Result<bool>) -> Result<()> {
+        let prefix = keys::history_prefix(root_uri);
+        let mut hi = prefix_end(&prefix);
+        // Pages of index keys: most walks stop after a page of entries.
+        let mut page = 64;
+        loop {
+            let rows = self.storage().range(&prefix, &hi, true, Some(page))?;
+            let Some((last, _)) = rows.last() else { return Ok(()) };
+            hi = last.clone();
+            for (key, _) in &rows {
+                let seq = keys::read_u64(&key[prefix.len()..])
+                    .ok_or_else(|| EngineError::Corrupt("history index key too short".into()))?;
+                let event = self
+                    .event_at(seq)?
+                    .ok_or_else(|| EngineError::Corrupt(format!("history names missing event {seq}")))?;
+                if !visit(Arc::new(event))? {
+                    return Ok(());
+                }
+            }
+            if rows.len() < page {
+                return Ok(());
+            }
+            page = (page * 4).min(4096);
+        }
+    }
+
     /// Every (permission, object URI) the principal is named in, from the principal index.
     pub fn objects_of_principal(&self, principal: &str) -> Result<Vec<(String, String)>> {
         let prefix = keys::principal_prefix(principal);

@@ -127,6 +127,18 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
     }
     set_acl(txn, &uri, if deleted { None } else { Some(&event.permissions) }, was_live)?;
 
+    // History: every event under its root object. Deleting the root wipes it, as Kinto's
+    // history plugin does (the log keeps every event for audits).
+    if let Some(root) = keys::root_of(&uri) {
+        if deleted && root == uri {
+            for (key, _) in txn.scan_prefix(&keys::history_prefix(root))? {
+                txn.delete(key);
+            }
+        } else {
+            txn.put(keys::history(root, event.seq), Vec::new());
+        }
+    }
+
     if deleted {
         purge_descendants(txn, &uri)?;
     }

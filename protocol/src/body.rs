@@ -366,6 +366,11 @@ pub fn apply_json_patch(
     Ok((new_data, new_perms))
 }
 
+/// The JSON Patch (RFC 6902) that turns `before` into `after`.
+pub fn diff(before: &Value, after: &Value) -> Value {
+    serde_json::to_value(json_patch::diff(before, after)).unwrap_or(Value::Array(Vec::new()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

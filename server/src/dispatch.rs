@@ -7,7 +7,7 @@ use std::pin::Pin;
 use axum::http::Method;
 use tidemark_protocol::ApiError;
 
-use crate::kinto::{default_bucket, permissions};
+use crate::kinto::{default_bucket, history, permissions};
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
 use crate::routes::{self, Route};
@@ -60,6 +60,7 @@ async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<Api
         Route::Flush => root::flush(state).await?,
         Route::Batch => batch::handle(state, req).await?,
         Route::Permissions => permissions::list(state, req)?,
+        Route::History(bucket) => history::list(state, req, bucket)?,
         Route::OpenId { provider, token } => openid(state, req, provider, *token).await?,
         Route::List(addr) => lists::handle(state, req, &scoped(req, addr)?).await?,
         Route::Object(addr) => {
@@ -98,7 +99,7 @@ fn scoped(req: &ApiRequest, addr: &crate::toolkit::Address) -> Result<crate::too
 /// successes and errors alike.
 pub fn exposed(route: &Route, method: &Method) -> Vec<&'static str> {
     let mut headers = vec!["Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type"];
-    let listing = matches!(route, Route::List(_) | Route::Permissions);
+    let listing = matches!(route, Route::List(_) | Route::Permissions | Route::History(_));
     let reading = matches!(*method, Method::GET | Method::HEAD);
     if listing && reading {
         headers.push("Next-Page");

@@ -42,6 +42,12 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
             json!({"description": "Manage user accounts.", "url": "https://kinto.readthedocs.io/en/latest/api/1.x/accounts.html", "validation_enabled": false}),
         );
     }
+    if state.plugin(Plugin::History) {
+        capabilities.insert(
+            "history".into(),
+            json!({"description": "Track changes on data.", "url": "http://kinto.readthedocs.io/en/latest/api/1.x/history.html"}),
+        );
+    }
     if state.plugin(Plugin::DefaultBucket) {
         capabilities.insert(
             "default_bucket".into(),

@@ -15,6 +15,8 @@ pub enum Route {
     Flush,
     /// `GET /v1/permissions`.
     Permissions,
+    /// `GET /v1/buckets/<bid>/history` (kinto.plugins.history).
+    History(String),
     /// `GET /v1/openid/<provider>/login` (`token: false`) or `…/token`.
     OpenId {
         provider: String,
@@ -35,7 +37,7 @@ impl Route {
             Route::Object(_) => OBJECT_METHODS,
             Route::Batch => "POST, OPTIONS",
             Route::Flush => "POST, OPTIONS",
-            Route::Permissions => "HEAD, GET, OPTIONS",
+            Route::Permissions | Route::History(_) => "HEAD, GET, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -49,6 +51,7 @@ impl Route {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Endpoints {
     pub flush: bool,
+    pub history: bool,
     pub openid: bool,
     pub permissions: bool,
 }
@@ -66,6 +69,7 @@ pub fn parse(segments: &[String], endpoints: Endpoints, registry: &Registry) -> 
         ["batch"] => Ok(Route::Batch),
         ["__flush__"] if endpoints.flush => Ok(Route::Flush),
         ["permissions"] if endpoints.permissions => Ok(Route::Permissions),
+        ["buckets", bucket, "history"] if endpoints.history => Ok(Route::History((*bucket).to_owned())),
         ["openid", provider, step @ ("login" | "token")] if endpoints.openid => {
             Ok(Route::OpenId { provider: (*provider).to_owned(), token: *step == "token" })
         }

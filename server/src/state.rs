@@ -121,6 +121,7 @@ impl AppState {
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
             flush: self.plugin(Plugin::Flush),
+            history: self.plugin(Plugin::History),
             openid: !self.openid.is_empty(),
             permissions: self.settings.experimental_permissions_endpoint || self.plugin(Plugin::Admin),
         }

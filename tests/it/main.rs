@@ -6,6 +6,7 @@ mod batch;
 mod cli;
 mod durability;
 mod errors;
+mod history;
 mod identity;
 mod kinto_wire;
 mod listeners;

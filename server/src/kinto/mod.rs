@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod default_bucket;
+pub mod history;
 pub mod permissions;
 pub mod validation;
 

@@ -1,0 +1,146 @@
+//! kinto.plugins.history, derived from the log: Kinto's entry shape and filters, plus `seq`,
+//! `before`, `patch` and the request context.
+
+use serde_json::{json, Value};
+
+use crate::common::{user_id, Server, ALICE, BOB};
+
+const R: &str = "/buckets/b/collections/c/records";
+
+async fn server() -> Server {
+    Server::start_with(&[("includes", "kinto.plugins.flush kinto.plugins.history")]).await
+}
+
+fn data(reply: &crate::common::Reply) -> Vec<Value> {
+    reply.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_change_has_an_entry_equal_to_what_the_log_says() {
+    let s = server().await;
+    s.seed().await;
+    assert!(s.get("/", None).await.body["capabilities"]["history"].is_object());
+    s.put("/buckets/b/groups/g", Some(ALICE), json!({"data": {"members": ["x"]}})).await;
+    let created = s
+        .call("PUT", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"n": 1}})), &[("Kinto-App-Id", "notes")])
+        .await;
+    let updated = s.patch(&format!("{R}/r1"), Some(ALICE), json!({"data": {"n": 2}})).await;
+    s.put(&format!("{R}/r2"), Some(ALICE), json!({"data": {"n": 3}})).await;
+    // A plural delete: one entry per record.
+    let deleted = s.delete(R, Some(ALICE)).await;
+    assert_eq!(data(&deleted).len(), 2);
+
+    let history = s.get("/buckets/b/history", Some(ALICE)).await;
+    assert_eq!(history.status, 200);
+    let entries = data(&history);
+    let summary: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (e["action"].as_str().unwrap_or_default().to_owned(), e["uri"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let expected = [
+        ("delete", format!("{R}/r1")),
+        ("delete", format!("{R}/r2")),
+        ("create", format!("{R}/r2")),
+        ("update", format!("{R}/r1")),
+        ("create", format!("{R}/r1")),
+        ("create", "/buckets/b/groups/g".to_owned()),
+        ("create", "/buckets/b/collections/c".to_owned()),
+        ("create", "/buckets/b".to_owned()),
+    ];
+    let mut got = summary.clone();
+    let mut want: Vec<(String, String)> = expected.iter().map(|(a, u)| ((*a).to_owned(), u.clone())).collect();
+    // The two deletes of one plural delete share a commit; their relative order is the log's.
+    got[..2].sort();
+    want[..2].sort();
+    assert_eq!(got, want);
+    assert_eq!(history.etag(), entries[0]["last_modified"].as_u64().unwrap_or_default(), "ETag: the newest entry");
+
+    let update = entries.iter().find(|e| e["action"] == "update").expect("update entry");
+    assert_eq!(update["resource_name"], "record");
+    assert_eq!(update["collection_id"], "c");
+    assert_eq!(update["record_id"], "r1");
+    assert!(update.get("bucket_id").is_none(), "as Kinto: bucket_id only on bucket entries");
+    assert_eq!(update["user_id"], user_id(ALICE));
+    assert_eq!(update["target"]["data"], updated.body["data"]);
+    assert_eq!(update["target"]["permissions"]["write"], json!([user_id(ALICE)]));
+    assert_eq!(update["last_modified"], updated.body["data"]["last_modified"], "the object's own timestamp");
+    assert_eq!(update["before"], created.body["data"]);
+    assert!(update["patch"].as_array().expect("patch").contains(&json!({"op": "replace", "path": "/n", "value": 2})));
+    assert!(update["date"].as_str().is_some_and(|d| d.ends_with("+00:00")));
+    let create = entries.iter().find(|e| e["action"] == "create" && e["record_id"] == "r1").expect("create entry");
+    assert_eq!(create["context"]["app_id"], "notes");
+    assert!(create["seq"].as_u64().expect("seq") < update["seq"].as_u64().expect("seq"));
+    let bucket = entries.last().expect("bucket entry");
+    assert_eq!(bucket["bucket_id"], "b");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn filters_sorts_and_pages_like_kinto() {
+    let s = server().await;
+    s.seed().await;
+    for i in 0..5 {
+        s.put(&format!("{R}/r{i}"), Some(ALICE), json!({"data": {"i": i}})).await;
+    }
+    let records = s.get("/buckets/b/history?resource_name=record&_limit=2", Some(ALICE)).await;
+    assert_eq!(data(&records).len(), 2);
+    let mut seen: Vec<Value> = data(&records).iter().map(|e| e["record_id"].clone()).collect();
+    let mut next = records.header("next-page").map(str::to_owned);
+    while let Some(url) = next {
+        let page = s.get(&url, Some(ALICE)).await;
+        seen.extend(data(&page).iter().map(|e| e["record_id"].clone()));
+        next = page.header("next-page").map(str::to_owned);
+    }
+    assert_eq!(seen, [json!("r4"), json!("r3"), json!("r2"), json!("r1"), json!("r0")]);
+    let one = s.get(&format!("/buckets/b/history?uri={R}/r3"), Some(ALICE)).await;
+    assert_eq!(data(&one).len(), 1);
+    let oldest = s.get("/buckets/b/history?_sort=last_modified&_limit=1", Some(ALICE)).await;
+    assert_eq!(data(&oldest)[0]["resource_name"], "bucket");
+    let since = data(&records)[1]["last_modified"].as_u64().expect("ts");
+    let newer = s.get(&format!("/buckets/b/history?_since={since}"), Some(ALICE)).await;
+    assert_eq!(data(&newer).len(), 1);
+    let by_value = s.get("/buckets/b/history?target.data.i=2", Some(ALICE)).await;
+    assert_eq!(data(&by_value)[0]["record_id"], "r2");
+    let unknown = s.get("/buckets/b/history?foo=1", Some(ALICE)).await;
+    assert_eq!((unknown.status.as_u16(), unknown.errno()), (400, 107));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn history_is_visible_to_bucket_readers_and_to_the_writers_of_each_object() {
+    let s = server().await;
+    s.seed().await;
+    s.put(&format!("{R}/mine"), Some(ALICE), json!({"data": {}})).await;
+    assert_eq!(s.get("/buckets/b/history", None).await.status, 401);
+    assert_eq!(s.get("/buckets/b/history", Some(BOB)).await.status, 403, "nothing of Bob's in it");
+    assert_eq!(s.get("/buckets/nope/history", Some(ALICE)).await.status, 403);
+    // Bob may add records to c: he sees the entries of his own records only.
+    let grant = json!({"permissions": {"record:create": ["system.Authenticated"]}});
+    s.patch("/buckets/b/collections/c", Some(ALICE), grant).await;
+    s.put(&format!("{R}/bobs"), Some(BOB), json!({"data": {}})).await;
+    let bobs = s.get("/buckets/b/history", Some(BOB)).await;
+    assert_eq!(bobs.status, 200);
+    let uris: Vec<Value> = data(&bobs).iter().map(|e| e["uri"].clone()).collect();
+    assert_eq!(uris, [json!(format!("{R}/bobs"))]);
+    // Bucket readers see everything.
+    let read = json!({"permissions": {"read": [user_id(BOB)]}});
+    s.patch("/buckets/b", Some(ALICE), read).await;
+    assert!(data(&s.get("/buckets/b/history", Some(BOB)).await).len() > 3);
+    // Deleting the bucket ends its history, as in Kinto (the log keeps it for audits).
+    s.delete("/buckets/b", Some(ALICE)).await;
+    s.put("/buckets/b", Some(ALICE), json!({})).await;
+    let fresh = s.get("/buckets/b/history", Some(ALICE)).await;
+    assert_eq!(data(&fresh).len(), 1);
+    assert_eq!(s.call("POST", "/buckets/b/history", Some(ALICE), Some(json!({})), &[]).await.status, 405);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_plugin_there_is_no_history() {
+    let s = Server::start().await;
+    s.seed().await;
+    assert_eq!(s.get("/buckets/b/history", Some(ALICE)).await.status, 404);
+    s.stop().await;
+}
