@@ -653,3 +653,38 @@ fn objects_live_at_the_segment_they_are_given_and_any_kind_may_grant_membership(
     assert!(engine.get("/policies/p1", "rules", "r").expect("get").is_none(), "children purged");
     assert!(engine.verify().expect("verify").ok());
 }
+
+/// Deleting an object deletes everything below it, each by an event of its own, deepest first,
+/// in the same atomic commit; the views end as a purge leaves them.
+#[test]
+fn a_delete_cascades_as_one_event_per_object_below() {
+    let engine = Engine::open_memory(EngineConfig::default()).expect("open");
+    seed(&engine);
+    engine.submit_blocking(vec![put("/buckets/b", "group", "g", json!({"members": ["m"]}))]).expect("group");
+    engine
+        .submit_blocking(vec![put(C, "record", "r1", json!({})), put(C, "record", "r2", json!({}))])
+        .expect("records");
+    engine.submit_blocking(vec![delete(C, "record", "r2")]).expect("a tombstone stays quiet");
+    let events = engine.submit_blocking(vec![delete("", "bucket", "b")]).expect("delete bucket");
+    let deleted: Vec<(String, String)> = events.iter().map(|e| (e.resource.clone(), e.uri())).collect();
+    assert_eq!(
+        deleted,
+        [
+            ("record".to_owned(), format!("{C}/records/r1")),
+            ("collection".to_owned(), C.to_owned()),
+            ("group".to_owned(), "/buckets/b/groups/g".to_owned()),
+            ("bucket".to_owned(), "/buckets/b".to_owned()),
+        ]
+    );
+    assert!(events.iter().all(|e| e.action == Action::Delete && e.context.user_id.as_deref() == Some("u")));
+    assert!(engine.groups_of("m").expect("groups").is_empty());
+    assert_eq!(engine.count(C, "records").expect("count"), 0);
+    assert!(engine.get(C, "records", "r2").expect("get").is_none(), "tombstones purged too");
+    // A refused delete deletes nothing below.
+    seed(&engine);
+    engine.submit_blocking(vec![put(C, "record", "r3", json!({}))]).expect("record");
+    let refused = Command { expect: Expect::Version(1), ..delete("", "bucket", "b") };
+    assert!(engine.submit_blocking(vec![refused]).is_err());
+    assert!(engine.get(C, "records", "r3").expect("get").is_some_and(|o| !o.deleted));
+    assert!(engine.verify().expect("verify").ok());
+}

@@ -18,7 +18,7 @@ use crate::durable::{self, Announcer, Applied, Flusher};
 use crate::error::{EngineError, Result};
 use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
-use crate::object::{normalize_acl, Acl};
+use crate::object::{normalize_acl, Acl, StoredObject};
 use crate::replay::LogTail;
 use crate::storage::{ReadCache, Storage, Unapplied, WriteBatch};
 use crate::txn::{KvRead, Txn};
@@ -330,15 +330,71 @@ impl Writer {
     fn apply_submission(&mut self, txn: &mut Txn<'_>, commands: &[Command]) -> Result<Vec<Arc<Event>>> {
         let mut events = Vec::with_capacity(commands.len());
         for command in commands {
-            let event = self.apply_command(txn, command)?;
-            let (bytes, chain) = event::encode(&event, &self.state.chain)?;
-            txn.put(keys::log(event.seq), bytes);
-            views::apply_event(txn, &event)?;
-            self.state.chain = chain;
-            self.state.next_seq += 1;
-            events.push(Arc::new(event));
+            if matches!(command.op, Op::Delete) {
+                // Checked before the cascade, so a refused delete deletes nothing below it.
+                self.apply_command(txn, command)?;
+                for child in Self::cascade(txn, command)? {
+                    self.append(txn, &child, &mut events)?;
+                }
+            }
+            self.append(txn, command, &mut events)?;
         }
         Ok(events)
+    }
+
+    /// Applies one command: its event goes into the log and onto the views.
+    fn append(&mut self, txn: &mut Txn<'_>, command: &Command, events: &mut Vec<Arc<Event>>) -> Result<()> {
+        let event = self.apply_command(txn, command)?;
+        let (bytes, chain) = event::encode(&event, &self.state.chain)?;
+        txn.put(keys::log(event.seq), bytes);
+        views::apply_event(txn, &event)?;
+        self.state.chain = chain;
+        self.state.next_seq += 1;
+        events.push(Arc::new(event));
+        Ok(())
+    }
+
+    /// Kinto's cascade, one event per object: deleting an object deletes every live object below
+    /// it, deepest first, each as a delete of its own (so history, streams and listeners see each),
+    /// before the object itself.
+    fn cascade(txn: &Txn<'_>, command: &Command) -> Result<Vec<Command>> {
+        let uri = crate::object::object_uri(&command.parent, &command.plural, &command.id);
+        let mut below: Vec<(String, String, String, u64)> = Vec::new();
+        for scan in keys::descendant_prefixes(keys::OBJECT, &uri) {
+            for (key, value) in txn.scan_prefix(&scan)? {
+                let object = StoredObject::decode(&value)?;
+                if object.deleted {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&key[1..]).into_owned();
+                let mut parts = text.splitn(3, '\0');
+                if let (Some(parent), Some(plural), Some(id)) = (parts.next(), parts.next(), parts.next()) {
+                    below.push((parent.to_owned(), plural.to_owned(), id.to_owned(), object.seq));
+                }
+            }
+        }
+        // Deepest first: records before their collection.
+        below.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)).then_with(|| a.2.cmp(&b.2)));
+        let mut commands = Vec::with_capacity(below.len());
+        for (parent, plural, id, seq) in below {
+            // The engine knows kinds by the events that made them: the object's last one names it.
+            let last = txn
+                .get(&keys::log(seq))?
+                .ok_or_else(|| EngineError::Corrupt(format!("object names missing event {seq}")))?;
+            let resource = event::decode(&last)?.event.resource;
+            commands.push(Command {
+                resource,
+                plural,
+                parent,
+                id,
+                members: None,
+                op: Op::Delete,
+                expect: Expect::Live,
+                last_modified: None,
+                context: command.context.clone(),
+            });
+        }
+        Ok(commands)
     }
 
     /// Checks one command against the current state and builds its event (not yet applied).

@@ -144,3 +144,35 @@ async fn without_the_plugin_there_is_no_history() {
     assert_eq!(s.get("/buckets/b/history", Some(ALICE)).await.status, 404);
     s.stop().await;
 }
+
+/// Kinto leaves no entry for the objects a collection's deletion takes with it (kinto-http.js
+/// #963, Kinto #1649): here each one is deleted by an event of its own, before the collection.
+#[tokio::test]
+async fn a_cascaded_delete_has_an_entry_per_object() {
+    let s = server().await;
+    s.seed().await;
+    s.put("/buckets/b/collections/gone", Some(ALICE), json!({})).await;
+    for id in ["x", "y"] {
+        s.put(&format!("/buckets/b/collections/gone/records/{id}"), Some(ALICE), json!({"data": {}})).await;
+    }
+    assert_eq!(s.delete("/buckets/b/collections/gone", Some(ALICE)).await.status, 200);
+    let deletes = s.get("/buckets/b/history?action=delete", Some(ALICE)).await;
+    let uris: Vec<String> = data(&deletes).iter().map(|e| e["uri"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(
+        uris,
+        [
+            "/buckets/b/collections/gone".to_owned(),
+            "/buckets/b/collections/gone/records/y".to_owned(),
+            "/buckets/b/collections/gone/records/x".to_owned(),
+        ]
+    );
+    let record = &data(&deletes)[1];
+    assert_eq!(record["target"]["data"]["deleted"], true);
+    assert_eq!(record["before"], json!({"id": "y", "last_modified": record["before"]["last_modified"]}));
+    assert_eq!(record["user_id"], user_id(ALICE), "the cascade is the deleter's");
+    // Nothing is left under the collection, tombstones included, as in Kinto.
+    s.put("/buckets/b/collections/gone", Some(ALICE), json!({})).await;
+    let since = s.get("/buckets/b/collections/gone/records?_since=0", Some(ALICE)).await;
+    assert_eq!(data(&since), Vec::<Value>::new());
+    s.stop().await;
+}
