@@ -39,7 +39,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, Result};
 pub use event::{Action, Context, Event};
 pub use object::{object_uri, split_uri, Acl, RawObject, StoredObject};
-pub use read::{ListOrder, ListRange};
+pub use read::{AsOf, ListOrder, ListRange};
 pub use replay::{digest, VerifyReport};
 pub use storage::{MemoryStorage, SledStorage, Storage};
 pub use writer::{Command, Expect, Op};

@@ -11,6 +11,24 @@ use crate::storage::prefix_end;
 use crate::views;
 use crate::Engine;
 
+/// A point in the past: a log position, or a Kinto timestamp (the versions whose
+/// `last_modified` is at or before it, as Kinto's history snapshots read them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Seq(u64),
+    Timestamp(u64),
+}
+
+impl AsOf {
+    /// Is a version written by event `seq` with timestamp `ts` visible at this point?
+    pub fn covers(self, seq: u64, ts: u64) -> bool {
+        match self {
+            AsOf::Seq(at) => seq <= at,
+            AsOf::Timestamp(at) => ts <= at,
+        }
+    }
+}
+
 /// Order of a list walk over the changes index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListOrder {
@@ -182,10 +200,16 @@ impl Engine {
     /// (`prev_seq`) held then. `None` if it did not exist at `seq`, or no longer exists at all
     /// (purged with its parent).
     pub fn object_as_of(&self, parent: &str, plural: &str, id: &str, seq: u64) -> Result<Option<StoredObject>> {
+        self.object_at(parent, plural, id, AsOf::Seq(seq))
+    }
+
+    /// The object's version at a point in the past (see [`AsOf`]), tombstones included; `None`
+    /// if it did not exist yet then (or was purged with its parent since).
+    pub fn object_at(&self, parent: &str, plural: &str, id: &str, at: AsOf) -> Result<Option<StoredObject>> {
         let Some(current) = self.get(parent, plural, id)? else {
             return Ok(None);
         };
-        if current.seq <= seq {
+        if at.covers(current.seq, current.last_modified) {
             return Ok(Some(current));
         }
         // Walk back from the newest event; each link names the state it replaced.
@@ -194,20 +218,25 @@ impl Engine {
             let event = self
                 .event_at(newer)?
                 .ok_or_else(|| EngineError::Corrupt(format!("object {id} names missing event {newer}")))?;
-            match event.prev_seq {
-                // Created (or re-created after a purge) after `seq`.
-                None => return Ok(None),
-                Some(prev) if prev >= newer => {
-                    return Err(EngineError::Corrupt(format!("event {newer} points forward to {prev}")));
-                }
-                Some(prev) if prev <= seq => {
-                    let old = self
-                        .event_at(prev)?
-                        .ok_or_else(|| EngineError::Corrupt(format!("event {newer} names missing event {prev}")))?;
-                    return Ok(Some(stored_state(&old)?));
-                }
-                Some(prev) => newer = prev,
+            let Some(prev) = event.prev_seq else {
+                // Created (or re-created after a purge) after that point.
+                return Ok(None);
+            };
+            if prev >= newer {
+                return Err(EngineError::Corrupt(format!("event {newer} points forward to {prev}")));
             }
+            // By position, a link too new is passed over without reading its event.
+            if matches!(at, AsOf::Seq(seq) if prev > seq) {
+                newer = prev;
+                continue;
+            }
+            let old = self
+                .event_at(prev)?
+                .ok_or_else(|| EngineError::Corrupt(format!("event {newer} names missing event {prev}")))?;
+            if at.covers(old.seq, old.timestamp) {
+                return Ok(Some(stored_state(&old)?));
+            }
+            newer = prev;
         }
     }
 

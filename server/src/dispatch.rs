@@ -61,6 +61,7 @@ async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<Api
         Route::Batch => batch::handle(state, req).await?,
         Route::Permissions => permissions::list(state, req)?,
         Route::History(bucket) => history::list(state, req, bucket)?,
+        Route::Snapshot { bucket, at } => history::snapshot(state, req, bucket, at)?,
         Route::OpenId { provider, token } => openid(state, req, provider, *token).await?,
         Route::List(addr) => lists::handle(state, req, &scoped(req, addr)?).await?,
         Route::Object(addr) => {

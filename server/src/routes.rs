@@ -17,6 +17,11 @@ pub enum Route {
     Permissions,
     /// `GET /v1/buckets/<bid>/history` (kinto.plugins.history).
     History(String),
+    /// `GET /v1/buckets/<bid>/snapshot/collections/<cid>@<timestamp>` (kinto.plugins.history).
+    Snapshot {
+        bucket: String,
+        at: String,
+    },
     /// `GET /v1/openid/<provider>/login` (`token: false`) or `…/token`.
     OpenId {
         provider: String,
@@ -37,7 +42,7 @@ impl Route {
             Route::Object(_) => OBJECT_METHODS,
             Route::Batch => "POST, OPTIONS",
             Route::Flush => "POST, OPTIONS",
-            Route::Permissions | Route::History(_) => "HEAD, GET, OPTIONS",
+            Route::Permissions | Route::History(_) | Route::Snapshot { .. } => "HEAD, GET, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -70,6 +75,9 @@ pub fn parse(segments: &[String], endpoints: Endpoints, registry: &Registry) -> 
         ["__flush__"] if endpoints.flush => Ok(Route::Flush),
         ["permissions"] if endpoints.permissions => Ok(Route::Permissions),
         ["buckets", bucket, "history"] if endpoints.history => Ok(Route::History((*bucket).to_owned())),
+        ["buckets", bucket, "snapshot", "collections", at] if endpoints.history => {
+            Ok(Route::Snapshot { bucket: (*bucket).to_owned(), at: (*at).to_owned() })
+        }
         ["openid", provider, step @ ("login" | "token")] if endpoints.openid => {
             Ok(Route::OpenId { provider: (*provider).to_owned(), token: *step == "token" })
         }

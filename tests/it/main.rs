@@ -14,6 +14,7 @@ mod listing;
 mod listing_table;
 mod openid;
 mod permissions_matrix;
+mod point_in_time;
 mod preconditions;
 mod resources;
 mod root;

@@ -221,6 +221,25 @@ pub fn list(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiRespo
     Ok(response.timestamp_headers(etag).header("Cache-Control", "no-cache, no-store"))
 }
 
+/// `GET /v1/buckets/{bid}/snapshot/collections/{cid}@{timestamp}`: the collection's records as
+/// they were then (Kinto's history snapshot), newest first, unpaginated.
+pub fn snapshot(state: &AppState, req: &ApiRequest, bucket: &str, at: &str) -> Result<ApiResponse, ApiError> {
+    let invalid = || {
+        ApiError::invalid_one(tidemark_protocol::Location::Path, Some("timestamp"), "Expected a non-negative integer")
+    };
+    let (collection, ts) = at.rsplit_once('@').ok_or_else(invalid)?;
+    let ts: u64 = ts.parse().map_err(|_| invalid())?;
+    let authz = state.authz(&req.identity);
+    let list = state.registry.require(&["buckets", bucket, "collections", collection, "records"])?;
+    let collection_chain = list.parents.clone();
+    if !authz.allowed(&collection_chain, "read")? {
+        return Err(authz.deny());
+    }
+    crate::toolkit::common::require_parents(&state.engine, &list.parents)?;
+    let records = crate::toolkit::lists::snapshot(state, &list, tidemark_engine::AsOf::Timestamp(ts))?;
+    Ok(ApiResponse::json(StatusCode::OK, json!({ "data": records })))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -2,6 +2,7 @@
 //! header, query and body check done here, in Kinto's order, before any handler reads storage.
 
 use serde_json::{Map, Value};
+use tidemark_engine::AsOf;
 use tidemark_protocol::body::{self, Envelope, PermissionsInput};
 use tidemark_protocol::headers::{parse_response_behavior, Preconditions, ResponseBehavior};
 use tidemark_protocol::query::{self, ListQuery};
@@ -13,10 +14,11 @@ use crate::toolkit::Address;
 
 /// A call on one object (`/buckets/b`, `…/records/r`).
 pub enum ObjectCall {
-    /// GET or HEAD; `fields` is `_fields` (then the data alone is answered).
+    /// GET or HEAD; `fields` is `_fields` (then the data alone is answered); `at` is `_at`.
     Read {
         conditions: Preconditions,
         fields: Option<Vec<String>>,
+        at: Option<AsOf>,
     },
     Replace {
         conditions: Preconditions,
@@ -36,10 +38,11 @@ pub enum ObjectCall {
 
 /// A call on a list (`/buckets`, `…/records`).
 pub enum ListCall {
-    /// GET or HEAD: the query as given (`pairs`, for `Next-Page`) and parsed.
+    /// GET or HEAD: the query as given (`pairs`, for `Next-Page`) and parsed; `at` is `_at`.
     Read {
         conditions: Preconditions,
         pairs: Vec<(String, String)>,
+        at: Option<AsOf>,
         query: ListQuery,
     },
     /// POST; `given_id` is a valid `data.id` sent by the client.
@@ -88,8 +91,9 @@ impl ObjectCall {
             "GET" | "HEAD" => {
                 check_accept(req)?;
                 let conditions = preconditions(req)?;
-                let fields = query::object_fields(&query::parse_pairs(&req.query)?);
-                Ok(ObjectCall::Read { conditions, fields })
+                let pairs = query::parse_pairs(&req.query)?;
+                let fields = query::object_fields(&pairs);
+                Ok(ObjectCall::Read { conditions, fields, at: point_in_time(&pairs)? })
             }
             "PUT" => {
                 if !addr.kind.is_valid_id(id) {
@@ -131,7 +135,8 @@ impl ListCall {
             "GET" | "HEAD" => {
                 check_accept(req)?;
                 let (pairs, query) = parse_query(req, addr)?;
-                Ok(ListCall::Read { conditions: preconditions(req)?, pairs, query })
+                let at = point_in_time(&pairs)?;
+                Ok(ListCall::Read { conditions: preconditions(req)?, pairs, query, at })
             }
             "POST" => {
                 check_content_type(req, &["application/json"])?;
@@ -152,6 +157,24 @@ impl ListCall {
             }
             _ => Err(ApiError::method_not_allowed(crate::routes::LIST_METHODS)),
         }
+    }
+}
+
+/// `_at`: a Kinto timestamp (the versions whose `last_modified` is at or before it) or a stream
+/// cursor (the state once that event was committed).
+pub fn point_in_time(pairs: &[(String, String)]) -> Result<Option<AsOf>, ApiError> {
+    let Some((_, raw)) = pairs.iter().find(|(k, _)| k == "_at") else { return Ok(None) };
+    let raw = raw.trim().trim_matches('"');
+    if let Ok(ts) = raw.parse::<u64>() {
+        return Ok(Some(AsOf::Timestamp(ts)));
+    }
+    match tidemark_protocol::stream::parse_cursor(raw) {
+        Some(seq) => Ok(Some(AsOf::Seq(seq))),
+        None => Err(ApiError::invalid_one(
+            Location::Querystring,
+            Some("_at"),
+            format!("\"{raw}\" is neither a timestamp nor a cursor"),
+        )),
     }
 }
 

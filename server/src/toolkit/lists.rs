@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tidemark_engine::{Acl, EngineError, Expect, ListOrder, ListRange, Op, StoredObject};
+use tidemark_engine::{Acl, AsOf, EngineError, Expect, ListOrder, ListRange, Op, StoredObject};
 use tidemark_protocol::body::{self, Envelope};
 use tidemark_protocol::filter::{self, Op as FilterOp};
 use tidemark_protocol::headers::{Preconditions, Verdict};
@@ -78,7 +78,7 @@ pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address) -> Resul
         addr.kind.hooks.check_list_read(req)?;
     }
     match ListCall::extract(req, addr)? {
-        ListCall::Read { conditions, pairs, query } => read(state, req, addr, &conditions, &pairs, &query),
+        ListCall::Read { conditions, pairs, query, at } => read(state, req, addr, &conditions, &pairs, &query, at),
         ListCall::Create { conditions, envelope, given_id } => {
             create(state, req, addr, &conditions, &envelope, given_id).await
         }
@@ -190,17 +190,7 @@ fn select(
     let range = range_of(q);
     let default_order = is_default_order(q);
     let token = q.token.as_ref();
-    let shown = |object: &StoredObject| {
-        if (object.deleted && !q.with_tombstones) || !visible.admits(object) {
-            return false;
-        }
-        if q.filters.is_empty() && token.is_none() {
-            return true;
-        }
-        let doc = Value::Object(object.data.clone());
-        q.filters.iter().all(|f| f.matches(&doc))
-            && token.is_none_or(|t| filter::is_after_token(&doc, &t.last_object, &q.sort))
-    };
+    let shown = |object: &StoredObject| shown(object, q, visible);
     let as_of = |object: StoredObject, pin: Pin| -> Result<Option<StoredObject>, EngineError> {
         if object.seq <= pin.seq {
             return Ok(Some(object));
@@ -265,6 +255,63 @@ fn select(
         objects.truncate(l);
     }
     Ok(Selection { objects, more })
+}
+
+/// Does the object belong in the answer: visible, matching the filters, after the token?
+fn shown(object: &StoredObject, q: &ListQuery, visible: &Visibility) -> bool {
+    if (object.deleted && !q.with_tombstones) || !visible.admits(object) {
+        return false;
+    }
+    let token = q.token.as_ref();
+    if q.filters.is_empty() && token.is_none() {
+        return true;
+    }
+    let doc = Value::Object(object.data.clone());
+    q.filters.iter().all(|f| f.matches(&doc))
+        && token.is_none_or(|t| filter::is_after_token(&doc, &t.last_object, &q.sort))
+}
+
+/// The list as it was at a point in the past (`_at`, Kinto's snapshots): each object's version
+/// then, found by walking its event chain back from today's; objects created since are left
+/// out. Costs a walk of the whole list plus one log read per version replaced.
+fn select_at(
+    state: &AppState,
+    addr: &Address,
+    q: &ListQuery,
+    visible: &Visibility,
+    limit: Option<usize>,
+    at: AsOf,
+) -> Result<Selection, ApiError> {
+    let (parent, plural) = (addr.parent_uri(), addr.kind.plural.as_str());
+    let engine = &state.engine;
+    let mut objects = Vec::new();
+    engine
+        .walk_list(parent, plural, ListRange::default(), ListOrder::Newest, |object| {
+            let version = if at.covers(object.seq, object.last_modified) {
+                Some(object)
+            } else {
+                engine.object_at(parent, plural, object.id(), at)?
+            };
+            if let Some(version) = version.filter(|v| shown(v, q, visible)) {
+                objects.push(version);
+            }
+            Ok(true)
+        })
+        .map_err(from_engine)?;
+    let mut objects = sorted(objects, &q.sort);
+    let more = limit.is_some_and(|l| objects.len() > l);
+    if let Some(l) = limit {
+        objects.truncate(l);
+    }
+    Ok(Selection { objects, more })
+}
+
+/// Every live object of the list as it was at `at`, newest first, unpaginated (Kinto's history
+/// snapshots). The caller has authorized reading the whole list.
+pub(crate) fn snapshot(state: &AppState, addr: &Address, at: AsOf) -> Result<Vec<Value>, ApiError> {
+    let q = query::parse_list_query(&[], crate::state::now_ms(), None)?;
+    let selection = select_at(state, addr, &q, &Visibility::All, None, at)?;
+    Ok(selection.objects.into_iter().map(|o| Value::Object(o.data)).collect())
 }
 
 /// Sorts objects by `_sort` (the comparator reads JSON documents: each is built once).
@@ -385,6 +432,7 @@ fn read(
     conditions: &Preconditions,
     pairs: &[(String, String)],
     q: &ListQuery,
+    at: Option<AsOf>,
 ) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     let visible = visibility(state, &authz, addr, "read")?;
@@ -403,7 +451,10 @@ fn read(
         Verdict::Proceed => {}
     }
     let mut response = if req.method == Method::HEAD {
-        let total = if q.filters.is_empty() && matches!(visible, Visibility::All) {
+        let total = if let Some(at) = at {
+            let all = select_at(state, addr, &ListQuery { token: None, ..q.clone() }, &visible, None, at)?;
+            all.objects.iter().filter(|o| !o.deleted).count() as u64
+        } else if q.filters.is_empty() && matches!(visible, Visibility::All) {
             state.engine.count(addr.parent_uri(), &addr.kind.plural).map_err(from_engine)?
         } else {
             let all = select(state, addr, &ListQuery { token: None, ..q.clone() }, &visible, None, None)?;
@@ -422,10 +473,17 @@ fn read(
             None => Some(Pin { seq: state.engine.last_seq().map_err(from_engine)?, list_ts }),
         };
         let limit = effective_limit(state, q);
-        if let Some(page) = plain_page(state, req, addr, pairs, q, &visible, limit, pin)? {
-            return common::cache_headers(state, req, addr, page.timestamp_headers(list_ts));
+        if at.is_none() {
+            if let Some(page) = plain_page(state, req, addr, pairs, q, &visible, limit, pin)? {
+                return common::cache_headers(state, req, addr, page.timestamp_headers(list_ts));
+            }
         }
-        let selection = select(state, addr, q, &visible, Some(limit), pin)?;
+        let selection = match at {
+            // The past does not change: no pin needed.
+            Some(at) => select_at(state, addr, q, &visible, Some(limit), at)?,
+            None => select(state, addr, q, &visible, Some(limit), pin)?,
+        };
+        let pin = pin.filter(|_| at.is_none());
         let offset = q.token.as_ref().map_or(0, |t| t.offset) + selection.objects.len() as u64 + 1;
         let next = next_page(req, pairs, q, &selection, limit, offset, pin).map(|(url, _)| url);
         let data: Vec<Value> = selection

@@ -6,7 +6,7 @@
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
-use tidemark_engine::{Acl, Expect, Op, StoredObject};
+use tidemark_engine::{Acl, AsOf, Expect, Op, StoredObject};
 use tidemark_protocol::body::{self, Envelope};
 use tidemark_protocol::headers::{Preconditions, ResponseBehavior, Verdict};
 use tidemark_protocol::{ApiError, Location};
@@ -29,7 +29,7 @@ pub async fn handle(state: &AppState, req: &ApiRequest, addr: &Address, id: &str
         require_parents(&state.engine, &addr.parents)?;
     }
     match ObjectCall::extract(req, addr, id)? {
-        ObjectCall::Read { conditions, fields } => get(state, req, addr, id, &conditions, fields),
+        ObjectCall::Read { conditions, fields, at } => get(state, req, addr, id, &conditions, fields, at),
         ObjectCall::Replace { conditions, envelope } => put(state, req, addr, id, &conditions, &envelope).await,
         ObjectCall::Patch { conditions, patch: body, behavior } => {
             patch(state, req, addr, id, &conditions, &body, behavior).await
@@ -87,6 +87,7 @@ fn get(
     id: &str,
     conditions: &Preconditions,
     fields: Option<Vec<String>>,
+    at: Option<AsOf>,
 ) -> Result<ApiResponse, ApiError> {
     let authz = state.authz(&req.identity);
     let chain = addr.chain_with(id);
@@ -101,7 +102,16 @@ fn get(
         return Err(invalid_id());
     }
     require_parents(&state.engine, &addr.parents)?;
-    let Some(object) = current(state, addr, id)? else {
+    // Authorized on today's permissions, read as it was then.
+    let version = match at {
+        None => current(state, addr, id)?,
+        Some(at) => state
+            .engine
+            .object_at(addr.parent_uri(), &addr.kind.plural, id, at)
+            .map_err(from_engine)?
+            .filter(|o| !o.deleted),
+    };
+    let Some(object) = version else {
         return Err(ApiError::object_not_found(&addr.kind.name, id));
     };
     match conditions.evaluate(Some(object.last_modified), true) {
