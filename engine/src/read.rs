@@ -29,6 +29,12 @@ impl AsOf {
     }
 }
 
+/// An object's version: today's state, or the event of a past one.
+enum Version {
+    Current(StoredObject),
+    Past(Box<Event>),
+}
+
 /// Order of a list walk over the changes index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListOrder {
@@ -206,13 +212,31 @@ impl Engine {
     /// The object's version at a point in the past (see [`AsOf`]), tombstones included; `None`
     /// if it did not exist yet then (or was purged with its parent since).
     pub fn object_at(&self, parent: &str, plural: &str, id: &str, at: AsOf) -> Result<Option<StoredObject>> {
+        match self.version_at(parent, plural, id, at)? {
+            Some(Version::Current(object)) => Ok(Some(object)),
+            Some(Version::Past(event)) => Ok(Some(stored_state(&event)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The event that made the object's version at `at` (see [`Engine::object_at`]).
+    pub fn event_of_version_at(&self, parent: &str, plural: &str, id: &str, at: AsOf) -> Result<Option<Event>> {
+        match self.version_at(parent, plural, id, at)? {
+            Some(Version::Current(object)) => self.event_at(object.seq),
+            Some(Version::Past(event)) => Ok(Some(*event)),
+            None => Ok(None),
+        }
+    }
+
+    /// Today's state if it is already the version at `at`, else the event that made that version,
+    /// found by walking the object's event chain (`prev_seq`) back.
+    fn version_at(&self, parent: &str, plural: &str, id: &str, at: AsOf) -> Result<Option<Version>> {
         let Some(current) = self.get(parent, plural, id)? else {
             return Ok(None);
         };
         if at.covers(current.seq, current.last_modified) {
-            return Ok(Some(current));
+            return Ok(Some(Version::Current(current)));
         }
-        // Walk back from the newest event; each link names the state it replaced.
         let mut newer = current.seq;
         loop {
             let event = self
@@ -234,7 +258,7 @@ impl Engine {
                 .event_at(prev)?
                 .ok_or_else(|| EngineError::Corrupt(format!("event {newer} names missing event {prev}")))?;
             if at.covers(old.seq, old.timestamp) {
-                return Ok(Some(stored_state(&old)?));
+                return Ok(Some(Version::Past(Box::new(old))));
             }
             newer = prev;
         }

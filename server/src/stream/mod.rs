@@ -437,22 +437,10 @@ impl Session {
             })
             .map_err(crate::error::from_engine)?;
         for object in objects {
-            let mut seq = object.seq;
-            let mut event = None;
-            // Walk back to the state as of `at`.
-            loop {
-                let Some(e) = engine.events_from(seq, 1).map_err(crate::error::from_engine)?.into_iter().next() else {
-                    break;
-                };
-                if e.seq <= at {
-                    event = Some(e);
-                    break;
-                }
-                match e.prev_seq {
-                    Some(prev) => seq = prev,
-                    None => break,
-                }
-            }
+            let event = engine
+                .event_of_version_at(list.parent_uri(), &list.kind.plural, object.id(), tidemark_engine::AsOf::Seq(at))
+                .map_err(crate::error::from_engine)?
+                .map(Arc::new);
             let Some(event) = event.filter(|e| e.action != Action::Delete) else { continue };
             let change = Change::with_old(&self.state.registry, event, None, "create");
             if sub.matches(&change) && sub.allowed(&self.state, &self.identity, &change) {
