@@ -58,6 +58,39 @@ async fn reads_at_a_past_moment_equal_what_was_read_then() {
         }
     }
     assert_eq!(captures.len(), 10);
+    // Changesets: what changed between two captures, as of the second, deletions included.
+    for pair in captures.windows(2) {
+        let (from, to) = (&pair[0], &pair[1]);
+        let url = format!("{R}?_since={}&_until={}&_sort=id&_limit=100", from.etag, to.etag);
+        let changes = s.get(&url, Some(ALICE)).await;
+        assert_eq!(changes.status, 200);
+        assert!(
+            changes.header("cache-control").is_some_and(|c| c.contains("immutable")),
+            "a past changeset never changes"
+        );
+        assert_eq!(changes.etag(), to.etag);
+        let entries = changes.body["data"].as_array().cloned().unwrap_or_default();
+        let live: Vec<&Value> = entries.iter().filter(|e| e.get("deleted").is_none()).collect();
+        let expected: Vec<&Value> = to
+            .list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["last_modified"].as_u64().is_some_and(|lm| lm > from.etag))
+            .collect();
+        assert_eq!(live, expected, "changes from {} to {}", from.etag, to.etag);
+        let deleted: Vec<&str> =
+            entries.iter().filter(|e| e["deleted"] == json!(true)).filter_map(|e| e["id"].as_str()).collect();
+        for (id, then) in &from.objects {
+            let now = to.objects.iter().find(|(other, _)| other == id).and_then(|(_, v)| v.as_ref());
+            if then.is_some() && now.is_none() {
+                assert!(deleted.contains(&id.as_str()), "{id} was deleted between the two");
+            }
+        }
+        for id in &deleted {
+            assert!(to.objects.iter().any(|(other, v)| other == id && v.is_none()), "{id} is gone at the end");
+        }
+    }
     for capture in &captures {
         let at = capture.etag;
         let list = s.get(&format!("{R}?_sort=id&_limit=100&_at={at}"), Some(ALICE)).await;

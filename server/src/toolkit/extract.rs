@@ -162,8 +162,15 @@ impl ListCall {
 
 /// `_at`: a Kinto timestamp (the versions whose `last_modified` is at or before it) or a stream
 /// cursor (the state once that event was committed).
+/// `_until` (a changeset's end, with `_since` its start) reads as `_at` does.
 pub fn point_in_time(pairs: &[(String, String)]) -> Result<Option<AsOf>, ApiError> {
-    let Some((_, raw)) = pairs.iter().find(|(k, _)| k == "_at") else { return Ok(None) };
+    let Some((name, raw)) = pairs.iter().find(|(k, _)| k == "_at" || k == "_until") else { return Ok(None) };
+    if name == "_until" {
+        let ts = raw.trim().trim_matches('"').parse::<u64>().map_err(|_| {
+            ApiError::invalid_one(Location::Querystring, Some("_until"), format!("\"{raw}\" is not a timestamp"))
+        })?;
+        return Ok(Some(AsOf::Timestamp(ts)));
+    }
     let raw = raw.trim().trim_matches('"');
     if let Ok(ts) = raw.parse::<u64>() {
         return Ok(Some(AsOf::Timestamp(ts)));

@@ -510,6 +510,17 @@ fn read(
                 .to_string(),
         );
     }
+    // A changeset (`_until` in the past) never changes: cacheable for good.
+    let until = pairs.iter().find(|(k, _)| k == "_until").and_then(|_| match at {
+        Some(AsOf::Timestamp(ts)) if ts <= list_ts => Some(ts),
+        _ => None,
+    });
+    if let Some(until) = until {
+        let scope = if req.identity.is_authenticated() { "private" } else { "public" };
+        return Ok(response
+            .timestamp_headers(until)
+            .header("Cache-Control", format!("{scope}, max-age=31536000, immutable")));
+    }
     common::cache_headers(state, req, addr, response.timestamp_headers(list_ts))
 }
 
