@@ -511,10 +511,11 @@ fn read(
         );
     }
     // A changeset (`_until` in the past) never changes: cacheable for good.
-    let until = pairs.iter().find(|(k, _)| k == "_until").and_then(|_| match at {
-        Some(AsOf::Timestamp(ts)) if ts <= list_ts => Some(ts),
+    let changeset = pairs.iter().any(|(k, _)| k == "_until");
+    let until = match at {
+        Some(AsOf::Timestamp(ts)) if changeset && ts <= list_ts => Some(ts),
         _ => None,
-    });
+    };
     if let Some(until) = until {
         let scope = if req.identity.is_authenticated() { "private" } else { "public" };
         return Ok(response
