@@ -1,4 +1,7 @@
-//! `tidemark`: serve the Kinto API, or maintain the store (rebuild, verify, export, import).
+//! `tidemark`: serve the Kinto API, or maintain the store (rebuild, verify, export, import),
+//! or audit it (log, replay).
+
+mod audit;
 
 use std::path::PathBuf;
 
@@ -53,6 +56,24 @@ enum Command {
         #[command(flatten)]
         common: Common,
         file: PathBuf,
+    },
+    /// List the log's events (who changed what, when, through which application), filtered.
+    Log {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        filter: audit::LogFilter,
+    },
+    /// Materialise the store as it stood at a past moment into a new data directory, which
+    /// `serve --data DIR` opens (with `readonly = true` to keep it as it was).
+    Replay {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        until: audit::Until,
+        /// The new data directory (must not hold a store yet).
+        #[arg(long)]
+        to: PathBuf,
     },
 }
 
@@ -125,6 +146,18 @@ fn main() -> anyhow::Result<()> {
                 engine.export(&mut out)?
             };
             eprintln!("exported {count} events");
+            Ok(())
+        }
+        Command::Log { common, filter } => {
+            let shown = audit::log(&open(&common)?, &filter)?;
+            eprintln!("{shown} events");
+            Ok(())
+        }
+        Command::Replay { common, until, to } => {
+            let settings = load_settings(&common, None)?;
+            let engine = tidemark_server::open_engine(&settings).map_err(anyhow::Error::msg)?;
+            let copied = audit::replay(&engine, &until, &to, Some(&settings.data_dir))?;
+            println!("replayed {copied} events into {}", to.display());
             Ok(())
         }
         Command::Import { common, file } => {

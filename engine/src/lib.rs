@@ -348,6 +348,12 @@ impl Engine {
         replay::export(self.storage(), out)
     }
 
+    /// Materialises the store as it stood at `until` into `target` (empty, not serving): the
+    /// log's prefix up to there, and views derived from it. Returns the events copied.
+    pub fn replay_into(&self, target: &Engine, until: AsOf, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+        replay::copy_prefix(self.storage(), target.storage(), until, progress)
+    }
+
     /// Restores an export into this (empty) store. Call before serving.
     pub fn import(&self, input: &mut dyn std::io::BufRead) -> Result<u64> {
         replay::import(self.storage(), input)

@@ -344,3 +344,45 @@ pub(crate) fn import(storage: &dyn Storage, input: &mut dyn BufRead) -> Result<u
     storage.flush()?;
     Ok(expected - 1)
 }
+
+/// Copies the log's longest prefix that `until` covers (every event up to a seq, or up to the
+/// first event stamped after a timestamp) into an empty store, deriving its views as it goes:
+/// the store as it stood then. `progress` hears the count every [`REPLAY_CHUNK`] events.
+pub(crate) fn copy_prefix(
+    source: &dyn Storage,
+    target: &dyn Storage,
+    until: crate::AsOf,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    if !target.range(&[keys::LOG], &prefix_end(&[keys::LOG]), false, Some(1))?.is_empty() {
+        return Err(EngineError::InvalidCommand("replay needs an empty data directory".into()));
+    }
+    let mut chain = ZERO_HASH;
+    let mut next = 1u64;
+    let mut txn = Txn::new(target);
+    'log: loop {
+        let chunk = log_range(source, next, REPLAY_CHUNK)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for (_, value) in chunk {
+            let decoded = check_entry(&value, next, &chain)?;
+            let event = decoded.event;
+            if !until.covers(event.seq, event.timestamp) {
+                break 'log;
+            }
+            // The source's bytes, as they are: the copy's log is the source's prefix.
+            txn.put(keys::log(event.seq), value);
+            views::apply_event(&mut txn, &event)?;
+            txn.commit_pending();
+            chain = decoded.hash;
+            next += 1;
+        }
+        target.apply(std::mem::replace(&mut txn, Txn::new(target)).into_batch())?;
+        progress(next - 1);
+    }
+    target.apply(txn.into_batch())?;
+    set_views_format(target)?;
+    target.flush()?;
+    Ok(next - 1)
+}
