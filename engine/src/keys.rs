@@ -158,11 +158,16 @@ pub fn member_of_source_descendants(uri: &str) -> Vec<u8> {
     k
 }
 
-/// The root object of a URI: its first two segments (`/buckets/b` for anything in bucket b).
+/// The root object of a URI: its first two segments (`/buckets/b` for anything in bucket b),
+/// after any application namespace (`/@app~env/buckets/b`).
 pub fn root_of(uri: &str) -> Option<&str> {
-    let rest = uri.strip_prefix('/')?;
+    let mut start = 0;
+    while uri[start..].starts_with("/@") {
+        start += 1 + uri[start + 1..].find('/')?;
+    }
+    let rest = uri[start..].strip_prefix('/')?;
     let first = rest.find('/')?;
-    let end = rest[first + 1..].find('/').map_or(uri.len(), |second| first + 1 + second + 1);
+    let end = rest[first + 1..].find('/').map_or(uri.len(), |second| start + first + 1 + second + 1);
     Some(&uri[..end])
 }
 
@@ -248,6 +253,8 @@ mod tests {
         assert_eq!(super::root_of("/buckets/b"), Some("/buckets/b"));
         assert_eq!(super::root_of("/buckets/b/collections/c/records/r"), Some("/buckets/b"));
         assert_eq!(super::root_of("/~alice/food/x"), Some("/~alice/food"));
+        assert_eq!(super::root_of("/@notes~prod/buckets/b/collections/c"), Some("/@notes~prod/buckets/b"));
+        assert_eq!(super::root_of("/@notes~prod/buckets/b"), Some("/@notes~prod/buckets/b"));
         assert_eq!(super::root_of("/buckets"), None);
         assert_eq!(super::root_of(""), None);
     }

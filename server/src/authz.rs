@@ -67,10 +67,10 @@ impl Authz<'_> {
 
     /// Is `uri` in the caller's own namespace (per-user resources)?
     fn owns(&self, uri: &str) -> bool {
-        self.identity
-            .user_id
-            .as_deref()
-            .is_some_and(|user| uri.strip_prefix(user_scope(user).as_str()).is_some_and(|rest| rest.starts_with('/')))
+        self.identity.user_id.as_deref().is_some_and(|user| {
+            let scope = format!("{}{}", self.identity.namespace, user_scope(user));
+            uri.strip_prefix(scope.as_str()).is_some_and(|rest| rest.starts_with('/'))
+        })
     }
 
     /// May the caller create a child of `kind` under the last node of `parents` (or at root)?

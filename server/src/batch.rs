@@ -228,8 +228,10 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
         let is_head = sub.method == Method::HEAD;
         let (mut sub_req, reauthenticate) = sub_request(req, sub, prefix)?;
         if reauthenticate {
-            let header = sub_req.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-            sub_req.identity = state.identify(header.as_deref()).await?;
+            sub_req.identity = state.identify_request(&sub_req.headers).await?;
+        } else {
+            // A subrequest may name another application than the batch.
+            sub_req.identity.namespace = crate::namespace::of(&sub_req.headers, &state.settings)?;
         }
         let response = dispatch(&scoped, sub_req).await;
         // A server error or a write conflict aborts the whole batch: nothing it wrote lands.

@@ -85,13 +85,15 @@ async fn openid(state: &AppState, req: &ApiRequest, provider: &str, token: bool)
     Ok(ApiResponse::empty(axum::http::StatusCode::TEMPORARY_REDIRECT).header("Location", location))
 }
 
-/// A per-user resource's address in the caller's namespace; anonymous callers have none (401).
+/// The address in the caller's application namespace and, for a per-user resource, in their own
+/// (anonymous callers have none: 401).
 fn scoped(req: &ApiRequest, addr: &crate::toolkit::Address) -> Result<crate::toolkit::Address, ApiError> {
+    let addr = addr.clone().in_namespace(&req.identity.namespace);
     if !addr.kind.is_per_user() {
-        return Ok(addr.clone());
+        return Ok(addr);
     }
     match &req.identity.user_id {
-        Some(user_id) => Ok(addr.clone().scoped_to(user_id)),
+        Some(user_id) => Ok(addr.scoped_to(user_id)),
         None => Err(crate::authz::deny(&req.identity)),
     }
 }

@@ -235,9 +235,8 @@ async fn route_request(
         return preflight(state, &request, &segments, origin);
     }
     let (mut parts, _) = request.into_parts();
-    let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
     if segments == ["ws"] && parts.method == Method::GET {
-        let identity = state.identify(authorization.as_deref()).await.map_err(|e| kinto_error(&e))?;
+        let identity = state.identify_request(&parts.headers).await.map_err(|e| kinto_error(&e))?;
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(upgrade) => {
                 let state = state.clone();
@@ -251,16 +250,13 @@ async fn route_request(
         };
     }
     if let (Some((bucket, collection)), &Method::GET) = (stream::sse::parse_path(&segments), &parts.method) {
-        let identity = state.identify(authorization.as_deref()).await.map_err(|e| kinto_error(&e))?;
+        let identity = state.identify_request(&parts.headers).await.map_err(|e| kinto_error(&e))?;
         let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
         let query = query.clone().unwrap_or_default();
         return Ok(stream::sse::serve(state.clone(), identity, bucket, collection, &query, last_event_id).await);
     }
 
-    let identity = state
-        .identify(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-        .await
-        .map_err(|e| kinto_error(&e))?;
+    let identity = state.identify_request(&parts.headers).await.map_err(|e| kinto_error(&e))?;
     let api_request = ApiRequest {
         method: parts.method,
         path: rest,

@@ -88,7 +88,16 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
         }),
     );
     if let Some(user_id) = &req.identity.user_id {
-        let mut user = json!({"id": user_id, "principals": kinto_principal_order(&req.identity.principals)});
+        let ns = &req.identity.namespace;
+        // The groups of the caller's application, as its clients name them.
+        let principals: Vec<String> = req
+            .identity
+            .principals
+            .iter()
+            .filter(|p| !p.starts_with('/') || crate::namespace::contains(ns, p))
+            .map(|p| crate::namespace::to_wire(ns, p).to_owned())
+            .collect();
+        let mut user = json!({"id": user_id, "principals": kinto_principal_order(&principals)});
         if state.plugin(Plugin::DefaultBucket) {
             user["bucket"] =
                 json!(crate::kinto::default_bucket::bucket_id(&settings.default_bucket_hmac_secret, user_id));

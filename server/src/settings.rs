@@ -86,6 +86,9 @@ const TIDEMARK_KEYS: &[&str] = &[
     "stream_stall_timeout_ms",
     "stream_ping_interval_seconds",
     "stream_coalesce_ms",
+    // Application contexts (`Kinto-App-Id`).
+    "app_id_required",
+    "app_ids",
 ];
 
 const PRINCIPAL_RESOURCES: &[&str] = &["bucket", "collection", "group", "record", "account", "permissions"];
@@ -356,6 +359,10 @@ pub struct Settings {
     /// How long a plural DELETE's `Next-Page` token stays usable.
     pub pagination_token_validity_seconds: u64,
     pub streams: StreamSettings,
+    /// Every request must name its application (`Kinto-App-Id`).
+    pub app_id_required: bool,
+    /// The applications served (empty: any).
+    pub app_ids: Vec<String>,
 
     /// Every setting given explicitly (ini, env, overrides), by unprefixed key, after
     /// interpolation and JSON-unquoting: for lookups such as per-collection cache settings.
@@ -427,6 +434,8 @@ impl Settings {
             account_cache_ttl_seconds: 30,
             pagination_token_validity_seconds: 600,
             streams: StreamSettings::default(),
+            app_id_required: false,
+            app_ids: Vec::new(),
             raw: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -564,6 +573,10 @@ impl Settings {
             self.cors_origins = list;
         }
         self.apply_numbers(v)?;
+        if let Some(flag) = v.flag("app_id_required")? {
+            self.app_id_required = flag;
+        }
+        self.app_ids = v.list("app_ids").unwrap_or_default();
 
         self.apply_principals(v);
         self.apply_plugins(v, notes);

@@ -129,6 +129,16 @@ impl AppState {
 
     /// Who is calling: the policy chain's user, plus the groups that name them (or name
     /// `system.Authenticated`) as members.
+    /// Who is calling, from the request's headers, in the application namespace they name. A
+    /// storage or provider failure is an error (503), never a wrong identity.
+    pub async fn identify_request(&self, headers: &axum::http::HeaderMap) -> Result<Identity, ApiError> {
+        let namespace = crate::namespace::of(headers, &self.settings)?;
+        let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let mut identity = self.identify(authorization).await?;
+        identity.namespace = namespace;
+        Ok(identity)
+    }
+
     /// A storage or provider failure is an error (503), never a wrong identity.
     pub async fn identify(&self, authorization: Option<&[u8]>) -> Result<Identity, ApiError> {
         let mut identity = self.authenticator.authenticate(&self.engine, authorization).await?;

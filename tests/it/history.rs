@@ -22,7 +22,13 @@ async fn every_change_has_an_entry_equal_to_what_the_log_says() {
     assert!(s.get("/", None).await.body["capabilities"]["history"].is_object());
     s.put("/buckets/b/groups/g", Some(ALICE), json!({"data": {"members": ["x"]}})).await;
     let created = s
-        .call("PUT", &format!("{R}/r1"), Some(ALICE), Some(json!({"data": {"n": 1}})), &[("Kinto-App-Id", "notes")])
+        .call(
+            "PUT",
+            &format!("{R}/r1"),
+            Some(ALICE),
+            Some(json!({"data": {"n": 1}})),
+            &[("Kinto-Session-Id", "s-1"), ("X-Request-Id", "req-1")],
+        )
         .await;
     let updated = s.patch(&format!("{R}/r1"), Some(ALICE), json!({"data": {"n": 2}})).await;
     s.put(&format!("{R}/r2"), Some(ALICE), json!({"data": {"n": 3}})).await;
@@ -70,7 +76,9 @@ async fn every_change_has_an_entry_equal_to_what_the_log_says() {
     assert!(update["patch"].as_array().expect("patch").contains(&json!({"op": "replace", "path": "/n", "value": 2})));
     assert!(update["date"].as_str().is_some_and(|d| d.ends_with("+00:00")));
     let create = entries.iter().find(|e| e["action"] == "create" && e["record_id"] == "r1").expect("create entry");
-    assert_eq!(create["context"]["app_id"], "notes");
+    assert_eq!(create["context"]["session_id"], "s-1");
+    assert_eq!(create["context"]["request_id"], "req-1");
+    assert_eq!(create["context"]["app_id"], Value::Null, "the default namespace");
     assert!(create["seq"].as_u64().expect("seq") < update["seq"].as_u64().expect("seq"));
     let bucket = entries.last().expect("bucket entry");
     assert_eq!(bucket["bucket_id"], "b");

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod apps;
 mod batch;
 mod cli;
 mod durability;

@@ -32,11 +32,13 @@ pub struct Identity {
     pub principals: Vec<String>,
     /// What the identity provider says of the user (OpenID), shown in `GET /v1/`.
     pub profile: Option<serde_json::Value>,
+    /// The application namespace the request acts in (`""`: the default; see `namespace`).
+    pub namespace: String,
 }
 
 impl Identity {
     pub fn anonymous() -> Self {
-        Identity { user_id: None, principals: vec![EVERYONE.to_owned()], profile: None }
+        Identity { user_id: None, principals: vec![EVERYONE.to_owned()], profile: None, namespace: String::new() }
     }
 
     pub fn user(user_id: String) -> Self {
@@ -44,6 +46,7 @@ impl Identity {
             principals: vec![user_id.clone(), EVERYONE.to_owned(), AUTHENTICATED.to_owned()],
             user_id: Some(user_id),
             profile: None,
+            namespace: String::new(),
         }
     }
 

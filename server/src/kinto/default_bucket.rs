@@ -22,7 +22,7 @@ pub fn bucket_id(secret: &str, user_id: &str) -> String {
 /// Creates the object at `segments` if it does not exist, with the caller as writer. A
 /// concurrent creation is fine: the object exists either way.
 async fn ensure(state: &AppState, req: &ApiRequest, segments: &[&str]) -> Result<(), ApiError> {
-    let addr = state.registry.require(segments)?;
+    let addr = state.registry.require(segments)?.in_namespace(&req.identity.namespace);
     let id = addr.id.clone().unwrap_or_default();
     if state.engine.get(addr.parent_uri(), &addr.kind.plural, &id).map_err(from_engine)?.is_some_and(|o| !o.deleted) {
         return Ok(());

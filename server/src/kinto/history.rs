@@ -45,9 +45,10 @@ const FIELDS: [&str; 17] = [
 ];
 
 /// The history entry of one event. `before` is the object's previous data, if it had one.
-pub fn entry(registry: &Registry, event: &Event, before: Option<&Value>) -> Option<Value> {
-    let uri = event.uri();
-    let chain = registry.chain_of(&uri)?;
+pub fn entry(registry: &Registry, ns: &str, event: &Event, before: Option<&Value>) -> Option<Value> {
+    let stored = event.uri();
+    let chain = registry.chain_of(&stored)?;
+    let uri = Registry::wire_uri(&stored);
     let mut entry = Map::new();
     entry.insert("id".into(), json!(event.id.to_string()));
     entry.insert("last_modified".into(), json!(event.timestamp));
@@ -61,7 +62,8 @@ pub fn entry(registry: &Registry, event: &Event, before: Option<&Value>) -> Opti
     for node in ids {
         entry.insert(format!("{}_id", node.kind.name), json!(node.id));
     }
-    entry.insert("target".into(), json!({"data": event.data, "permissions": event.permissions}));
+    let permissions = crate::namespace::acl_to_wire(ns, &event.permissions);
+    entry.insert("target".into(), json!({"data": event.data, "permissions": permissions}));
     entry.insert("seq".into(), json!(event.seq));
     entry.insert("before".into(), before.cloned().unwrap_or(Value::Null));
     let empty = Value::Object(Map::new());
@@ -148,7 +150,8 @@ pub fn list(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiRespo
     }
 
     let authz = state.authz(&req.identity);
-    let chain = state.registry.require(&["buckets", bucket])?.chain_with(bucket);
+    let ns = &req.identity.namespace;
+    let chain = state.registry.require(&["buckets", bucket])?.in_namespace(ns).chain_with(bucket);
     let exists = state.engine.exists_uri(&chain[0].uri).map_err(from_engine)?;
     let all = exists && authz.allowed(&chain, "read")?;
     if !exists {
@@ -183,7 +186,7 @@ pub fn list(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiRespo
                 }
                 _ => None,
             };
-            let Some(entry) = entry(&state.registry, &event, before.as_ref()) else { return Ok(true) };
+            let Some(entry) = entry(&state.registry, ns, &event, before.as_ref()) else { return Ok(true) };
             let matches = q.filters.iter().all(|f| f.matches(&entry))
                 && q.token.as_ref().is_none_or(|t| filter::is_after_token(&entry, &t.last_object, &q.sort));
             if matches {
@@ -230,7 +233,10 @@ pub fn snapshot(state: &AppState, req: &ApiRequest, bucket: &str, at: &str) -> R
     let (collection, ts) = at.rsplit_once('@').ok_or_else(invalid)?;
     let ts: u64 = ts.parse().map_err(|_| invalid())?;
     let authz = state.authz(&req.identity);
-    let list = state.registry.require(&["buckets", bucket, "collections", collection, "records"])?;
+    let list = state
+        .registry
+        .require(&["buckets", bucket, "collections", collection, "records"])?
+        .in_namespace(&req.identity.namespace);
     let collection_chain = list.parents.clone();
     if !authz.allowed(&collection_chain, "read")? {
         return Err(authz.deny());

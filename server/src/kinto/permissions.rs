@@ -26,7 +26,7 @@ fn describe(registry: &Registry, uri: &str) -> Option<Map<String, Value>> {
     let chain = registry.chain_of(uri)?;
     let target = chain.last()?;
     let mut entry = Map::new();
-    entry.insert("uri".into(), json!(uri));
+    entry.insert("uri".into(), json!(Registry::wire_uri(uri)));
     entry.insert("resource_name".into(), json!(target.kind.name));
     let lone = chain.len() == 1 && target.kind.name != "bucket";
     if !lone {
@@ -81,7 +81,10 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
     let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for principal in &req.identity.principals {
         for (perm, uri) in state.engine.objects_of_principal(principal).map_err(from_engine)? {
-            granted.entry(uri).or_default().insert(perm);
+            // Only the caller's application's objects.
+            if crate::namespace::contains(&req.identity.namespace, &uri) {
+                granted.entry(uri).or_default().insert(perm);
+            }
         }
     }
     let registry = &state.registry;

@@ -290,7 +290,8 @@ impl Session {
             return;
         }
         sub.delivered = change.event.seq;
-        if sub.matches(change) && sub.allowed(state, identity, change) {
+        let in_namespace = crate::namespace::contains(&identity.namespace, &change.event.uri());
+        if in_namespace && sub.matches(change) && sub.allowed(state, identity, change) {
             out.push(Outgoing {
                 text: change_frame(&sub.id, &change.tail),
                 cursor: change.event.seq,
@@ -427,7 +428,7 @@ impl Session {
             (None, Some("group")) => vec!["buckets", &bucket, "groups"],
             (None, _) => vec!["buckets", &bucket, "collections"],
         };
-        let list = self.state.registry.require(&segments)?;
+        let list = self.state.registry.require(&segments)?.in_namespace(&self.identity.namespace);
         let engine = &self.state.engine;
         let mut objects = Vec::new();
         engine

@@ -55,7 +55,8 @@ fn open(
     if let Some(c) = &collection {
         segments.extend(["collections", c.as_str()]);
     }
-    let chain = state.registry.require(&segments)?.chain_with(segments[segments.len() - 1]);
+    let chain =
+        state.registry.require(&segments)?.in_namespace(&identity.namespace).chain_with(segments[segments.len() - 1]);
     let allowed = authz.allowed(&chain, "read")?;
     if !allowed {
         return Err(authz.deny());

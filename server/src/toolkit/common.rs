@@ -25,7 +25,7 @@ pub fn require_parents(engine: &Engine, parents: &[Node]) -> Result<(), ApiError
 pub fn visible_permissions(acl: &Acl, identity: &Identity) -> Value {
     let is_writer = acl.get("write").is_some_and(|writers| writers.iter().any(|w| identity.principals.contains(w)));
     if is_writer {
-        json!(acl)
+        json!(crate::namespace::acl_to_wire(&identity.namespace, acl))
     } else {
         json!({})
     }

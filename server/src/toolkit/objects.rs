@@ -193,6 +193,8 @@ pub(crate) async fn prepare_write(
     replaces: bool,
     acl: Acl,
 ) -> Result<Acl, ApiError> {
+    // Principals naming objects (groups) live in the caller's application namespace.
+    let acl = crate::namespace::acl_to_storage(&req.identity.namespace, acl);
     addr.kind.check_data(data)?;
     let hooks = std::sync::Arc::clone(&addr.kind.hooks);
     hooks.validate(&mut Write { state, req, addr, id, data: &mut *data, data_sent, previous, replaces })?;
@@ -284,7 +286,7 @@ pub(crate) fn written(
 /// shown to whoever may reach it.
 fn shown_permissions(addr: &Address, acl: &Acl, identity: &crate::auth::Identity) -> Value {
     if addr.kind.acl_shown_to_all {
-        json!(acl)
+        json!(crate::namespace::acl_to_wire(&identity.namespace, acl))
     } else {
         common::visible_permissions(acl, identity)
     }

@@ -25,6 +25,8 @@ pub struct Address {
     /// A per-user resource's namespace (the engine parent of the caller's objects); set once
     /// the caller is known (see [`Address::scoped_to`]).
     pub scope: Option<String>,
+    /// The application namespace (`/@app~env`, `""` by default) every URI starts with.
+    pub namespace: String,
 }
 
 impl Address {
@@ -33,7 +35,7 @@ impl Address {
         if let Some(scope) = &self.scope {
             return scope;
         }
-        self.parents.last().map(|p| p.uri.as_str()).unwrap_or("")
+        self.parents.last().map(|p| p.uri.as_str()).unwrap_or(&self.namespace)
     }
 
     pub fn object_uri(&self, id: &str) -> String {
@@ -55,8 +57,20 @@ impl Address {
     /// Places a per-user resource's address in the namespace of `user_id`.
     pub fn scoped_to(mut self, user_id: &str) -> Address {
         if self.kind.sharing == Sharing::PerUser {
-            self.scope = Some(user_scope(user_id));
+            self.scope = Some(format!("{}{}", self.namespace, user_scope(user_id)));
         }
+        self
+    }
+
+    /// Places the address in an application namespace (see `crate::namespace`).
+    pub fn in_namespace(mut self, namespace: &str) -> Address {
+        if namespace.is_empty() || self.namespace == namespace {
+            return self;
+        }
+        for node in &mut self.parents {
+            node.uri = format!("{namespace}{}", node.uri);
+        }
+        self.namespace = namespace.to_owned();
         self
     }
 }
@@ -151,8 +165,11 @@ impl Registry {
         let mut kind = Arc::clone(self.child(None, first)?);
         loop {
             match rest {
-                [] => return Some(Address { kind, parents, id: None, scope: None }),
-                [id] => return Some(Address { kind, parents, id: Some((*id).to_owned()), scope: None }),
+                [] => return Some(Address { kind, parents, id: None, scope: None, namespace: String::new() }),
+                [id] => {
+                    let id = Some((*id).to_owned());
+                    return Some(Address { kind, parents, id, scope: None, namespace: String::new() });
+                }
                 [id, plural, tail @ ..] => {
                     let child = Arc::clone(self.child(Some(&kind.name), plural)?);
                     let parent_uri = parents.last().map(|p| p.uri.as_str()).unwrap_or("");
@@ -165,19 +182,27 @@ impl Registry {
         }
     }
 
-    /// The chain of nodes (top first) an object URI names, per-user namespaces included
-    /// (`/~user/food/x`). `None` if it names no registered resource.
+    /// The chain of nodes (top first) an object URI names, application and per-user namespaces
+    /// included (`/@app~env/buckets/b`, `/~user/food/x`). `None` if it names no registered
+    /// resource.
     pub fn chain_of(&self, uri: &str) -> Option<Vec<Node>> {
+        let (app, uri) = match uri.strip_prefix("/@") {
+            Some(rest) => {
+                let at = rest.find('/')?;
+                (&uri[..at + 2], &rest[at..])
+            }
+            None => ("", uri),
+        };
         let path = uri.strip_prefix('/')?;
         let (scope, path) = match path.strip_prefix('~') {
             Some(scoped) => {
                 let (user, rest) = scoped.split_once('/')?;
-                (Some(format!("/~{user}")), rest)
+                (Some(format!("{app}/~{user}")), rest)
             }
             None => (None, path),
         };
         let segments: Vec<&str> = path.split('/').collect();
-        let mut addr = self.address_of(&segments)?;
+        let mut addr = self.address_of(&segments)?.in_namespace(app);
         let id = addr.id.take()?;
         if addr.kind.sharing == Sharing::PerUser {
             addr.scope = Some(scope?);
@@ -190,10 +215,14 @@ impl Registry {
     /// The URI a client sees for an object URI: a per-user object's without its namespace (its
     /// owner reads it at `/food/x`, not `/~owner/food/x`).
     pub fn wire_uri(uri: &str) -> &str {
-        match uri.strip_prefix("/~").and_then(|scoped| scoped.find('/').map(|at| &scoped[at..])) {
-            Some(path) => path,
-            None => uri,
+        let mut uri = uri;
+        // Application namespace first, then a per-user one.
+        for marker in ["/@", "/~"] {
+            if let Some(path) = uri.strip_prefix(marker).and_then(|rest| rest.find('/').map(|at| &rest[at..])) {
+                uri = path;
+            }
         }
+        uri
     }
 
     /// The ACEs, as (level kind, permission), that grant `perm` on an object of `kind`: Kinto's
@@ -261,6 +290,9 @@ mod tests {
     #[test]
     fn chain_of_inverts_object_uris() {
         let registry = kinto();
+        let app = registry.chain_of("/@notes~production/buckets/b/collections/c").expect("chain");
+        assert_eq!(app[0].uri, "/@notes~production/buckets/b");
+        assert_eq!(app[1].uri, "/@notes~production/buckets/b/collections/c");
         let chain = registry.chain_of("/buckets/b/collections/c/records/r").expect("chain");
         let names: Vec<&str> = chain.iter().map(|n| n.kind.name.as_str()).collect();
         assert_eq!(names, ["bucket", "collection", "record"]);
@@ -303,6 +335,9 @@ mod tests {
         assert_eq!(chain[0].uri, "/~basicauth:abc/food/x");
         assert_eq!(Registry::wire_uri(&chain[0].uri), "/food/x");
         assert_eq!(Registry::wire_uri("/buckets/b"), "/buckets/b");
+        assert_eq!(Registry::wire_uri("/@notes~production/~u/food/x"), "/food/x");
+        let scoped = registry.chain_of("/@notes~production/~u/food/x").expect("chain");
+        assert_eq!(scoped[0].uri, "/@notes~production/~u/food/x");
         assert!(registry.chain_of("/food/x").is_none(), "a per-user object always has a namespace");
         assert!(registry.register(Resource::shareable("food", "other")).is_err());
         assert!(registry.register(Resource::shareable("meal", "food")).is_err());
