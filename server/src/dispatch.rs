@@ -60,6 +60,16 @@ async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<Api
         Route::Flush => root::flush(state).await?,
         Route::Batch => batch::handle(state, req).await?,
         Route::Permissions => permissions::list(state, req)?,
+        Route::Metrics => {
+            let head = state.engine.last_seq().map_err(crate::error::from_engine)?;
+            let bytes = state.metrics.as_ref().map(|m| m.render(head)).unwrap_or_default();
+            let content_type = "text/plain; version=0.0.4; charset=utf-8";
+            ApiResponse {
+                status: axum::http::StatusCode::OK,
+                headers: Default::default(),
+                body: crate::response::Body::Other { bytes, content_type },
+            }
+        }
         Route::History(bucket) => history::list(state, req, bucket)?,
         Route::Snapshot { bucket, at } => history::snapshot(state, req, bucket, at)?,
         Route::OpenId { provider, token } => openid(state, req, provider, *token).await?,

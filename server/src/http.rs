@@ -11,6 +11,8 @@ use axum::Router;
 use serde_json::Value;
 use tidemark_protocol::{ApiError, Invalid, Location};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::dispatch::dispatch;
 use crate::error::render;
@@ -24,19 +26,103 @@ pub(crate) const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-u
 const BASE_EXPOSE: &str = "Backoff,Retry-After,Alert,Content-Length,Content-Type";
 
 /// The whole application; `main` and the tests build the same thing.
+///
+/// The middleware, as a request meets it (each `.layer` wraps what is below it):
+/// 1. `SetRequestId`: the client's `X-Request-Id`, or a fresh one, so logs, events and the
+///    answer share it;
+/// 2. `Trace`: a span per request carrying that id;
+/// 3. `PropagateRequestId`: the id goes back in the response;
+/// 4. `CatchPanic`: a panic becomes Kinto's 500 JSON, closest to the handler so it still gets
+///    the common headers.
 pub fn app(state: AppState) -> Router {
     let info_link = state.settings.error_info_link.clone();
-    // Order (outermost last): panics are caught closest to the handler, so the 500 they become
-    // still gets the common headers.
-    Router::new().fallback(entry).with_state(state).layer(CatchPanicLayer::custom(
-        move |_: Box<dyn std::any::Any + Send>| {
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .fallback(entry)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
             let response = render(&ApiError::internal(&info_link));
             with_common_headers(response.into_response(), None, &[])
-        },
-    ))
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            tracing::info_span!("request", id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeId))
 }
 
+/// Request ids: UUID4, as Kinto's (`X-Request-Id` a client sends is kept).
+#[derive(Clone, Copy)]
+struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&tidemark_protocol::ids::uuid4(rand::random())).ok().map(RequestId::new)
+    }
+}
+
+/// Who made the request, as the summary line and the metrics report it.
+#[derive(Clone)]
+struct Caller(Option<String>);
+
 async fn entry(State(state): State<AppState>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let lang = request.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let response = answer(&state, request).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let uid = response.extensions().get::<Caller>().and_then(|c| c.0.clone());
+    // Kinto's request summary.
+    tracing::info!(
+        target: "request.summary",
+        method = %method,
+        path = %path,
+        code = status,
+        t = elapsed.as_secs_f64() * 1000.0,
+        uid = uid.as_deref().unwrap_or(""),
+        agent = %agent,
+        lang = %lang,
+    );
+    if let Some(metrics) = &state.metrics {
+        metrics.observe(&endpoint_label(&state, &path), method.as_str(), status, elapsed);
+    }
+    response
+}
+
+/// Kinto's route name for a path (`record-object`, `collection-plural`, `batch`…).
+fn endpoint_label(state: &AppState, path: &str) -> String {
+    let Some(rest) = path.strip_prefix(&*state.prefix) else { return "unknown".into() };
+    let Some(segments) = decode_segments(rest) else { return "unknown".into() };
+    match routes::parse(&segments, state.endpoints(), &state.registry) {
+        Ok(routes::Route::List(addr)) => format!("{}-plural", addr.kind.name),
+        Ok(routes::Route::Object(addr)) => format!("{}-object", addr.kind.name),
+        Ok(route) => match route {
+            routes::Route::Hello => "hello",
+            routes::Route::Heartbeat => "heartbeat",
+            routes::Route::LbHeartbeat => "lbheartbeat",
+            routes::Route::Version => "version",
+            routes::Route::Contribute => "contribute",
+            routes::Route::Batch => "batch",
+            routes::Route::Flush => "flush",
+            routes::Route::Permissions => "permissions",
+            routes::Route::Metrics => "metrics",
+            routes::Route::History(_) => "history",
+            routes::Route::Snapshot { .. } => "snapshot",
+            routes::Route::OpenId { .. } => "openid",
+            routes::Route::List(_) | routes::Route::Object(_) => "resource",
+        }
+        .to_owned(),
+        Err(_) if segments == ["ws"] => "websocket".into(),
+        Err(_) => "unknown".into(),
+    }
+}
+
+async fn answer(state: &AppState, request: Request) -> Response {
+    let state = state.clone();
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let cors = state.settings.cors_origins.clone();
     let eos = end_of_service(&state);
@@ -268,8 +354,10 @@ async fn route_request(
         identity,
     };
     let is_head = api_request.method == Method::HEAD;
+    let caller = Caller(api_request.identity.user_id.clone());
     let response = dispatch(state, api_request).await;
     let mut response = response.into_response();
+    response.extensions_mut().insert(caller);
     if response.status() == StatusCode::UNAUTHORIZED && response.headers().contains_key(header::WWW_AUTHENTICATE) {
         // One challenge per policy that has one (Basic, Bearer…), as Kinto's multiauth sends them.
         let headers = response.headers_mut();

@@ -15,6 +15,7 @@ pub mod error;
 mod http;
 pub mod kinto;
 mod listeners;
+pub mod metrics;
 pub mod namespace;
 pub mod request;
 pub mod response;

@@ -10,6 +10,11 @@ pub enum Body {
     Json(Value),
     /// JSON already rendered the way Kinto renders it.
     RawJson(Vec<u8>),
+    /// Another media type (the metrics' text format).
+    Other {
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    },
     Empty,
 }
 
@@ -52,6 +57,7 @@ impl ApiResponse {
         match &self.body {
             Body::Json(value) => json::to_vec(value),
             Body::RawJson(bytes) => bytes.clone(),
+            Body::Other { bytes, .. } => bytes.clone(),
             Body::Empty => Vec::new(),
         }
     }
@@ -65,16 +71,15 @@ pub fn http_date(ts_ms: u64) -> String {
 
 impl IntoResponse for ApiResponse {
     fn into_response(self) -> Response {
-        let (bytes, is_json) = match self.body {
-            Body::Json(value) => (json::to_vec(&value), true),
-            Body::RawJson(bytes) => (bytes, true),
-            Body::Empty => (Vec::new(), false),
+        let (bytes, content_type) = match self.body {
+            Body::Json(value) => (json::to_vec(&value), Some("application/json")),
+            Body::RawJson(bytes) => (bytes, Some("application/json")),
+            Body::Other { bytes, content_type } => (bytes, Some(content_type)),
+            Body::Empty => (Vec::new(), None),
         };
         let mut response = (self.status, bytes).into_response();
-        if is_json {
-            response
-                .headers_mut()
-                .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(content_type) = content_type {
+            response.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
         response.headers_mut().extend(self.headers);
         response

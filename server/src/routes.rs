@@ -15,6 +15,8 @@ pub enum Route {
     Flush,
     /// `GET /v1/permissions`.
     Permissions,
+    /// `GET /v1/__metrics__` (kinto.plugins.prometheus).
+    Metrics,
     /// `GET /v1/buckets/<bid>/history` (kinto.plugins.history).
     History(String),
     /// `GET /v1/buckets/<bid>/snapshot/collections/<cid>@<timestamp>` (kinto.plugins.history).
@@ -56,6 +58,7 @@ impl Route {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Endpoints {
     pub flush: bool,
+    pub metrics: bool,
     pub history: bool,
     pub openid: bool,
     pub permissions: bool,
@@ -73,6 +76,7 @@ pub fn parse(segments: &[String], endpoints: Endpoints, registry: &Registry) -> 
         ["contribute.json"] => Ok(Route::Contribute),
         ["batch"] => Ok(Route::Batch),
         ["__flush__"] if endpoints.flush => Ok(Route::Flush),
+        ["__metrics__"] if endpoints.metrics => Ok(Route::Metrics),
         ["permissions"] if endpoints.permissions => Ok(Route::Permissions),
         ["buckets", bucket, "history"] if endpoints.history => Ok(Route::History((*bucket).to_owned())),
         ["buckets", bucket, "snapshot", "collections", at] if endpoints.history => {

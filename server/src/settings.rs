@@ -26,7 +26,7 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8888";
 /// instead of a setting.
 pub const HTTP_PORT_OVERRIDE: &str = "http_port";
 /// `KINTO_*`/`TIDEMARK_*` variables that tools and scripts use for other things than settings.
-pub const NON_SETTING_ENV: &[&str] = &["INI", "PID", "BASE_URL", "SERVER_URL", "LOG"];
+pub const NON_SETTING_ENV: &[&str] = &["INI", "PID", "BASE_URL", "SERVER_URL", "LOG", "LOG_FORMAT"];
 
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_FLUSH_INTERVAL_MS: u64 = 500;
@@ -217,10 +217,11 @@ pub enum Plugin {
     OpenId,
     Quotas,
     Counters,
+    Prometheus,
 }
 
 impl Plugin {
-    pub const ALL: [Plugin; 8] = [
+    pub const ALL: [Plugin; 9] = [
         Plugin::DefaultBucket,
         Plugin::Accounts,
         Plugin::History,
@@ -229,6 +230,7 @@ impl Plugin {
         Plugin::OpenId,
         Plugin::Quotas,
         Plugin::Counters,
+        Plugin::Prometheus,
     ];
 
     pub fn dotted_name(self) -> &'static str {
@@ -241,6 +243,7 @@ impl Plugin {
             Plugin::OpenId => "kinto.plugins.openid",
             Plugin::Quotas => "kinto.plugins.quotas",
             Plugin::Counters => "kinto.plugins.counters",
+            Plugin::Prometheus => "kinto.plugins.prometheus",
         }
     }
 

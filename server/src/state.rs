@@ -35,6 +35,8 @@ pub struct AppState {
     pub delete_tokens: Arc<crate::toolkit::lists::DeleteTokens>,
     /// Compiled JSON schemas of collections and buckets.
     pub validators: Arc<crate::kinto::validation::ValidatorCache>,
+    /// Request and engine metrics, with kinto.plugins.prometheus.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The live-stream hub, started with the first stream connection.
     hub: Arc<std::sync::OnceLock<Arc<Hub>>>,
     /// Principal → group URIs, valid while the engine's membership version is unchanged.
@@ -90,6 +92,11 @@ impl AppState {
         AppState {
             engine,
             registry: Arc::new(registry),
+            metrics: settings
+                .plugins
+                .contains(&Plugin::Prometheus)
+                .then(|| crate::metrics::Metrics::new().map(Arc::new))
+                .and_then(|made| made.map_err(|e| tracing::error!(error = %e, "metrics not started")).ok()),
             prefix: Arc::from(prefix),
             explicit_permissions: settings.explicit_permissions,
             delete_tokens: Arc::new(crate::toolkit::lists::DeleteTokens::from_settings(&settings)),
@@ -121,6 +128,7 @@ impl AppState {
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
             flush: self.plugin(Plugin::Flush),
+            metrics: self.metrics.is_some(),
             history: self.plugin(Plugin::History),
             openid: !self.openid.is_empty(),
             permissions: self.settings.experimental_permissions_endpoint || self.plugin(Plugin::Admin),

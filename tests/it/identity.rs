@@ -282,7 +282,9 @@ async fn listening_url(log: &std::path::Path) -> String {
         if let Ok(file) = std::fs::File::open(log) {
             let found = BufReader::new(file).lines().map_while(Result::ok).find_map(|line| {
                 let start = line.find("listening on http://")? + "listening on ".len();
-                Some(line[start..].split_whitespace().next()?.trim_end_matches('/').to_owned())
+                // Text or JSON lines: the URL ends at a space or a quote.
+                let url = line[start..].split(|c: char| c.is_whitespace() || c == '"').next()?;
+                Some(url.trim_end_matches('/').to_owned())
             });
             if let Some(url) = found {
                 return url;

@@ -117,3 +117,54 @@ async fn backoff_is_sent_on_every_response() {
     assert_eq!(s.get("/buckets", None).await.header("backoff"), Some("10"), "401s too");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_endpoint_and_request_ids_travel_with_them() {
+    let s = Server::start_with(&[("includes", "kinto.plugins.prometheus kinto.plugins.history")]).await;
+    s.seed().await;
+    let created = s
+        .call(
+            "PUT",
+            "/buckets/b/collections/c/records/r",
+            Some(ALICE),
+            Some(json!({"data": {}})),
+            &[("X-Request-Id", "trace-me")],
+        )
+        .await;
+    assert_eq!(created.header("x-request-id"), Some("trace-me"), "a client's id is kept");
+    let fresh = s.get("/buckets/b", Some(ALICE)).await;
+    let id = fresh.header("x-request-id").expect("an id is made when none is sent");
+    assert_eq!(id.len(), 36, "{id}");
+    let history = s.get("/buckets/b/history?record_id=r", Some(ALICE)).await;
+    assert_eq!(history.body["data"][0]["context"]["request_id"], "trace-me", "the event remembers it");
+    s.get("/buckets/b/collections/c/records/nope", Some(ALICE)).await;
+
+    let scraped = s.get("/__metrics__", None).await;
+    assert_eq!(scraped.status, 200);
+    assert!(scraped.header("content-type").is_some_and(|t| t.starts_with("text/plain")));
+    let text = String::from_utf8_lossy(&scraped.raw).into_owned();
+    let value = |line: &str| -> Option<f64> {
+        text.lines().find(|l| l.starts_with(line)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        value(r#"tidemark_requests_total{endpoint="bucket-object",method="PUT",status="201"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(r#"tidemark_requests_total{endpoint="record-object",method="GET",status="404"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value(r#"tidemark_requests_total{endpoint="history",method="GET",status="200"}"#), Some(1.0), "{text}");
+    assert!(
+        value(r#"tidemark_request_duration_seconds_count{endpoint="record-object",method="PUT"}"#) == Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value("tidemark_log_head_seq"), Some(3.0), "{text}");
+    s.stop().await;
+    // Without the plugin, no endpoint.
+    let plain = Server::start().await;
+    assert_eq!(plain.get("/__metrics__", None).await.status, 404);
+    plain.stop().await;
+}
