@@ -70,6 +70,13 @@ pub struct Change {
     pub tail: String,
 }
 
+/// A stream's failed read of the log: logged and counted (`tidemark_stream_errors_total`), never
+/// silent. The subscriber recovers from the log on its next change.
+fn stream_error(what: &str, err: &tidemark_engine::EngineError) {
+    crate::metrics::STREAM_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(error = %err, "stream {what} could not be read from the log");
+}
+
 /// The bucket and collection an event's object belongs to (or is): the ids of the chain's
 /// `bucket` and `collection` levels, the kinds streams filter on.
 fn location(registry: &Registry, event: &Event) -> (Option<String>, Option<String>) {
@@ -82,7 +89,7 @@ impl Change {
     pub fn build(registry: &Registry, engine: &Engine, event: Arc<Event>) -> Change {
         let old = event
             .prev_seq
-            .and_then(|seq| engine.events_from(seq, 1).ok())
+            .and_then(|seq| engine.events_from(seq, 1).map_err(|err| stream_error("before-image", &err)).ok())
             .and_then(|events| events.into_iter().next())
             .filter(|e| e.action != Action::Delete)
             .map(|e| e.data.clone());
@@ -135,7 +142,10 @@ impl Hub {
         let (tx, _) = broadcast::channel(queue.max(HUB_RING));
         let hub = Arc::new(Hub { tx: tx.clone() });
         let mut bus = engine.bus().subscribe();
-        let mut last = engine.last_seq().unwrap_or(0);
+        let mut last = engine.last_seq().unwrap_or_else(|err| {
+            stream_error("log head", &err);
+            0
+        });
         spawn(async move {
             loop {
                 let received = bus.recv().await;
@@ -144,7 +154,11 @@ impl Hub {
                     Ok(event) if event.seq == last + 1 => vec![event],
                     // A gap (lag, or an event published before we subscribed): read the log.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        engine.events_from(last + 1, 4096).unwrap_or_default()
+                        // On a failed read the next change tries again from the same place.
+                        engine.events_from(last + 1, 4096).unwrap_or_else(|err| {
+                            stream_error("catch-up", &err);
+                            Vec::new()
+                        })
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
