@@ -178,6 +178,20 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn serde_json_report(report: &tidemark_engine::VerifyReport) -> String {
     format!(
         "events: {}\nviews digest: {}\nreplay digest: {}\nproblems: {}",
@@ -202,17 +216,13 @@ fn serve(common: &Common, bind: Option<&str>) -> anyhow::Result<()> {
         tracing::info!("listening on http://{}/v1/", listener.local_addr()?);
         let state = AppState::new(engine, settings, secret);
         let shutdown = async {
-            // Ctrl-C or SIGTERM: stop accepting, let the writer commit what it was given.
-            #[cfg(unix)]
-            {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
-            }
-            #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
+            wait_for_signal().await;
+            tracing::info!("stopping: finishing in-flight requests, closing streams with their cursors (a second signal exits at once)");
+            tokio::spawn(async {
+                wait_for_signal().await;
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            });
         };
         tidemark_server::serve(listener, state, shutdown).await?;
         Ok(())

@@ -27,6 +27,7 @@ mod stream;
 pub mod toolkit;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use http::app;
 pub use settings::Settings;
@@ -106,6 +107,14 @@ pub async fn serve(
             tracing::debug!(error = %err, "TCP_NODELAY not set");
         }
     });
+    // Once told to stop: no new connections, streams closed with their cursors (so clients
+    // resume elsewhere with no gap), in-flight requests finished; then the writer commits and
+    // flushes what it was given.
+    let streams = Arc::clone(&state.shutdown);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = streams.send(true);
+    };
     let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
     for handle in listeners {
         handle.stop().await;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub delete_tokens: Arc<crate::toolkit::lists::DeleteTokens>,
     /// Compiled JSON schemas of collections and buckets.
     pub validators: Arc<crate::kinto::validation::ValidatorCache>,
+    /// Set once the server is shutting down: streams close with their cursor.
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// Request and engine metrics, with kinto.plugins.prometheus.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The live-stream hub, started with the first stream connection.
@@ -92,6 +94,7 @@ impl AppState {
         AppState {
             engine,
             registry: Arc::new(registry),
+            shutdown: Arc::new(tokio::sync::watch::channel(false).0),
             metrics: settings
                 .plugins
                 .contains(&Plugin::Prometheus)

@@ -97,8 +97,14 @@ fn open(
                 return;
             }
         }
+        let mut stopping = session.state.shutdown.subscribe();
         loop {
-            let frames = match changes.recv().await {
+            let received = tokio::select! {
+                received = changes.recv() => received,
+                // The server is going away: the client resumes elsewhere from Last-Event-ID.
+                _ = stopping.changed() => return,
+            };
+            let frames = match received {
                 Ok(change) => match session.on_change(&change) {
                     Ok(frames) => frames,
                     Err(_) => return,

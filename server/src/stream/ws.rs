@@ -171,6 +171,7 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
 
     // When hub changes were last taken (see the coalescing in the change branch).
     let mut last_taken: Option<Instant> = None;
+    let mut stopping = state.shutdown.subscribe();
 
     'serve: loop {
         tokio::select! {
@@ -257,6 +258,13 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
                     close_with_cursor(&queue, &session, limits).await;
                     break;
                 }
+            }
+            _ = stopping.changed() => {
+                // The server is going away: "going away" (1001), with the cursor to resume from.
+                let reason = Utf8Bytes::from(stream::cursor(session.cursor()));
+                let close = Message::Close(Some(CloseFrame { code: 1001, reason }));
+                let _ = tokio::time::timeout(Duration::from_secs(1), queue.send(close)).await;
+                break;
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > limits.ping * 2 {
