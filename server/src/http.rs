@@ -140,7 +140,9 @@ async fn answer(state: &AppState, request: Request) -> Response {
         },
     };
     let mut response = with_common_headers(response, origin.as_deref().filter(|o| origin_allowed(&cors, o)), &cors);
-    if let Some(backoff) = state.settings.backoff {
+    // `backoff_percentage`: only that share of responses asks clients to back off (Kinto).
+    let backing_off = state.settings.backoff_percentage.is_none_or(|share| rand::random::<u32>() % 100 < u32::from(share));
+    if let Some(backoff) = state.settings.backoff.filter(|_| backing_off) {
         if let Ok(value) = HeaderValue::from_str(&backoff.to_string()) {
             response.headers_mut().insert("Backoff", value);
         }

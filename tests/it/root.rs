@@ -116,6 +116,16 @@ async fn backoff_is_sent_on_every_response() {
     assert_eq!(s.get("/", None).await.header("backoff"), Some("10"));
     assert_eq!(s.get("/buckets", None).await.header("backoff"), Some("10"), "401s too");
     s.stop().await;
+    // `backoff_percentage`: only that share of responses carries it.
+    for (share, low, high) in [("0", 0, 0), ("100", 200, 200), ("50", 40, 160)] {
+        let s = Server::start_with(&[("backoff", "10"), ("backoff_percentage", share)]).await;
+        let mut backing_off = 0;
+        for _ in 0..200 {
+            backing_off += usize::from(s.get("/__lbheartbeat__", None).await.header("backoff").is_some());
+        }
+        assert!((low..=high).contains(&backing_off), "{share}%: {backing_off} of 200");
+        s.stop().await;
+    }
 }
 
 #[tokio::test]
