@@ -60,6 +60,7 @@ async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<Api
         Route::Flush => root::flush(state).await?,
         Route::Batch => batch::handle(state, req).await?,
         Route::Permissions => permissions::list(state, req)?,
+        Route::Api => ApiResponse::json(axum::http::StatusCode::OK, crate::openapi::document(state, req)),
         Route::Metrics => {
             let head = state.engine.last_seq().map_err(crate::error::from_engine)?;
             let bytes = state.metrics.as_ref().map(|m| m.render(head)).unwrap_or_default();

@@ -110,6 +110,7 @@ fn endpoint_label(state: &AppState, path: &str) -> String {
             routes::Route::Flush => "flush",
             routes::Route::Permissions => "permissions",
             routes::Route::Metrics => "metrics",
+            routes::Route::Api => "api",
             routes::Route::History(_) => "history",
             routes::Route::Snapshot { .. } => "snapshot",
             routes::Route::OpenId { .. } => "openid",
@@ -141,7 +142,8 @@ async fn answer(state: &AppState, request: Request) -> Response {
     };
     let mut response = with_common_headers(response, origin.as_deref().filter(|o| origin_allowed(&cors, o)), &cors);
     // `backoff_percentage`: only that share of responses asks clients to back off (Kinto).
-    let backing_off = state.settings.backoff_percentage.is_none_or(|share| rand::random::<u32>() % 100 < u32::from(share));
+    let backing_off =
+        state.settings.backoff_percentage.is_none_or(|share| rand::random::<u32>() % 100 < u32::from(share));
     if let Some(backoff) = state.settings.backoff.filter(|_| backing_off) {
         if let Ok(value) = HeaderValue::from_str(&backoff.to_string()) {
             response.headers_mut().insert("Backoff", value);

@@ -17,6 +17,7 @@ pub mod kinto;
 mod listeners;
 pub mod metrics;
 pub mod namespace;
+mod openapi;
 pub mod request;
 pub mod response;
 mod root;

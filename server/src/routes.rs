@@ -17,6 +17,8 @@ pub enum Route {
     Permissions,
     /// `GET /v1/__metrics__` (kinto.plugins.prometheus).
     Metrics,
+    /// `GET /v1/__api__`: the OpenAPI description.
+    Api,
     /// `GET /v1/buckets/<bid>/history` (kinto.plugins.history).
     History(String),
     /// `GET /v1/buckets/<bid>/snapshot/collections/<cid>@<timestamp>` (kinto.plugins.history).
@@ -73,6 +75,7 @@ pub fn parse(segments: &[String], endpoints: Endpoints, registry: &Registry) -> 
         ["__heartbeat__"] => Ok(Route::Heartbeat),
         ["__lbheartbeat__"] => Ok(Route::LbHeartbeat),
         ["__version__"] => Ok(Route::Version),
+        ["__api__"] => Ok(Route::Api),
         ["contribute.json"] => Ok(Route::Contribute),
         ["batch"] => Ok(Route::Batch),
         ["__flush__"] if endpoints.flush => Ok(Route::Flush),

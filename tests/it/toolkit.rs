@@ -324,3 +324,36 @@ async fn a_typed_resource_checks_data_against_its_rust_type() {
     }
     s.stop().await;
 }
+
+/// `/__api__` describes what the registry serves: Kinto's tree, or a service's own resources.
+#[tokio::test]
+async fn the_openapi_document_follows_the_registry() {
+    let kinto = Server::start().await;
+    let api = kinto.get("/__api__", None).await;
+    assert_eq!(api.status, 200);
+    assert_eq!(api.body["swagger"], "2.0");
+    assert_eq!(api.body["basePath"], "/v1");
+    let paths = api.body["paths"].as_object().expect("paths");
+    for path in ["/buckets", "/buckets/{id}", "/buckets/{bucket_id}/collections/{collection_id}/records/{id}", "/batch"]
+    {
+        assert!(paths.contains_key(path), "{path}");
+    }
+    let record = &paths["/buckets/{bucket_id}/collections/{collection_id}/records/{id}"];
+    for method in ["get", "head", "put", "patch", "delete"] {
+        assert!(record.get(method).is_some(), "{method}");
+    }
+    let names: Vec<&str> =
+        record["get"]["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+    assert!(names.starts_with(&["bucket_id", "collection_id", "id"]), "{names:?}");
+    assert!(!paths.contains_key("/accounts"), "accounts are a plugin");
+    kinto.stop().await;
+
+    let food = food_service(false).await;
+    let api = food.get("/__api__", None).await;
+    assert_eq!(api.body["basePath"], "/v0");
+    assert_eq!(api.body["info"]["title"], "food");
+    let paths = api.body["paths"].as_object().expect("paths");
+    assert!(paths.contains_key("/food") && paths.contains_key("/food/{id}"));
+    assert!(!paths.contains_key("/buckets"), "only what the service declares");
+    food.stop().await;
+}
