@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::dispatch::dispatch;
 use crate::error::render;
+use crate::error::RETRY_AFTER_SECONDS;
 use crate::request::{decode_segments, ApiRequest};
 use crate::response::ApiResponse;
 use crate::routes;
@@ -346,7 +347,26 @@ async fn route_request(
         return Ok(stream::sse::serve(state.clone(), identity, bucket, collection, &query, last_event_id).await);
     }
 
+    // Streams are long-lived and throttled by their own queues: only requests are counted.
+    let _permit = state.limits.admit().map_err(|()| {
+        let mut err = ApiError::backend_unavailable(RETRY_AFTER_SECONDS);
+        err.message = Some("The server is overloaded, please retry later.".into());
+        kinto_error(&err)
+    })?;
     let identity = state.identify_request(&parts.headers).await.map_err(|e| kinto_error(&e))?;
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let principal = match (&identity.user_id, peer) {
+        (Some(user), _) => user.clone(),
+        (None, Some(ip)) => format!("ip:{ip}"),
+        (None, None) => "anonymous".to_owned(),
+    };
+    if let Err(wait) = state.limits.take(&principal) {
+        let mut err =
+            ApiError::new(429, tidemark_protocol::Errno::Undefined, Some("Too many requests, slow down.".into()))
+                .with_header("Retry-After", wait.to_string());
+        err.error = "Too Many Requests".into();
+        return Err(kinto_error(&err));
+    }
     let api_request = ApiRequest {
         method: parts.method,
         path: rest,

@@ -14,6 +14,7 @@ mod dispatch;
 pub mod error;
 mod http;
 pub mod kinto;
+mod limits;
 mod listeners;
 pub mod metrics;
 pub mod namespace;
@@ -116,7 +117,8 @@ pub async fn serve(
         shutdown.await;
         let _ = streams.send(true);
     };
-    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     for handle in listeners {
         handle.stop().await;
     }

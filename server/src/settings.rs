@@ -86,6 +86,10 @@ const TIDEMARK_KEYS: &[&str] = &[
     "stream_stall_timeout_ms",
     "stream_ping_interval_seconds",
     "stream_coalesce_ms",
+    // Load shedding and rate limiting.
+    "max_concurrent_requests",
+    "rate_limit_per_second",
+    "rate_limit_burst",
     // Application contexts (`Kinto-App-Id`).
     "app_id_required",
     "app_ids",
@@ -362,6 +366,12 @@ pub struct Settings {
     /// How long a plural DELETE's `Next-Page` token stays usable.
     pub pagination_token_validity_seconds: u64,
     pub streams: StreamSettings,
+    /// Requests served at once; more are refused with 503 and `Retry-After` (0: no limit).
+    pub max_concurrent_requests: usize,
+    /// Requests per second each principal may make (0: no limit), with bursts of
+    /// `rate_limit_burst`; more get 429 and `Retry-After`.
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
     /// Every request must name its application (`Kinto-App-Id`).
     pub app_id_required: bool,
     /// The applications served (empty: any).
@@ -437,6 +447,9 @@ impl Settings {
             account_cache_ttl_seconds: 30,
             pagination_token_validity_seconds: 600,
             streams: StreamSettings::default(),
+            max_concurrent_requests: 0,
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 0.0,
             app_id_required: false,
             app_ids: Vec::new(),
             raw: BTreeMap::new(),
@@ -576,6 +589,18 @@ impl Settings {
             self.cors_origins = list;
         }
         self.apply_numbers(v)?;
+        if let Some(n) = v.unsigned("max_concurrent_requests")? {
+            self.max_concurrent_requests = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let rate = |key| {
+            v.parse(key, "a number of requests (0 or more)", |t| {
+                t.parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0)
+            })
+        };
+        if let Some(rate) = rate("rate_limit_per_second")? {
+            self.rate_limit_per_second = rate;
+        }
+        self.rate_limit_burst = rate("rate_limit_burst")?.unwrap_or(self.rate_limit_per_second * 2.0).max(1.0);
         if let Some(flag) = v.flag("app_id_required")? {
             self.app_id_required = flag;
         }

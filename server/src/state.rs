@@ -35,6 +35,8 @@ pub struct AppState {
     pub delete_tokens: Arc<crate::toolkit::lists::DeleteTokens>,
     /// Compiled JSON schemas of collections and buckets.
     pub validators: Arc<crate::kinto::validation::ValidatorCache>,
+    /// Load shedding and rate limiting.
+    pub limits: Arc<crate::limits::Limits>,
     /// Set once the server is shutting down: streams close with their cursor.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// Request and engine metrics, with kinto.plugins.prometheus.
@@ -95,6 +97,7 @@ impl AppState {
             engine,
             registry: Arc::new(registry),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+            limits: Arc::new(crate::limits::Limits::new(&settings)),
             metrics: settings
                 .plugins
                 .contains(&Plugin::Prometheus)

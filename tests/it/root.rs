@@ -178,3 +178,59 @@ async fn metrics_count_requests_by_endpoint_and_request_ids_travel_with_them() {
     assert_eq!(plain.get("/__metrics__", None).await.status, 404);
     plain.stop().await;
 }
+
+#[tokio::test]
+async fn each_principal_is_rate_limited_on_its_own_bucket() {
+    let s = Server::start_with(&[("rate_limit_per_second", "1"), ("rate_limit_burst", "3")]).await;
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            out.push(s.get("/buckets", Some(ALICE)).await.status.as_u16());
+        }
+        out
+    };
+    assert_eq!(&statuses[..3], [200, 200, 200], "{statuses:?}");
+    let refused = s.get("/buckets", Some(ALICE)).await;
+    assert_eq!((refused.status.as_u16(), refused.errno()), (429, 999));
+    assert!(refused.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+    assert_eq!(s.get("/buckets", Some(crate::common::BOB)).await.status, 200, "another principal, another bucket");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_bound_are_shed_with_503() {
+    // Logins checked by bcrypt take long enough for requests to overlap.
+    let s = Server::start_with(&[
+        ("max_concurrent_requests", "1"),
+        ("includes", "kinto.plugins.accounts"),
+        ("multiauth.policies", "account"),
+        ("multiauth.policy.account.use", "kinto.plugins.accounts.AccountsPolicy"),
+    ])
+    .await;
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (s.client.clone(), format!("{}/buckets", s.base));
+        calls.push(tokio::spawn(async move {
+            let reply = client.get(url).basic_auth("nobody", Some("wrong")).send().await.expect("request");
+            let retry = reply.headers().get("retry-after").is_some();
+            let status = reply.status().as_u16();
+            let body: serde_json::Value = reply.json().await.unwrap_or_default();
+            (status, body["errno"].as_u64(), retry)
+        }));
+    }
+    let mut shed = 0;
+    for call in calls {
+        let (status, errno, retry) = call.await.expect("task");
+        match status {
+            503 => {
+                shed += 1;
+                assert_eq!(errno, Some(201));
+                assert!(retry, "503 says when to retry");
+            }
+            401 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(shed > 0, "one place, eight overlapping requests: some are shed");
+    s.stop().await;
+}
