@@ -94,34 +94,91 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// Serves until `shutdown` resolves, then stops the writer after it has committed.
+///
+/// Each connection is served by hyper with a header-read timeout (a client that sends no
+/// complete request head in `header_read_timeout_seconds` is cut off) and WebSocket upgrades.
+/// Once told to stop: no new connections, streams closed with their cursors (so clients resume
+/// elsewhere with no gap), in-flight requests finished; then the writer commits and flushes
+/// what it was given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+
     let engine = state.engine.clone();
     // Started before the first request, so their cursors predate every write they must see.
     let listeners = listeners::start(&engine, &state.settings);
-    // Small writes (stream frames, short responses) go out at once instead of waiting for the
-    // previous segment's ACK (Nagle), as WebSocket servers do.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let header_timeout = state.settings.header_read_timeout;
+    let streams = Arc::clone(&state.shutdown);
+    let open_streams = Arc::clone(&state.stream_connections);
+    let router = app(state);
+    // Connections hold a receiver: all gone means all served.
+    let (stop_connections, stopping) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small writes (stream frames, short responses) go out at once instead of waiting for the
+        // previous segment's ACK (Nagle), as WebSocket servers do.
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "TCP_NODELAY not set");
         }
-    });
-    // Once told to stop: no new connections, streams closed with their cursors (so clients
-    // resume elsewhere with no gap), in-flight requests finished; then the writer commits and
-    // flushes what it was given.
-    let streams = Arc::clone(&state.shutdown);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = streams.send(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request)
+        });
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            // WebSockets over HTTP/2 (RFC 8441).
+            builder.http2().enable_connect_protocol();
+            let mut connection = std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service));
+            loop {
+                tokio::select! {
+                    served = connection.as_mut() => {
+                        if let Err(err) = served {
+                            tracing::trace!(error = %err, "connection ended");
+                        }
+                        break;
+                    }
+                    Ok(()) = stopping.changed() => connection.as_mut().graceful_shutdown(),
+                }
+            }
+        });
+    }
+    drop(listener);
+    drop(stopping);
+    let _ = streams.send(true);
+    // Streams say goodbye (a close frame with their cursor) before the process may end.
+    let goodbyes = async {
+        while open_streams.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     };
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), goodbyes).await;
+    let _ = stop_connections.send(true);
+    // Every connection task holds a receiver until it is done.
+    stop_connections.closed().await;
     for handle in listeners {
         handle.stop().await;
     }
     engine.close();
-    result
+    Ok(())
 }

@@ -64,18 +64,21 @@ impl Metrics {
     }
 }
 
-/// Counts a stream connection while it lives.
-pub struct StreamConnection;
+/// Counts a stream connection while it lives, in the process's gauge and in its server's own
+/// count (which shutdown waits on).
+pub struct StreamConnection(std::sync::Arc<AtomicI64>);
 
 impl StreamConnection {
-    pub fn open() -> StreamConnection {
+    pub fn open(server: &std::sync::Arc<AtomicI64>) -> StreamConnection {
         STREAM_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        StreamConnection
+        server.fetch_add(1, Ordering::AcqRel);
+        StreamConnection(std::sync::Arc::clone(server))
     }
 }
 
 impl Drop for StreamConnection {
     fn drop(&mut self) {
         STREAM_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

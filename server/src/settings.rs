@@ -86,6 +86,8 @@ const TIDEMARK_KEYS: &[&str] = &[
     "stream_stall_timeout_ms",
     "stream_ping_interval_seconds",
     "stream_coalesce_ms",
+    // Connections.
+    "header_read_timeout_seconds",
     // Load shedding and rate limiting.
     "max_concurrent_requests",
     "rate_limit_per_second",
@@ -366,6 +368,9 @@ pub struct Settings {
     /// How long a plural DELETE's `Next-Page` token stays usable.
     pub pagination_token_validity_seconds: u64,
     pub streams: StreamSettings,
+    /// A client that has not sent a request's headers after this long is disconnected
+    /// (`header_read_timeout_seconds`): slow-header attacks cannot hold connections open.
+    pub header_read_timeout: std::time::Duration,
     /// Requests served at once; more are refused with 503 and `Retry-After` (0: no limit).
     pub max_concurrent_requests: usize,
     /// Requests per second each principal may make (0: no limit), with bursts of
@@ -447,6 +452,7 @@ impl Settings {
             account_cache_ttl_seconds: 30,
             pagination_token_validity_seconds: 600,
             streams: StreamSettings::default(),
+            header_read_timeout: std::time::Duration::from_secs(30),
             max_concurrent_requests: 0,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 0.0,
@@ -589,6 +595,11 @@ impl Settings {
             self.cors_origins = list;
         }
         self.apply_numbers(v)?;
+        if let Some(n) = v.parse("header_read_timeout_seconds", "a number of seconds (at least 1)", |t| {
+            t.parse::<u64>().ok().filter(|n| *n >= 1)
+        })? {
+            self.header_read_timeout = std::time::Duration::from_secs(n);
+        }
         if let Some(n) = v.unsigned("max_concurrent_requests")? {
             self.max_concurrent_requests = usize::try_from(n).unwrap_or(usize::MAX);
         }

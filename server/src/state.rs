@@ -37,6 +37,8 @@ pub struct AppState {
     pub validators: Arc<crate::kinto::validation::ValidatorCache>,
     /// Load shedding and rate limiting.
     pub limits: Arc<crate::limits::Limits>,
+    /// Stream connections open on this server (shutdown waits for their goodbyes).
+    pub stream_connections: Arc<std::sync::atomic::AtomicI64>,
     /// Set once the server is shutting down: streams close with their cursor.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// Request and engine metrics, with kinto.plugins.prometheus.
@@ -97,6 +99,7 @@ impl AppState {
             engine,
             registry: Arc::new(registry),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+            stream_connections: Arc::default(),
             limits: Arc::new(crate::limits::Limits::new(&settings)),
             metrics: settings
                 .plugins

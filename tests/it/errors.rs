@@ -129,3 +129,47 @@ async fn every_response_carries_the_security_headers() {
     }
     s.stop().await;
 }
+
+/// Slow-header clients (one header byte per second, for ever) are cut off by the header-read
+/// timeout while ordinary requests keep being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_connections_are_dropped_and_others_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start_with(&[("header_read_timeout_seconds", "2")]).await;
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let addr = s.addr;
+        slow.push(tokio::spawn(async move {
+            let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let head = b"GET /v1/ HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            let mut sent = 0;
+            loop {
+                let byte = head.get(sent).copied().unwrap_or(b'a');
+                if socket.write_all(&[byte]).await.is_err() {
+                    return started.elapsed();
+                }
+                sent += 1;
+                // A closed connection reads as EOF (or an error) within the next second.
+                let mut buffer = [0u8; 256];
+                match tokio::time::timeout(std::time::Duration::from_secs(1), socket.read(&mut buffer)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                    Ok(Ok(_)) | Err(_) => {}
+                }
+                if started.elapsed() > std::time::Duration::from_secs(20) {
+                    panic!("a slow client held its connection for 20 s");
+                }
+            }
+        }));
+    }
+    // Meanwhile, the server serves everyone else.
+    for _ in 0..20 {
+        assert_eq!(s.get("/", None).await.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for client in slow {
+        let dropped_after = client.await.expect("slow client");
+        assert!(dropped_after < std::time::Duration::from_secs(6), "dropped after {dropped_after:?}");
+    }
+    s.stop().await;
+}

@@ -90,7 +90,7 @@ fn open(
     let first = session.subscribe("sse".into(), filter, since, false)?;
     let (tx, rx) = mpsc::channel::<Outgoing>(256);
     super::spawn(async move {
-        let _connection = crate::metrics::StreamConnection::open();
+        let _connection = crate::metrics::StreamConnection::open(&session.state.stream_connections);
         // Skip the `subscribed` frame: SSE has no use for it.
         for frame in first.into_iter().skip(1) {
             if tx.send(frame).await.is_err() {

@@ -130,7 +130,7 @@ enum FrameAction {
 
 /// Serves one socket until the peer leaves, stalls, or goes silent.
 pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
-    let _connection = crate::metrics::StreamConnection::open();
+    let _connection = crate::metrics::StreamConnection::open(&state.stream_connections);
     let limits = Limits::from_state(&state);
     let hub = state.hub();
     let mut changes = hub.subscribe();
