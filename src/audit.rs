@@ -123,20 +123,8 @@ pub fn log(engine: &Engine, filter: &LogFilter) -> anyhow::Result<u64> {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` of an epoch-ms timestamp.
 fn iso_time(ts_ms: u64) -> String {
-    let secs = ts_ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let clock = format!("{:02}:{:02}:{:02}.{:03}", rest / 3600, rest % 3600 / 60, rest % 60, ts_ms % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{clock}Z")
+    let (date_time, millis) = tidemark_protocol::dates::date_time(ts_ms);
+    format!("{date_time}.{millis:03}Z")
 }
 
 /// Where `tidemark replay` stops.

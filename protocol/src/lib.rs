@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod body;
+pub mod dates;
 pub mod error;
 pub mod filter;
 pub mod headers;

@@ -173,22 +173,7 @@ fn end_of_service(state: &AppState) -> Option<(bool, String)> {
 
 /// Today's UTC date as `YYYY-MM-DD`.
 fn today() -> String {
-    civil_date((crate::state::now_ms() / 86_400_000) as i64)
-}
-
-/// The UTC date `days` after the epoch as `YYYY-MM-DD` (civil-from-days, Howard Hinnant's
-/// algorithm).
-pub(crate) fn civil_date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    tidemark_protocol::dates::civil_date((crate::state::now_ms() / 86_400_000) as i64)
 }
 
 fn kinto_error(err: &ApiError) -> Response {

@@ -131,7 +131,7 @@ fn iso_datetime(time: std::time::SystemTime) -> String {
     let since = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    let date = crate::http::civil_date(days as i64);
+    let date = tidemark_protocol::dates::civil_date(days as i64);
     let clock = format!("{:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
     match since.subsec_micros() {
         0 => format!("{date}T{clock}"),

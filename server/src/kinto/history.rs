@@ -85,11 +85,8 @@ pub fn entry(registry: &Registry, ns: &str, event: &Event, before: Option<&Value
 
 /// Python's `datetime.isoformat()` of an aware UTC time: microseconds and `+00:00`.
 fn iso_date(ts_ms: u64) -> String {
-    let secs = ts_ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let date = crate::http::civil_date(days as i64);
-    let micros = (ts_ms % 1000) * 1000;
-    format!("{date}T{:02}:{:02}:{:02}.{micros:06}+00:00", rest / 3600, rest % 3600 / 60, rest % 60)
+    let (date_time, millis) = tidemark_protocol::dates::date_time(ts_ms);
+    format!("{date_time}.{:06}+00:00", millis * 1000)
 }
 
 /// Who may see which entries: a bucket reader sees them all; others see the entries of the
@@ -205,21 +202,7 @@ pub fn list(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiRespo
     if !default_order {
         entries.sort_by(|a, b| filter::compare_objects(a, b, &q.sort));
     }
-    let next = (entries.len() > limit).then(|| {
-        entries.truncate(limit);
-        let offset = q.token.as_ref().map_or(0, |t| t.offset) + limit as u64 + 1;
-        let nonce = format!("pagination-token-{}", tidemark_protocol::ids::uuid4(rand::random()));
-        let last = entries.last().cloned().unwrap_or(Value::Null);
-        let token = Token::for_last(&last, &q.sort, offset, nonce);
-        query::next_page_url(&format!("{}{}", req.base_url, req.path), &pairs, limit as u64, &token.encode())
-    });
-    if let Some(fields) = &q.fields {
-        entries = entries.iter().map(|e| filter::project(e, fields)).collect();
-    }
-    let mut response = ApiResponse::json(StatusCode::OK, json!({ "data": entries }));
-    if let Some(next) = next {
-        response.set_header("Next-Page", next);
-    }
+    let response = crate::toolkit::common::page_of(req, &pairs, &q, entries, limit);
     let etag = newest.unwrap_or(0);
     Ok(response.timestamp_headers(etag).header("Cache-Control", "no-cache, no-store"))
 }

@@ -131,22 +131,7 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
             entries.retain(|entry| filter::is_after_token(entry, &token.last_object, &q.sort));
         }
         let limit = q.effective_limit(state.settings.paginate_by, state.settings.storage_max_fetch_size) as usize;
-        let next = (entries.len() > limit).then(|| {
-            entries.truncate(limit);
-            let offset = q.token.as_ref().map_or(0, |t| t.offset) + limit as u64 + 1;
-            let nonce = format!("pagination-token-{}", tidemark_protocol::ids::uuid4(rand::random()));
-            let last = entries.last().cloned().unwrap_or(Value::Null);
-            let token = query::Token::for_last(&last, &q.sort, offset, nonce);
-            query::next_page_url(&format!("{}{}", req.base_url, req.path), &pairs, limit as u64, &token.encode())
-        });
-        if let Some(fields) = &q.fields {
-            entries = entries.iter().map(|e| filter::project(e, fields)).collect();
-        }
-        let mut response = ApiResponse::json(StatusCode::OK, json!({ "data": entries }));
-        if let Some(next) = next {
-            response.set_header("Next-Page", next);
-        }
-        response
+        crate::toolkit::common::page_of(req, &pairs, &q, entries, limit)
     };
     Ok(response.timestamp_headers(etag).header("Cache-Control", "no-cache, no-store"))
 }

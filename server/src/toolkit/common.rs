@@ -129,3 +129,31 @@ pub fn strip_managed(mut data: Map<String, Value>) -> Map<String, Value> {
     data.remove("last_modified");
     data
 }
+
+/// A page of documents filtered and sorted in memory (history, permissions): cut to `limit`,
+/// projected to `_fields`, with `Next-Page` when more follow.
+pub fn page_of(
+    req: &ApiRequest,
+    pairs: &[(String, String)],
+    q: &tidemark_protocol::query::ListQuery,
+    mut entries: Vec<Value>,
+    limit: usize,
+) -> ApiResponse {
+    use tidemark_protocol::{filter, query};
+    let next = (entries.len() > limit).then(|| {
+        entries.truncate(limit);
+        let offset = q.token.as_ref().map_or(0, |t| t.offset) + limit as u64 + 1;
+        let nonce = format!("pagination-token-{}", tidemark_protocol::ids::uuid4(rand::random()));
+        let last = entries.last().cloned().unwrap_or(Value::Null);
+        let token = query::Token::for_last(&last, &q.sort, offset, nonce);
+        query::next_page_url(&format!("{}{}", req.base_url, req.path), pairs, limit as u64, &token.encode())
+    });
+    if let Some(fields) = &q.fields {
+        entries = entries.iter().map(|e| filter::project(e, fields)).collect();
+    }
+    let mut response = ApiResponse::json(axum::http::StatusCode::OK, json!({ "data": entries }));
+    if let Some(next) = next {
+        response.set_header("Next-Page", next);
+    }
+    response
+}
