@@ -20,10 +20,19 @@ const MEMBER_OF: usize = 50;
 const USER: &str = "alice:secret";
 
 fn put(parent: &str, resource: &str, id: &str, data: Value, acl: Acl) -> Command {
+    // Groups are Kinto's principal source: their members come from `members`.
+    let members = (resource == "group").then(|| {
+        data.get("members")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str().map(String::from))
+            .collect()
+    });
     Command {
         resource: resource.into(),
         plural: format!("{resource}s"),
-        members: None,
+        members,
         parent: parent.into(),
         id: id.into(),
         op: Op::Put { data: data.as_object().cloned().unwrap_or_else(Map::new), permissions: acl },
@@ -74,12 +83,12 @@ fn populate(engine: &Engine, user_id: &str) {
 /// The same answer by scanning: every object's ACL, checked against the user's principals.
 fn permissions_by_scan(engine: &Engine, principals: &BTreeSet<String>) -> usize {
     let mut found = 0;
-    let mut lists = vec![("/buckets/b".to_owned(), "collection"), ("/buckets/b".to_owned(), "group")];
-    lists.extend((0..COLLECTIONS).map(|c| (format!("/buckets/b/collections/c{c}"), "record")));
-    for (parent, resource) in lists {
+    let mut lists = vec![("/buckets/b".to_owned(), "collections"), ("/buckets/b".to_owned(), "groups")];
+    lists.extend((0..COLLECTIONS).map(|c| (format!("/buckets/b/collections/c{c}"), "records")));
+    for (parent, plural) in lists {
         engine
-            .walk_list(&parent, resource, ListRange::default(), ListOrder::Newest, |object| {
-                let uri = tidemark_engine::object_uri(&parent, resource, object.id());
+            .walk_list(&parent, plural, ListRange::default(), ListOrder::Newest, |object| {
+                let uri = tidemark_engine::object_uri(&parent, plural, object.id());
                 let acl = engine.acl(&uri)?;
                 if acl.values().flatten().any(|p| principals.contains(p)) {
                     found += 1;
