@@ -48,7 +48,8 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            tracing::info_span!("request", id = %id)
+            // A span per request costs at full load: there at `RUST_LOG=debug`.
+            tracing::debug_span!("request", id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeId))
 }
@@ -68,26 +69,36 @@ impl MakeRequestId for MakeId {
 struct Caller(Option<String>);
 
 async fn entry(State(state): State<AppState>, request: Request) -> Response {
+    // The summary and the metrics cost a few allocations per request: only when wanted.
+    let summary = tracing::enabled!(target: "request.summary", tracing::Level::INFO);
+    if !summary && state.metrics.is_none() {
+        return answer(&state, request).await;
+    }
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let lang = request.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let (agent, lang) = {
+        let header =
+            |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("").to_owned();
+        (header(header::USER_AGENT), header(header::ACCEPT_LANGUAGE))
+    };
     let response = answer(&state, request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let uid = response.extensions().get::<Caller>().and_then(|c| c.0.clone());
-    // Kinto's request summary.
-    tracing::info!(
-        target: "request.summary",
-        method = %method,
-        path = %path,
-        code = status,
-        t = elapsed.as_secs_f64() * 1000.0,
-        uid = uid.as_deref().unwrap_or(""),
-        agent = %agent,
-        lang = %lang,
-    );
+    if summary {
+        let uid = response.extensions().get::<Caller>().and_then(|c| c.0.clone());
+        // Kinto's request summary.
+        tracing::info!(
+            target: "request.summary",
+            method = %method,
+            path = %path,
+            code = status,
+            t = elapsed.as_secs_f64() * 1000.0,
+            uid = uid.as_deref().unwrap_or(""),
+            agent = %agent,
+            lang = %lang,
+        );
+    }
     if let Some(metrics) = &state.metrics {
         metrics.observe(&endpoint_label(&state, &path), method.as_str(), status, elapsed);
     }
@@ -363,10 +374,13 @@ async fn route_request(
         identity,
     };
     let is_head = api_request.method == Method::HEAD;
-    let caller = Caller(api_request.identity.user_id.clone());
+    let caller = tracing::enabled!(target: "request.summary", tracing::Level::INFO)
+        .then(|| Caller(api_request.identity.user_id.clone()));
     let response = dispatch(state, api_request).await;
     let mut response = response.into_response();
-    response.extensions_mut().insert(caller);
+    if let Some(caller) = caller {
+        response.extensions_mut().insert(caller);
+    }
     if response.status() == StatusCode::UNAUTHORIZED && response.headers().contains_key(header::WWW_AUTHENTICATE) {
         // One challenge per policy that has one (Basic, Bearer…), as Kinto's multiauth sends them.
         let headers = response.headers_mut();

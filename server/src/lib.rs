@@ -113,6 +113,7 @@ pub async fn serve(
     // Started before the first request, so their cursors predate every write they must see.
     let listeners = listeners::start(&engine, &state.settings);
     let header_timeout = state.settings.header_read_timeout;
+    let rate_limited = state.settings.rate_limit_per_second > 0.0;
     let streams = Arc::clone(&state.shutdown);
     let open_streams = Arc::clone(&state.stream_connections);
     let router = app(state);
@@ -140,7 +141,10 @@ pub async fn serve(
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let mut request = request.map(axum::body::Body::new);
-            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            // Only rate limiting reads the peer's address.
+            if rate_limited {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            }
             router.clone().oneshot(request)
         });
         let mut stopping = stopping.clone();
