@@ -59,6 +59,31 @@ fn list(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_owned).collect()
 }
 
+/// A webhook the settings describe badly stops the server (one quietly not called would lose
+/// events). Listeners of kinds Tidemark does not have (a Kinto plugin's) are only warned about,
+/// so an existing `kinto.ini` still starts.
+pub fn check(settings: &Settings) -> Result<(), String> {
+    let raw = &settings.raw;
+    let mut errors = Vec::new();
+    for name in raw.get("event_listeners").map(|v| list(v)).unwrap_or_default() {
+        let setting = |key: &str| raw.get(&format!("event_listeners.{name}.{key}")).map(|v| v.trim().to_owned());
+        if setting("use").as_deref() != Some(WEBHOOK) {
+            continue;
+        }
+        if let Err(why) = configure_one(&name, &setting, &mut Vec::new()) {
+            errors.push(format!("event listener '{name}' {SKIPPED}: {why}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// What a listener that cannot be configured is told.
+const SKIPPED: &str = "is not started";
+
 /// Parses the settings into listeners, and one warning per listener skipped or option ignored.
 fn configure(settings: &Settings) -> (Vec<Configured>, Vec<String>) {
     let raw = &settings.raw;
@@ -72,7 +97,7 @@ fn configure(settings: &Settings) -> (Vec<Configured>, Vec<String>) {
         let setting = |key: &str| raw.get(&format!("event_listeners.{name}.{key}")).map(|v| v.trim().to_owned());
         match configure_one(&name, &setting, &mut warnings) {
             Ok(listener) => configured.push(listener),
-            Err(why) => warnings.push(format!("event listener '{name}' is skipped: {why}")),
+            Err(why) => warnings.push(format!("event listener '{name}' {SKIPPED}: {why}")),
         }
     }
     (configured, warnings)
@@ -200,7 +225,7 @@ mod tests {
     #[test]
     fn kinto_shaped_settings_configure_webhooks() {
         let s = settings(&[
-            ("event_listeners", "hook1 hook2 hook1 other nourl"),
+            ("event_listeners", "hook1 hook2 hook1 other"),
             ("event_listeners.hook1.use", WEBHOOK),
             ("event_listeners.hook1.url", "http://127.0.0.1:9/hook"),
             ("event_listeners.hook1.actions", "create delete read"),
@@ -209,7 +234,6 @@ mod tests {
             ("kinto.event_listeners.hook2.use", WEBHOOK),
             ("event_listeners.hook2.url", "http://127.0.0.1:9/other"),
             ("event_listeners.other.use", "kinto_redis.listeners"),
-            ("event_listeners.nourl.use", WEBHOOK),
         ]);
         assert!(s.warnings.is_empty(), "listener settings are used, not ignored: {:?}", s.warnings);
         let (configured, warnings) = configure(&s);
@@ -221,24 +245,27 @@ mod tests {
         assert_eq!(hook1.max_retries, Some(3));
         assert_eq!(configured[1].options.filter, Filter::default());
         assert_eq!(configured[1].options.max_retries, None);
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.contains("'read'")));
         assert!(warnings.iter().any(|w| w.contains("'other'") && w.contains("kinto_redis.listeners")));
-        assert!(warnings.iter().any(|w| w.contains("'nourl'") && w.contains("url")));
     }
 
     #[test]
-    fn bad_listener_settings_skip_the_listener() {
-        for (key, value) in [("actions", "create explode"), ("max_retries", "many"), ("url", "https://x/hook")] {
-            let s = settings(&[
+    fn bad_listener_settings_stop_the_server() {
+        for (key, value) in
+            [("actions", "create explode"), ("max_retries", "many"), ("url", "https://x/hook"), ("url", "")]
+        {
+            let pairs: Vec<(String, String)> = [
                 ("event_listeners", "h"),
                 ("event_listeners.h.use", WEBHOOK),
                 ("event_listeners.h.url", "http://127.0.0.1:9/hook"),
                 (&format!("event_listeners.h.{key}"), value),
-            ]);
-            let (configured, warnings) = configure(&s);
-            assert!(configured.is_empty(), "{key} = {value}");
-            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let err = Settings::load(None, &[], &pairs).expect_err(key).to_string();
+            assert!(err.contains("event listener 'h'"), "{key} = {value}: {err}");
         }
         let (configured, warnings) = configure(&settings(&[]));
         assert!(configured.is_empty() && warnings.is_empty());

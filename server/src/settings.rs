@@ -507,6 +507,7 @@ impl Settings {
             _ => server.bind(&http_port)?,
         };
         settings.raw = values.into_iter().map(|(key, entry)| (key, entry.text)).collect();
+        crate::listeners::check(&settings).map_err(SettingsError::Inconsistent)?;
         for policy in settings.auth_policies.iter().filter(|p| p.kind == AuthPolicyKind::OpenId) {
             crate::auth::openid::OpenIdConfig::from_settings(&policy.name, &settings.raw)
                 .map_err(SettingsError::Inconsistent)?;
