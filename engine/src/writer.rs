@@ -332,7 +332,7 @@ impl Writer {
         for command in commands {
             if matches!(command.op, Op::Delete) {
                 // Checked before the cascade, so a refused delete deletes nothing below it.
-                self.apply_command(txn, command)?;
+                Self::check(txn, command)?;
                 for child in Self::cascade(txn, command)? {
                     self.append(txn, &child, &mut events)?;
                 }
@@ -352,6 +352,35 @@ impl Writer {
         self.state.next_seq += 1;
         events.push(Arc::new(event));
         Ok(())
+    }
+
+    /// Checks a command's address, expectation and parent against the current state; returns the
+    /// object's prior state (tombstones included).
+    fn check(txn: &Txn<'_>, command: &Command) -> Result<Option<StoredObject>> {
+        let Command { resource, plural, parent, id, .. } = command;
+        let bad = |s: &str| s.is_empty() || s.contains(['/', '\0']);
+        if bad(id) || bad(plural) || resource.is_empty() || parent.contains('\0') {
+            return Err(EngineError::InvalidCommand(format!("bad object address {parent:?} {plural:?} {id:?}")));
+        }
+        let prior = views::read_object(txn, parent, plural, id)?;
+        let live = prior.as_ref().filter(|o| !o.deleted);
+        let holds = match command.expect {
+            Expect::Any => true,
+            Expect::Absent => live.is_none(),
+            Expect::Live => live.is_some(),
+            Expect::Version(v) => live.is_some_and(|o| o.last_modified == v),
+        };
+        let must_exist = matches!(command.op, Op::Delete);
+        if !holds || (must_exist && live.is_none()) {
+            return Err(EngineError::PreconditionFailed { current: live.cloned().map(Box::new) });
+        }
+        // A parent URI of one segment (`/~alice`, a per-user namespace) names no object: only
+        // object parents must exist.
+        let object_parent = crate::object::split_uri(parent).is_some();
+        if object_parent && !views::live_uri_exists(txn, parent)? {
+            return Err(EngineError::UnknownParent(parent.clone()));
+        }
+        Ok(prior)
     }
 
     /// Kinto's cascade, one event per object: deleting an object deletes every live object below
@@ -400,28 +429,8 @@ impl Writer {
     /// Checks one command against the current state and builds its event (not yet applied).
     fn apply_command(&mut self, txn: &Txn<'_>, command: &Command) -> Result<Event> {
         let Command { resource, plural, parent, id, .. } = command;
-        let bad = |s: &str| s.is_empty() || s.contains(['/', '\0']);
-        if bad(id) || bad(plural) || resource.is_empty() || parent.contains('\0') {
-            return Err(EngineError::InvalidCommand(format!("bad object address {parent:?} {plural:?} {id:?}")));
-        }
-        let prior = views::read_object(txn, parent, plural, id)?;
+        let prior = Self::check(txn, command)?;
         let live = prior.as_ref().filter(|o| !o.deleted);
-        let holds = match command.expect {
-            Expect::Any => true,
-            Expect::Absent => live.is_none(),
-            Expect::Live => live.is_some(),
-            Expect::Version(v) => live.is_some_and(|o| o.last_modified == v),
-        };
-        let must_exist = matches!(command.op, Op::Delete);
-        if !holds || (must_exist && live.is_none()) {
-            return Err(EngineError::PreconditionFailed { current: live.cloned().map(Box::new) });
-        }
-        // A parent URI of one segment (`/~alice`, a per-user namespace) names no object: only
-        // object parents must exist.
-        let object_parent = crate::object::split_uri(parent).is_some();
-        if object_parent && !views::live_uri_exists(txn, parent)? {
-            return Err(EngineError::UnknownParent(parent.clone()));
-        }
 
         let timestamp = self.stamp(txn, command, live.map(|o| o.last_modified))?;
         let (action, data, permissions) = match &command.op {

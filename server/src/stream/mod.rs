@@ -66,6 +66,8 @@ pub struct Change {
     pub old: Option<Value>,
     pub bucket_id: Option<String>,
     pub collection_id: Option<String>,
+    /// The object's URI in storage (namespaces included), built once for every subscriber.
+    pub uri: String,
     /// The `change` frame after its `subscription` field, from `"cursor"` to the closing brace.
     pub tail: String,
 }
@@ -79,8 +81,8 @@ fn stream_error(what: &str, err: &tidemark_engine::EngineError) {
 
 /// The bucket and collection an event's object belongs to (or is): the ids of the chain's
 /// `bucket` and `collection` levels, the kinds streams filter on.
-fn location(registry: &Registry, event: &Event) -> (Option<String>, Option<String>) {
-    let Some(chain) = registry.chain_of(&event.uri()) else { return (None, None) };
+fn location(registry: &Registry, uri: &str) -> (Option<String>, Option<String>) {
+    let Some(chain) = registry.chain_of(uri) else { return (None, None) };
     let id_of = |name: &str| chain.iter().find(|node| node.kind.name == name).map(|node| node.id.clone());
     (id_of("bucket"), id_of("collection"))
 }
@@ -98,12 +100,13 @@ impl Change {
     }
 
     fn with_old(registry: &Registry, event: Arc<Event>, old: Option<Value>, action: &str) -> Change {
-        let (bucket_id, collection_id) = location(registry, &event);
+        let uri = event.uri();
+        let (bucket_id, collection_id) = location(registry, &uri);
         let mut body = Map::new();
         body.insert("cursor".into(), json!(stream::cursor(event.seq)));
         body.insert("action".into(), json!(action));
         body.insert("resource_name".into(), json!(event.resource));
-        body.insert("uri".into(), json!(Registry::wire_uri(&event.uri())));
+        body.insert("uri".into(), json!(Registry::wire_uri(&uri)));
         if let Some(b) = &bucket_id {
             body.insert("bucket_id".into(), json!(b));
         }
@@ -117,7 +120,7 @@ impl Change {
         body.insert("old".into(), old.clone().unwrap_or(Value::Null));
         let encoded = String::from_utf8(json::to_vec(&Value::Object(body))).unwrap_or_default();
         let tail = encoded.strip_prefix('{').unwrap_or(&encoded).to_owned();
-        Change { event, old, bucket_id, collection_id, tail }
+        Change { event, old, bucket_id, collection_id, uri, tail }
     }
 }
 
@@ -206,7 +209,7 @@ impl Subscription {
     /// What the filter decides from the event's address and action alone, before any frame
     /// is built for it (false: certainly not for this subscription).
     fn may_match(&self, registry: &Registry, event: &Event) -> bool {
-        let (bucket_id, collection_id) = location(registry, event);
+        let (bucket_id, collection_id) = location(registry, &event.uri());
         self.addressed(event, bucket_id.as_deref(), collection_id.as_deref())
     }
 
@@ -245,7 +248,7 @@ impl Subscription {
         if self.readable.get(&event.parent) == Some(&true) {
             return true;
         }
-        let Some(chain) = registry.chain_of(&event.uri()) else { return false };
+        let Some(chain) = registry.chain_of(&change.uri) else { return false };
         let authz = state.authz(identity);
         if kind.is_some_and(|kind| kind.is_per_user()) {
             // Only the namespace's owner, deletions included.
@@ -304,7 +307,7 @@ impl Session {
             return;
         }
         sub.delivered = change.event.seq;
-        let in_namespace = crate::namespace::contains(&identity.namespace, &change.event.uri());
+        let in_namespace = crate::namespace::contains(&identity.namespace, &change.uri);
         if in_namespace && sub.matches(change) && sub.allowed(state, identity, change) {
             out.push(Outgoing {
                 text: change_frame(&sub.id, &change.tail),

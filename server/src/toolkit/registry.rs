@@ -1,6 +1,7 @@
 //! The registry of a service's resources, and the one parser from URL segments or object URIs
 //! to addresses in the resource tree.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidemark_protocol::ApiError;
@@ -99,6 +100,9 @@ pub fn uri_safe(id: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     resources: Vec<Arc<Resource>>,
+    /// (kind, permission) → the ACEs granting it, derived once per registration: every
+    /// authorization reads it.
+    inheritance: HashMap<(String, String), Vec<(String, String)>>,
 }
 
 impl Registry {
@@ -123,6 +127,16 @@ impl Registry {
             return Err(format!("resource {:?}: bad URL segment {:?}", resource.name, resource.plural));
         }
         self.resources.push(Arc::new(resource));
+        self.inheritance = self
+            .resources
+            .iter()
+            .flat_map(|kind| {
+                let perms = kind.permissions.iter().map(String::as_str).chain(["read", "write"]);
+                perms
+                    .map(|perm| ((kind.name.clone(), perm.to_owned()), self.derive_granting(kind, perm)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         Ok(())
     }
 
@@ -229,7 +243,15 @@ impl Registry {
     /// inheritance (kinto-protocol.md §8.4). `write` on an object or any ancestor grants
     /// everything below; `read` on an ancestor grants `read`; `<child>:create` grants itself and,
     /// on the object that carries it, `read`.
-    pub fn granting(&self, kind: &Resource, perm: &str) -> Vec<(String, String)> {
+    pub fn granting(&self, kind: &Resource, perm: &str) -> std::borrow::Cow<'_, [(String, String)]> {
+        match self.inheritance.get(&(kind.name.clone(), perm.to_owned())) {
+            Some(aces) => std::borrow::Cow::Borrowed(aces),
+            // Creating children no permission was declared for (rare): derived on the spot.
+            None => std::borrow::Cow::Owned(self.derive_granting(kind, perm)),
+        }
+    }
+
+    fn derive_granting(&self, kind: &Resource, perm: &str) -> Vec<(String, String)> {
         let lineage = self.lineage(kind);
         let mut aces: Vec<(String, String)> = lineage.iter().map(|a| (a.name.clone(), "write".to_owned())).collect();
         if perm == "read" {
@@ -266,8 +288,8 @@ mod tests {
         crate::kinto::registry(true)
     }
 
-    fn pairs(aces: Vec<(String, String)>) -> Vec<String> {
-        aces.into_iter().map(|(level, perm)| format!("{level}:{perm}")).collect()
+    fn pairs(aces: std::borrow::Cow<'_, [(String, String)]>) -> Vec<String> {
+        aces.iter().map(|(level, perm)| format!("{level}:{perm}")).collect()
     }
 
     #[test]
