@@ -518,7 +518,7 @@ async fn errors_expose_their_endpoints_headers_and_preflights_allow_them_as_kint
 }
 
 #[tokio::test]
-async fn one_challenge_per_scheme_and_none_on_the_anonymous_accounts_listing() {
+async fn one_challenge_per_policy_and_none_on_the_anonymous_accounts_listing() {
     let s = Server::start_with(&[
         ("includes", "kinto.plugins.accounts"),
         ("multiauth.policies", "account basicauth"),
@@ -529,7 +529,7 @@ async fn one_challenge_per_scheme_and_none_on_the_anonymous_accounts_listing() {
     assert_eq!(denied.status, 401);
     let challenges: Vec<&str> =
         denied.headers.get_all("www-authenticate").iter().filter_map(|v| v.to_str().ok()).collect();
-    assert_eq!(challenges, ["Basic realm=\"Realm\""]);
+    assert_eq!(challenges, ["Basic realm=\"Realm\"", "Basic realm=\"Realm\""], "as Kinto: one per policy");
     let listing = s.get("/accounts", None).await;
     assert_eq!((listing.status.as_u16(), listing.errno()), (401, 999));
     assert!(listing.header("www-authenticate").is_none(), "Kinto's odd 401 carries no challenge");
