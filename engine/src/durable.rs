@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use crate::bus::Bus;
 use crate::error::{EngineError, Result};
 use crate::event::{Action, Event};
+use crate::observe::Probe;
 use crate::storage::Storage;
 use crate::writer::Reply;
 
@@ -69,11 +70,16 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    pub fn start(storage: Arc<dyn Storage>, failed: Arc<Mutex<Option<String>>>, announcer: Announcer) -> Result<Self> {
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        failed: Arc<Mutex<Option<String>>>,
+        announcer: Announcer,
+        probe: Probe,
+    ) -> Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new()
             .name("tidemark-flusher".into())
-            .spawn(move || run(storage.as_ref(), &failed, &announcer, &rx))
+            .spawn(move || run(storage.as_ref(), &failed, &announcer, &probe, &rx))
             .map_err(|e| EngineError::Storage(format!("cannot start the flusher thread: {e}")))?;
         Ok(Flusher { tx: Some(tx), handle: Some(handle) })
     }
@@ -102,7 +108,13 @@ pub(crate) fn refuse(applied: Applied, failure: Option<&str>) {
     }
 }
 
-fn run(storage: &dyn Storage, failed: &Mutex<Option<String>>, announcer: &Announcer, rx: &Receiver<Applied>) {
+fn run(
+    storage: &dyn Storage,
+    failed: &Mutex<Option<String>>,
+    announcer: &Announcer,
+    probe: &Probe,
+    rx: &Receiver<Applied>,
+) {
     while let Ok(first) = rx.recv() {
         let mut ready = vec![first];
         ready.extend(rx.try_iter());
@@ -110,7 +122,7 @@ fn run(storage: &dyn Storage, failed: &Mutex<Option<String>>, announcer: &Announ
         let failure = failed.lock().clone();
         let flushed = match failure {
             Some(reason) => Err(reason),
-            None => storage.flush().map_err(|err| fail(failed, &err)),
+            None => probe.flush(|| storage.flush()).map_err(|err| fail(failed, &err)),
         };
         for applied in ready {
             match &flushed {

@@ -23,6 +23,7 @@ pub mod event;
 mod keys;
 pub mod listeners;
 pub mod object;
+pub mod observe;
 mod read;
 mod replay;
 pub mod storage;
@@ -39,6 +40,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, Result};
 pub use event::{Action, Context, Event};
 pub use object::{object_uri, split_uri, Acl, RawObject, StoredObject};
+pub use observe::{Health, Observer};
 pub use read::{AsOf, ListOrder, ListRange};
 pub use replay::{digest, VerifyReport};
 pub use storage::{MemoryStorage, SledStorage, Storage};
@@ -138,6 +140,7 @@ struct Inner {
     failed: Arc<Mutex<Option<String>>>,
     memberships: Arc<std::sync::atomic::AtomicU64>,
     opened: OpenReport,
+    probe: observe::Probe,
 }
 
 impl Drop for Inner {
@@ -192,10 +195,15 @@ impl Engine {
         let failed = Arc::new(Mutex::new(None));
         let memberships = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let announcer = durable::Announcer { bus: Arc::clone(&bus), memberships: Arc::clone(&memberships), journal };
+        // A fork's applies go to memory and are committed by the real writer: never observed.
+        let probe = observe::Probe::default();
         let flusher = match (config.flush, inline) {
-            (FlushPolicy::Always, false) => {
-                Some(durable::Flusher::start(Arc::clone(&storage), Arc::clone(&failed), announcer.clone())?)
-            }
+            (FlushPolicy::Always, false) => Some(durable::Flusher::start(
+                Arc::clone(&storage),
+                Arc::clone(&failed),
+                announcer.clone(),
+                probe.clone(),
+            )?),
             _ => None,
         };
         let writer = Writer {
@@ -208,6 +216,7 @@ impl Engine {
             state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain, warm: None },
             failed: Arc::clone(&failed),
             ulids: ulid::Generator::new(),
+            probe: probe.clone(),
         };
         let opened = OpenReport { last_seq: tail.last_seq, replayed };
         let (submit, handle, inline) = if inline {
@@ -231,6 +240,7 @@ impl Engine {
                 failed,
                 memberships,
                 opened,
+                probe,
             }),
         })
     }
@@ -313,6 +323,22 @@ impl Engine {
     /// Why writes are refused, if the engine has failed a write (fail-stop).
     pub fn failure(&self) -> Option<String> {
         self.inner.failed.lock().clone()
+    }
+
+    /// Tells `observer` of every group commit and flush from now on (metrics); false if an
+    /// observer was set already.
+    pub fn observe(&self, observer: Arc<dyn Observer>) -> bool {
+        self.inner.probe.observe(observer)
+    }
+
+    /// Whether writes are accepted, the log head and the latest flush time.
+    pub fn health(&self) -> Result<Health> {
+        Ok(Health {
+            failure: self.failure(),
+            last_seq: self.last_seq()?,
+            views_seq: replay::applied_seq(self.inner.storage.as_ref())?,
+            last_flush: self.inner.probe.last_flush(),
+        })
     }
 
     pub fn bus(&self) -> &bus::Bus {

@@ -19,6 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
 use crate::object::{normalize_acl, Acl, StoredObject};
+use crate::observe::Probe;
 use crate::replay::LogTail;
 use crate::storage::{ReadCache, Storage, Unapplied, WriteBatch};
 use crate::txn::{KvRead, Txn};
@@ -166,6 +167,7 @@ pub(crate) struct Writer {
     pub state: WriterState,
     pub failed: Arc<parking_lot::Mutex<Option<String>>>,
     pub ulids: Generator,
+    pub probe: Probe,
 }
 
 impl Writer {
@@ -245,7 +247,7 @@ impl Writer {
             Ok(other) => Some(other),
             Err(_) => None,
         };
-        match self.storage.apply(staged) {
+        match self.probe.apply(events.len(), || self.storage.apply(staged)) {
             Ok(()) => self.answer(Applied { answers: vec![(reply, Ok(events.clone()))], published: events }),
             Err(err) => {
                 let _ = reply.send(Err(EngineError::Unavailable(durable::fail(&self.failed, &err))));
@@ -260,7 +262,7 @@ impl Writer {
             return flusher.hand(applied);
         }
         let flushed = match self.flush {
-            FlushPolicy::Always if !applied.published.is_empty() => self.storage.flush(),
+            FlushPolicy::Always if !applied.published.is_empty() => self.probe.flush(|| self.storage.flush()),
             _ => Ok(()),
         };
         match flushed {
@@ -312,7 +314,8 @@ impl Writer {
         if !txn.is_empty() {
             // Written outside any transaction: what the last one read may be stale now.
             self.state.warm = None;
-            if let Err(err) = storage.apply(txn.into_batch()) {
+            let events = outcomes.iter().filter_map(|o| o.as_ref().ok()).map(Vec::len).sum();
+            if let Err(err) = self.probe.apply(events, || storage.apply(txn.into_batch())) {
                 let reason = durable::fail(&self.failed, &err);
                 self.state = saved;
                 for submission in group {

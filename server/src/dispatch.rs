@@ -53,7 +53,7 @@ async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<Api
     }
     let response = match route {
         Route::Hello => root::hello(state, req),
-        Route::Heartbeat => root::heartbeat(state),
+        Route::Heartbeat => root::heartbeat(state).await,
         Route::LbHeartbeat => root::lbheartbeat(),
         Route::Version => root::version(state)?,
         Route::Contribute => root::contribute(),
@@ -62,8 +62,10 @@ async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<Api
         Route::Permissions => permissions::list(state, req)?,
         Route::Api => ApiResponse::json(axum::http::StatusCode::OK, crate::openapi::document(state, req)),
         Route::Metrics => {
-            let head = state.engine.last_seq().map_err(crate::error::from_engine)?;
-            let bytes = state.metrics.as_ref().map(|m| m.render(head)).unwrap_or_default();
+            let bytes = match &state.metrics {
+                Some(metrics) => metrics.render(&state.engine).map_err(crate::error::from_engine)?,
+                None => Vec::new(),
+            };
             let content_type = "text/plain; version=0.0.4; charset=utf-8";
             ApiResponse {
                 status: axum::http::StatusCode::OK,

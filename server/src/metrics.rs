@@ -1,26 +1,38 @@
 //! Prometheus metrics (`kinto.plugins.prometheus`): `GET /v1/__metrics__` in the text format.
 //!
 //! Requests are counted and timed by endpoint (Kinto's route names: `record-object`,
-//! `collection-plural`, `batch`…), method and status; the engine's log head and the live
-//! stream connections are read when scraped.
+//! `collection-plural`, `batch`…), method and status; the engine reports each group commit and
+//! flush (histograms); the log head, listener lag and the live streams are read when scraped.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tidemark_engine::Engine;
 
 /// Live WebSocket and SSE connections.
 pub static STREAM_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 /// Changes a stream could not build or read from the log (logged as they happen).
 pub static STREAM_ERRORS: AtomicI64 = AtomicI64::new(0);
+/// Times the stream hub fell behind the engine's bus and read the log to catch up.
+pub static STREAM_HUB_LAGGED: AtomicI64 = AtomicI64::new(0);
+/// Times a socket's queue was full: its subscriptions are fed from the log until they catch up.
+pub static STREAM_QUEUE_FULL: AtomicI64 = AtomicI64::new(0);
+/// The deepest socket queue (frames waiting) seen since the last scrape.
+pub static STREAM_QUEUE_DEEPEST: AtomicI64 = AtomicI64::new(0);
 
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     durations: HistogramVec,
+    commit_events: Histogram,
+    commit_seconds: Histogram,
+    flush_seconds: Histogram,
     head_seq: IntGauge,
-    streams: IntGauge,
-    stream_errors: IntGauge,
+    listener_lag: IntGaugeVec,
+    gauges: Vec<(&'static AtomicI64, IntGauge)>,
 }
 
 impl Metrics {
@@ -34,16 +46,69 @@ impl Metrics {
             HistogramOpts::new("tidemark_request_duration_seconds", "Time to answer an HTTP request"),
             &["endpoint", "method"],
         )?;
+        let commit_events = Histogram::with_opts(
+            HistogramOpts::new("tidemark_commit_events", "Events written by one group commit (one storage batch)")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 11)?),
+        )?;
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new("tidemark_commit_apply_seconds", "Time to apply one group commit to the storage")
+                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16)?),
+        )?;
+        let flush_seconds = Histogram::with_opts(
+            HistogramOpts::new("tidemark_flush_seconds", "Time to make applied commits durable (one flush)")
+                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16)?),
+        )?;
         let head_seq = IntGauge::new("tidemark_log_head_seq", "Seq of the newest event in the log")?;
-        let streams = IntGauge::new("tidemark_stream_connections", "Live WebSocket and SSE connections")?;
-        let stream_errors =
-            IntGauge::new("tidemark_stream_errors_total", "Changes streams could not build or read from the log")?;
+        let listener_lag = IntGaugeVec::new(
+            Opts::new("tidemark_listener_lag_events", "Events in the log a listener has not handled yet"),
+            &["listener"],
+        )?;
+        let gauges = vec![
+            (&STREAM_CONNECTIONS, IntGauge::new("tidemark_stream_connections", "Live WebSocket and SSE connections")?),
+            (
+                &STREAM_ERRORS,
+                IntGauge::new("tidemark_stream_errors_total", "Changes streams could not build or read from the log")?,
+            ),
+            (
+                &STREAM_HUB_LAGGED,
+                IntGauge::new("tidemark_stream_hub_lagged_total", "Times the stream hub read the log to catch up")?,
+            ),
+            (
+                &STREAM_QUEUE_FULL,
+                IntGauge::new(
+                    "tidemark_stream_queue_full_total",
+                    "Times a subscriber's queue was full (it is then fed from the log)",
+                )?,
+            ),
+            (
+                &STREAM_QUEUE_DEEPEST,
+                IntGauge::new(
+                    "tidemark_stream_queue_deepest_frames",
+                    "Deepest subscriber queue seen since the previous scrape",
+                )?,
+            ),
+        ];
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(durations.clone()))?;
+        registry.register(Box::new(commit_events.clone()))?;
+        registry.register(Box::new(commit_seconds.clone()))?;
+        registry.register(Box::new(flush_seconds.clone()))?;
         registry.register(Box::new(head_seq.clone()))?;
-        registry.register(Box::new(streams.clone()))?;
-        registry.register(Box::new(stream_errors.clone()))?;
-        Ok(Metrics { registry, requests, durations, head_seq, streams, stream_errors })
+        registry.register(Box::new(listener_lag.clone()))?;
+        for (_, gauge) in &gauges {
+            registry.register(Box::new(gauge.clone()))?;
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            durations,
+            commit_events,
+            commit_seconds,
+            flush_seconds,
+            head_seq,
+            listener_lag,
+            gauges,
+        })
     }
 
     pub fn observe(&self, endpoint: &str, method: &str, status: u16, elapsed: Duration) {
@@ -52,15 +117,34 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read now.
-    pub fn render(&self, head_seq: u64) -> Vec<u8> {
-        self.head_seq.set(i64::try_from(head_seq).unwrap_or(i64::MAX));
-        self.streams.set(STREAM_CONNECTIONS.load(Ordering::Relaxed));
-        self.stream_errors.set(STREAM_ERRORS.load(Ordering::Relaxed));
+    pub fn render(&self, engine: &Engine) -> Result<Vec<u8>, tidemark_engine::EngineError> {
+        let head = engine.last_seq()?;
+        self.head_seq.set(i64::try_from(head).unwrap_or(i64::MAX));
+        for (name, cursor) in engine.listener_cursors()? {
+            let lag = i64::try_from(head.saturating_sub(cursor)).unwrap_or(i64::MAX);
+            self.listener_lag.with_label_values(&[name.as_str()]).set(lag);
+        }
+        for (source, gauge) in &self.gauges {
+            gauge.set(source.load(Ordering::Relaxed));
+        }
+        STREAM_QUEUE_DEEPEST.store(0, Ordering::Relaxed);
         let mut out = Vec::new();
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %err, "metrics not encoded");
         }
-        out
+        Ok(out)
+    }
+}
+
+/// The engine's write path, as histograms.
+impl tidemark_engine::Observer for Metrics {
+    fn applied(&self, events: usize, took: Duration) {
+        self.commit_events.observe(events as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    fn flushed(&self, took: Duration) {
+        self.flush_seconds.observe(took.as_secs_f64());
     }
 }
 

@@ -152,10 +152,36 @@ fn kinto_principal_order(principals: &[String]) -> Vec<&str> {
     ordered
 }
 
-pub fn heartbeat(state: &AppState) -> ApiResponse {
-    let storage = state.engine.failure().is_none() && state.engine.last_seq().is_ok();
-    let body = json!({"storage": storage, "permission": storage, "cache": true});
-    let status = if storage { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+/// `/__heartbeat__`: Kinto's three checks (storage, permission and cache all live in the engine
+/// here, so they stand or fall together), and the engine's own report. A check that takes longer
+/// than `heartbeat_timeout_seconds` fails, as in Kinto.
+pub async fn heartbeat(state: &AppState) -> ApiResponse {
+    let engine = state.engine.clone();
+    let timeout = std::time::Duration::from_secs(state.settings.heartbeat_timeout_seconds);
+    let probe = tokio::task::spawn_blocking(move || engine.health());
+    let health = match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(Ok(health))) => Some(health),
+        Ok(Ok(Err(err))) => {
+            tracing::error!(error = %err, "heartbeat: storage unreadable");
+            None
+        }
+        Ok(Err(_)) | Err(_) => {
+            tracing::error!(timeout_seconds = timeout.as_secs(), "heartbeat: storage check timed out");
+            None
+        }
+    };
+    let writable = health.as_ref().is_some_and(|h| h.failure.is_none());
+    let engine = health.map(|h| {
+        json!({
+            "writable": h.failure.is_none(),
+            "failure": h.failure,
+            "head_seq": h.last_seq,
+            "view_lag": h.last_seq.saturating_sub(h.views_seq),
+            "last_flush_ms": h.last_flush.map(|d| d.as_secs_f64() * 1000.0),
+        })
+    });
+    let body = json!({"storage": writable, "permission": writable, "cache": writable, "engine": engine});
+    let status = if writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     ApiResponse::json(status, body)
 }
 

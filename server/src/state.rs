@@ -95,17 +95,21 @@ impl AppState {
             }
         }
         grants.insert("bucket_create".into(), settings.bucket_create_principals.clone());
+        let metrics = settings
+            .plugins
+            .contains(&Plugin::Prometheus)
+            .then(|| crate::metrics::Metrics::new().map(Arc::new))
+            .and_then(|made| made.map_err(|e| tracing::error!(error = %e, "metrics not started")).ok());
+        if let Some(metrics) = &metrics {
+            engine.observe(Arc::clone(metrics) as Arc<dyn tidemark_engine::Observer>);
+        }
         AppState {
             engine,
             registry: Arc::new(registry),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
             stream_connections: Arc::default(),
             limits: Arc::new(crate::limits::Limits::new(&settings)),
-            metrics: settings
-                .plugins
-                .contains(&Plugin::Prometheus)
-                .then(|| crate::metrics::Metrics::new().map(Arc::new))
-                .and_then(|made| made.map_err(|e| tracing::error!(error = %e, "metrics not started")).ok()),
+            metrics,
             prefix: Arc::from(prefix),
             explicit_permissions: settings.explicit_permissions,
             delete_tokens: Arc::new(crate::toolkit::lists::DeleteTokens::from_settings(&settings)),

@@ -28,7 +28,18 @@ async fn heartbeats_version_and_contribute_answer() {
     let s = Server::start().await;
     let heartbeat = s.get("/__heartbeat__", None).await;
     assert_eq!(heartbeat.status, 200);
-    assert_eq!(heartbeat.body, json!({"storage": true, "permission": true, "cache": true}));
+    for check in ["storage", "permission", "cache"] {
+        assert_eq!(heartbeat.body[check], true, "{}", heartbeat.body);
+    }
+    let engine = &heartbeat.body["engine"];
+    assert_eq!((engine["writable"].clone(), engine["view_lag"].clone()), (json!(true), json!(0)), "{engine}");
+    assert_eq!(engine["head_seq"], 0, "{engine}");
+    s.seed().await;
+    let engine = s.get("/__heartbeat__", None).await.body["engine"].clone();
+    assert!(engine["head_seq"].as_u64().is_some_and(|seq| seq > 0), "{engine}");
+    if crate::common::backend() == "sled" {
+        assert!(engine["last_flush_ms"].as_f64().is_some(), "a flush has run: {engine}");
+    }
     assert_eq!(s.get("/__lbheartbeat__", None).await.body, json!({}));
     assert_eq!(s.get("/__version__", None).await.body["name"], "tidemark");
     assert!(s.get("/contribute.json", None).await.body.get("repository").is_some());
@@ -172,6 +183,14 @@ async fn metrics_count_requests_by_endpoint_and_request_ids_travel_with_them() {
         "{text}"
     );
     assert_eq!(value("tidemark_log_head_seq"), Some(3.0), "{text}");
+    // Three commits, one event each: the engine told the metrics of every one.
+    assert_eq!(value("tidemark_commit_events_count"), Some(3.0), "{text}");
+    assert_eq!(value("tidemark_commit_events_sum"), Some(3.0), "{text}");
+    assert!(value("tidemark_commit_apply_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
+    if crate::common::backend() == "sled" {
+        assert!(value("tidemark_flush_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
+    }
+    assert_eq!(value("tidemark_stream_connections"), Some(0.0), "{text}");
     s.stop().await;
     // Without the plugin, no endpoint.
     let plain = Server::start().await;

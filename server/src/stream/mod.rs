@@ -157,6 +157,7 @@ impl Hub {
                     Ok(event) if event.seq == last + 1 => vec![event],
                     // A gap (lag, or an event published before we subscribed): read the log.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        crate::metrics::STREAM_HUB_LAGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         // On a failed read the next change tries again from the same place.
                         engine.events_from(last + 1, 4096).unwrap_or_else(|err| {
                             stream_error("catch-up", &err);

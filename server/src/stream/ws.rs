@@ -8,6 +8,7 @@
 //! the peer has drained it, says `lagged` and catches up from the log. A peer that drains
 //! nothing for `stream_stall_timeout_seconds` (30) gets its cursor in a close frame.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -160,12 +161,15 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
                 continue;
             }
             if queue.try_send(Message::Text(Utf8Bytes::from(frame.text))).is_err() {
+                crate::metrics::STREAM_QUEUE_FULL.fetch_add(1, Ordering::Relaxed);
                 full = true;
                 if let Some(index) = frame.subscription {
                     session.rewind(index, frame.cursor);
                 }
             }
         }
+        let depth = limits.queue.saturating_sub(queue.capacity());
+        crate::metrics::STREAM_QUEUE_DEEPEST.fetch_max(i64::try_from(depth).unwrap_or(i64::MAX), Ordering::Relaxed);
         !full
     };
 
