@@ -349,7 +349,7 @@ fn store_100k(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                assert_eq!(engine.rebuild().expect("rebuild"), events);
+                assert_eq!(engine.rebuild(&mut |_| {}).expect("rebuild"), events);
             }
             start.elapsed()
         })

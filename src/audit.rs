@@ -147,15 +147,13 @@ pub fn replay(source: &Engine, until: &Until, to: &PathBuf, data: Option<&PathBu
     };
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     let target = Engine::open_sled(&to.join("store"), tidemark_engine::EngineConfig::default())?;
-    let started = std::time::Instant::now();
-    let mut last_report = std::time::Instant::now();
-    let mut progress = |done: u64| {
-        if last_report.elapsed() >= std::time::Duration::from_secs(1) {
-            eprintln!("replayed {done} events ({:.1}s)", started.elapsed().as_secs_f64());
-            last_report = std::time::Instant::now();
-        }
+    let total = match at {
+        AsOf::Seq(seq) => seq.min(source.last_seq()?),
+        AsOf::Timestamp(_) => source.last_seq()?,
     };
-    let copied = source.replay_into(&target, at, &mut progress)?;
+    let mut progress = crate::progress::Progress::new("replay", Some(total));
+    let copied = source.replay_into(&target, at, &mut |done| progress.update(done))?;
+    progress.finish();
     target.close();
     // The same user ids: the copy uses the source's generated HMAC secret, if it has one.
     if let Some(data) = data {

@@ -2,11 +2,13 @@
 //! or audit it (log, replay).
 
 mod audit;
+mod progress;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
+use progress::Progress;
 use tidemark_server::{AppState, Settings};
 
 // Many small, short-lived allocations per request (JSON values, keys, headers): mimalloc's
@@ -129,7 +131,9 @@ fn main() -> anyhow::Result<()> {
             let engine = open(&common)?;
             let before = engine.digest()?;
             let started = std::time::Instant::now();
-            let events = engine.rebuild()?;
+            let mut progress = Progress::new("rebuild", Some(engine.last_seq()?));
+            let events = engine.rebuild(&mut |done| progress.update(done))?;
+            progress.finish();
             let after = engine.digest()?;
             println!("rebuilt views from {events} events in {:.3}s", started.elapsed().as_secs_f64());
             if before != after {
@@ -139,7 +143,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(common) => {
-            let report = open(&common)?.verify()?;
+            let engine = open(&common)?;
+            let mut progress = Progress::new("verify", Some(engine.last_seq()?));
+            let report = engine.verify(&mut |done| progress.update(done))?;
+            progress.finish();
             println!("{}", serde_json_report(&report));
             if !report.ok() {
                 bail!("verification failed: {}", report.problems.join("; "));
@@ -148,14 +155,17 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Export { common, file } => {
             let engine = open(&common)?;
+            let mut progress = Progress::new("export", Some(engine.last_seq()?));
+            let mut report = |done| progress.update(done);
             let count = if file.as_os_str() == "-" {
-                engine.export(&mut std::io::stdout().lock())?
+                engine.export(&mut std::io::stdout().lock(), &mut report)?
             } else {
                 let mut out = std::io::BufWriter::new(
                     std::fs::File::create(&file).with_context(|| format!("cannot create {}", file.display()))?,
                 );
-                engine.export(&mut out)?
+                engine.export(&mut out, &mut report)?
             };
+            progress.finish();
             eprintln!("exported {count} events");
             Ok(())
         }
@@ -174,7 +184,9 @@ fn main() -> anyhow::Result<()> {
         Command::Import { common, file } => {
             let engine = open(&common)?;
             let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-            let count = engine.import(&mut std::io::BufReader::new(input))?;
+            let mut progress = Progress::new("import", None);
+            let count = engine.import(&mut std::io::BufReader::new(input), &mut |done| progress.update(done))?;
+            progress.finish();
             println!("imported {count} events");
             Ok(())
         }

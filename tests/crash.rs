@@ -134,7 +134,7 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng) -> (usize, Vec<String>
         }
     }
     if policy == "always" {
-        match engine.verify() {
+        match engine.verify(&mut |_| {}) {
             Ok(report) if report.ok() => {}
             Ok(report) => problems.push(format!("verify: {:?}", report.problems)),
             Err(e) => problems.push(format!("verify error: {e}")),

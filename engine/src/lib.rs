@@ -358,20 +358,21 @@ impl Engine {
     }
 
     /// Drops every view and replays the whole log. The engine must not be serving writes.
-    pub fn rebuild(&self) -> Result<u64> {
-        replay::rebuild(self.storage())
+    /// `progress` hears the count of events replayed every few thousand (as for the others).
+    pub fn rebuild(&self, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+        replay::rebuild(self.storage(), progress)
     }
 
-    pub fn verify(&self) -> Result<VerifyReport> {
-        replay::verify(self.storage())
+    pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
+        replay::verify(self.storage(), progress)
     }
 
     pub fn digest(&self) -> Result<String> {
         replay::digest(self.storage())
     }
 
-    pub fn export(&self, out: &mut dyn std::io::Write) -> Result<u64> {
-        replay::export(self.storage(), out)
+    pub fn export(&self, out: &mut dyn std::io::Write, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+        replay::export(self.storage(), out, progress)
     }
 
     /// Materialises the store as it stood at `until` into `target` (empty, not serving): the
@@ -381,8 +382,8 @@ impl Engine {
     }
 
     /// Restores an export into this (empty) store. Call before serving.
-    pub fn import(&self, input: &mut dyn std::io::BufRead) -> Result<u64> {
-        replay::import(self.storage(), input)
+    pub fn import(&self, input: &mut dyn std::io::BufRead, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+        replay::import(self.storage(), input, progress)
     }
 }
 

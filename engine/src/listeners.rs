@@ -559,8 +559,8 @@ mod tests {
         let engine = Engine::open_sled(dir.path(), EngineConfig::default()).expect("reopen");
         assert_eq!(engine.listener_cursor("hook").expect("cursor"), 4);
         assert_eq!(engine.listener_cursors().expect("all"), vec![("hook".into(), 4), ("other".into(), 5)]);
-        assert!(engine.verify().expect("verify").ok());
-        engine.rebuild().expect("rebuild");
+        assert!(engine.verify(&mut |_| {}).expect("verify").ok());
+        engine.rebuild(&mut |_| {}).expect("rebuild");
         assert_eq!(engine.listener_cursor("hook").expect("cursor"), 4, "rebuild keeps cursors");
         engine.remove_listener_cursor("other").expect("remove");
         assert_eq!(engine.listener_cursors().expect("all").len(), 1);

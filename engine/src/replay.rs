@@ -58,7 +58,7 @@ pub(crate) fn applied_seq(storage: &dyn Storage) -> Result<u64> {
 
 /// Replays events `from..=to` onto the views, checking contiguity and the hash chain against the
 /// event before `from`. Returns how many events were applied.
-fn replay_range(storage: &dyn Storage, from: u64, to: u64) -> Result<u64> {
+fn replay_range(storage: &dyn Storage, from: u64, to: u64, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     let mut chain = if from <= 1 {
         ZERO_HASH
     } else {
@@ -85,6 +85,7 @@ fn replay_range(storage: &dyn Storage, from: u64, to: u64) -> Result<u64> {
             return Err(EngineError::Corrupt(format!("log entry {next} is missing")));
         }
         storage.apply(txn.into_batch())?;
+        progress(next - from);
     }
     Ok(to.saturating_sub(from) + 1)
 }
@@ -123,7 +124,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<(LogTail, u64)> {
         if tail.last_seq > 0 {
             tracing::warn!(events = tail.last_seq, "views are of an older format: rebuilding them from the log");
         }
-        let replayed = rebuild(storage)?;
+        let replayed = rebuild(storage, &mut |_| {})?;
         return Ok((tail, replayed));
     }
     let applied = applied_seq(storage)?;
@@ -134,7 +135,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<(LogTail, u64)> {
         )));
     }
     let replayed = if applied < tail.last_seq {
-        let n = replay_range(storage, applied + 1, tail.last_seq)?;
+        let n = replay_range(storage, applied + 1, tail.last_seq, &mut |_| {})?;
         storage.flush()?;
         n
     } else {
@@ -164,10 +165,10 @@ fn drop_views(storage: &dyn Storage) -> Result<()> {
 }
 
 /// Drops all views and replays the whole log. Returns the number of events replayed.
-pub(crate) fn rebuild(storage: &dyn Storage) -> Result<u64> {
+pub(crate) fn rebuild(storage: &dyn Storage, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     let tail = read_tail(storage)?;
     drop_views(storage)?;
-    let replayed = if tail.last_seq > 0 { replay_range(storage, 1, tail.last_seq)? } else { 0 };
+    let replayed = if tail.last_seq > 0 { replay_range(storage, 1, tail.last_seq, progress)? } else { 0 };
     set_views_format(storage)?;
     storage.flush()?;
     Ok(replayed)
@@ -213,7 +214,7 @@ impl VerifyReport {
 
 /// Checks every entry's checksum, the hash chain and gap-freedom, then compares the stored
 /// views with a fresh replay into memory.
-pub(crate) fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
+pub(crate) fn verify(storage: &dyn Storage, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let scratch = MemoryStorage::new();
     let mut chain = ZERO_HASH;
@@ -241,6 +242,7 @@ pub(crate) fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
             }
         }
         scratch.apply(txn.into_batch())?;
+        progress(expected - 1);
         start = keys::log(expected);
     }
     report.events = expected - 1;
@@ -273,7 +275,7 @@ const EXPORT_FORMAT: &str = "tidemark-log";
 
 /// Writes the log as NDJSON: a header line, then one `{seq, crc32, event}` line per event where
 /// `crc32` covers the compact JSON of `event`.
-pub(crate) fn export(storage: &dyn Storage, out: &mut dyn Write) -> Result<u64> {
+pub(crate) fn export(storage: &dyn Storage, out: &mut dyn Write, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     let io = |e: std::io::Error| EngineError::Storage(format!("export: {e}"));
     let header = ExportHeader { format: EXPORT_FORMAT.into(), version: 1 };
     let header = serde_json::to_string(&header).map_err(|e| EngineError::Storage(e.to_string()))?;
@@ -295,13 +297,14 @@ pub(crate) fn export(storage: &dyn Storage, out: &mut dyn Write) -> Result<u64> 
             writeln!(out, "{line}").map_err(io)?;
             next += 1;
         }
+        progress(next - 1);
     }
     out.flush().map_err(io)?;
     Ok(next - 1)
 }
 
 /// Restores an export into an empty storage: re-chains the log and rebuilds every view.
-pub(crate) fn import(storage: &dyn Storage, input: &mut dyn BufRead) -> Result<u64> {
+pub(crate) fn import(storage: &dyn Storage, input: &mut dyn BufRead, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     if !storage.range(&[keys::LOG], &prefix_end(&[keys::LOG]), false, Some(1))?.is_empty() {
         return Err(EngineError::InvalidCommand("import needs an empty data directory".into()));
     }
@@ -338,6 +341,7 @@ pub(crate) fn import(storage: &dyn Storage, input: &mut dyn BufRead) -> Result<u
         expected += 1;
         if expected.is_multiple_of(REPLAY_CHUNK as u64) {
             storage.apply(std::mem::replace(&mut txn, Txn::new(storage)).into_batch())?;
+            progress(expected - 1);
         }
     }
     storage.apply(txn.into_batch())?;

@@ -92,7 +92,7 @@ fn writes_become_gap_free_events_and_views() {
         assert_eq!(deleted[0].data, json!({"id": "r1", "last_modified": deleted[0].timestamp, "deleted": true}));
         assert_eq!(engine.count(C, "records").expect("count"), 0);
         assert!(engine.acl("/buckets/b/collections/c/records/r1").expect("acl").is_empty());
-        assert!(engine.verify().expect("verify").ok());
+        assert!(engine.verify(&mut |_| {}).expect("verify").ok());
     }
 }
 
@@ -148,7 +148,7 @@ fn deleting_a_collection_purges_everything_below_it() {
         engine.submit_blocking(vec![delete("", "bucket", "b")]).expect("delete bucket");
         assert!(engine.groups_of("m").expect("groups").is_empty(), "a purged group grants nothing");
         assert!(engine.get("/buckets/b", "collections", "c").expect("get").is_none(), "purged with its bucket");
-        assert!(engine.verify().expect("verify").ok());
+        assert!(engine.verify(&mut |_| {}).expect("verify").ok());
     }
 }
 
@@ -213,21 +213,21 @@ fn rebuild_is_byte_identical_and_export_import_round_trips() {
         engine.submit_blocking(vec![put("/buckets/b", "group", "g", json!({"members": ["u"]}))]).expect("group");
         assert_eq!(engine.groups_of("u").expect("groups"), vec!["/buckets/b/groups/g".to_string()]);
         let before = engine.digest().expect("digest");
-        let replayed = engine.rebuild().expect("rebuild");
+        let replayed = engine.rebuild(&mut |_| {}).expect("rebuild");
         assert_eq!(replayed, engine.last_seq().expect("seq"));
         assert_eq!(engine.digest().expect("digest"), before);
 
         let mut exported = Vec::new();
-        let count = engine.export(&mut exported).expect("export");
+        let count = engine.export(&mut exported, &mut |_| {}).expect("export");
         assert_eq!(count, replayed);
         let copy = Engine::open_memory(EngineConfig::default()).expect("open");
-        assert_eq!(copy.import(&mut exported.as_slice()).expect("import"), count);
+        assert_eq!(copy.import(&mut exported.as_slice(), &mut |_| {}).expect("import"), count);
         assert_eq!(copy.digest().expect("digest"), before);
-        assert!(copy.verify().expect("verify").ok());
+        assert!(copy.verify(&mut |_| {}).expect("verify").ok());
         // A damaged line is refused.
         let text = String::from_utf8_lossy(&exported).replace("\"i\":3", "\"i\":4");
         let damaged = Engine::open_memory(EngineConfig::default()).expect("open");
-        assert!(damaged.import(&mut text.as_bytes()).is_err());
+        assert!(damaged.import(&mut text.as_bytes(), &mut |_| {}).is_err());
     }
 }
 
@@ -244,12 +244,12 @@ fn verify_detects_a_damaged_or_missing_event() {
     let mut batch = WriteBatch::default();
     batch.put(key.clone(), value);
     storage.apply(batch).expect("apply");
-    let report = engine.verify().expect("verify");
+    let report = engine.verify(&mut |_| {}).expect("verify");
     assert!(!report.ok());
     let mut batch = WriteBatch::default();
     batch.delete(key);
     storage.apply(batch).expect("apply");
-    let report = engine.verify().expect("verify");
+    let report = engine.verify(&mut |_| {}).expect("verify");
     assert!(report.problems.iter().any(|p| p.contains("gap")), "{:?}", report.problems);
 }
 
@@ -305,7 +305,7 @@ fn a_failed_flush_is_never_acknowledged_and_stops_writes() {
     let record = reopened.get(C, "records", "r1").expect("get");
     let logged = reopened.events_from(1, 100).expect("log").iter().any(|e| e.object_id == "r1");
     assert_eq!(record.is_some(), logged);
-    assert!(reopened.verify().expect("verify").ok());
+    assert!(reopened.verify(&mut |_| {}).expect("verify").ok());
     assert!(reopened.submit_blocking(vec![put(C, "record", "r3", json!({}))]).is_ok());
 }
 
@@ -466,7 +466,8 @@ mod model {
                 }).expect("walk");
                 prop_assert_eq!(got, expected);
             }
-            prop_assert!(engine.verify().expect("verify").ok());
+            let report = engine.verify(&mut |_| {}).expect("verify");
+            prop_assert!(report.ok());
         }
     }
 }
@@ -502,7 +503,7 @@ fn a_transaction_commits_its_fork_atomically_or_not_at_all() {
             assert!(engine.get(C, "records", "r3").expect("get").is_none(), "dropped means discarded");
             engine.submit(vec![put(C, "record", "r4", json!({}))]).await.expect("writes resume");
         });
-        assert!(engine.verify().expect("verify").ok());
+        assert!(engine.verify(&mut |_| {}).expect("verify").ok());
     }
 }
 
@@ -539,7 +540,7 @@ fn a_transaction_granted_before_the_previous_one_is_written_reads_through_it() {
     });
     assert_eq!(engine.get(C, "records", "counter").expect("get").expect("counter").data["v"], 40);
     assert_eq!(engine.last_seq().expect("seq"), 3 + 40);
-    assert!(engine.verify().expect("verify").ok());
+    assert!(engine.verify(&mut |_| {}).expect("verify").ok());
 }
 
 #[test]
@@ -568,7 +569,7 @@ fn what_a_transaction_read_is_carried_to_the_next_only_while_nothing_else_wrote(
             assert_eq!(read(&tx), json!(2));
             assert!(tx.engine().get(C, "records", "new").expect("get").is_none());
         });
-        assert!(engine.verify().expect("verify").ok());
+        assert!(engine.verify(&mut |_| {}).expect("verify").ok());
     }
 }
 
@@ -621,7 +622,7 @@ fn views_of_an_older_format_are_rebuilt_from_a_legacy_log() {
     assert_eq!(event.plural, "groups");
     assert_eq!(event.members, Some(vec!["m".to_owned()]), "a legacy group's members come from its data");
     assert_eq!(reopened.groups_of("m").expect("groups"), vec!["/buckets/b/groups/g".to_owned()]);
-    assert!(reopened.verify().expect("verify").ok());
+    assert!(reopened.verify(&mut |_| {}).expect("verify").ok());
 }
 
 /// The engine knows no resource by name: a kind with an irregular URL segment lives at its
@@ -651,7 +652,7 @@ fn objects_live_at_the_segment_they_are_given_and_any_kind_may_grant_membership(
     engine.submit_blocking(vec![delete]).expect("delete");
     assert!(engine.groups_of("bob").expect("groups").is_empty(), "a deleted source grants nothing");
     assert!(engine.get("/policies/p1", "rules", "r").expect("get").is_none(), "children purged");
-    assert!(engine.verify().expect("verify").ok());
+    assert!(engine.verify(&mut |_| {}).expect("verify").ok());
 }
 
 /// Deleting an object deletes everything below it, each by an event of its own, deepest first,
@@ -686,5 +687,5 @@ fn a_delete_cascades_as_one_event_per_object_below() {
     let refused = Command { expect: Expect::Version(1), ..delete("", "bucket", "b") };
     assert!(engine.submit_blocking(vec![refused]).is_err());
     assert!(engine.get(C, "records", "r3").expect("get").is_some_and(|o| !o.deleted));
-    assert!(engine.verify().expect("verify").ok());
+    assert!(engine.verify(&mut |_| {}).expect("verify").ok());
 }

@@ -11,7 +11,12 @@ use axum::Router;
 use serde_json::Value;
 use tidemark_protocol::{ApiError, Invalid, Location};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::dispatch::dispatch;
@@ -31,13 +36,35 @@ const BASE_EXPOSE: &str = "Backoff,Retry-After,Alert,Content-Length,Content-Type
 /// The middleware, as a request meets it (each `.layer` wraps what is below it):
 /// 1. `SetRequestId`: the client's `X-Request-Id`, or a fresh one, so logs, events and the
 ///    answer share it;
-/// 2. `Trace`: a span per request carrying that id;
-/// 3. `PropagateRequestId`: the id goes back in the response;
-/// 4. `CatchPanic`: a panic becomes Kinto's 500 JSON, closest to the handler so it still gets
-///    the common headers.
+/// 2. `SetSensitiveRequestHeaders`: credentials are marked so no log or trace prints them;
+/// 3. `Trace`: a span per request carrying that id;
+/// 4. `PropagateRequestId`: the id goes back in the response;
+/// 5. `Compression`: gzip for clients that accept it, on bodies of 1 KiB or more (not on
+///    streams, nor on a HEAD, whose `Content-Length` is that of the body it does not send);
+/// 6. `RequestBodyTimeout`: a body that does not arrive in time ends in a 408;
+/// 7. `SetResponseHeader`: Kinto's security headers on every answer, errors included;
+/// 8. `CatchPanic`: a panic becomes Kinto's 500 JSON, closest to the handler so it still gets
+///    the headers above.
+///
+/// Then [`entry`]: the read timeout, load shedding, CORS, redirects, authentication and the
+/// routes. CORS is ours, not tower-http's: Kinto's differs per endpoint (the headers each
+/// exposes, 400s in its error format for unknown origins and methods).
 pub fn app(state: AppState) -> Router {
     let info_link = state.settings.error_info_link.clone();
+    let body_timeout = state.settings.body_read_timeout;
+    let gzip = state.settings.compression_enabled;
     let request_id = axum::http::HeaderName::from_static("x-request-id");
+    let sensitive: std::sync::Arc<[axum::http::HeaderName]> =
+        [header::AUTHORIZATION, header::PROXY_AUTHORIZATION, header::COOKIE, header::SET_COOKIE].into();
+    let compressible = SizeAbove::new(1024)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE)
+        .and(
+            |_: StatusCode, _: axum::http::Version, _: &axum::http::HeaderMap, extensions: &axum::http::Extensions| {
+                extensions.get::<Bodiless>().is_none()
+            },
+        );
     Router::new()
         .fallback(entry)
         .with_state(state)
@@ -45,14 +72,23 @@ pub fn app(state: AppState) -> Router {
             let response = render(&ApiError::internal(&info_link));
             with_common_headers(response.into_response(), None, &[])
         }))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(CompressionLayer::new().gzip(gzip).compress_when(compressible))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
             // A span per request costs at full load: there at `RUST_LOG=debug`.
             tracing::debug_span!("request", id = %id)
         }))
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
         .layer(SetRequestIdLayer::new(request_id, MakeId))
 }
+
+/// Marks a response whose body is not sent (a HEAD's): never compressed.
+#[derive(Clone, Copy)]
+struct Bodiless;
 
 /// Request ids: UUID4, as Kinto's (`X-Request-Id` a client sends is kept).
 #[derive(Clone, Copy)]
@@ -148,9 +184,23 @@ async fn answer(state: &AppState, request: Request) -> Response {
             );
             kinto_error(&err)
         }
-        _ => match route_request(&state, request, origin.as_deref(), &cors).await {
-            Ok(response) | Err(response) => response,
-        },
+        _ => {
+            // Reads only: a write, once submitted, commits whatever the client is told.
+            let read = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            let routed = route_request(&state, request, origin.as_deref(), &cors);
+            let outcome = match state.settings.request_timeout.filter(|_| read) {
+                Some(limit) => tokio::time::timeout(limit, routed).await.unwrap_or_else(|_| {
+                    tracing::warn!(timeout_seconds = limit.as_secs(), "read not answered in time");
+                    let mut err = ApiError::backend_unavailable(state.settings.retry_after_seconds);
+                    err.message = Some("The request took too long, please retry later.".into());
+                    Err(kinto_error(&err))
+                }),
+                None => routed.await,
+            };
+            match outcome {
+                Ok(response) | Err(response) => response,
+            }
+        }
     };
     let mut response = with_common_headers(response, origin.as_deref().filter(|o| origin_allowed(&cors, o)), &cors);
     // `backoff_percentage`: only that share of responses asks clients to back off (Kinto).
@@ -258,7 +308,7 @@ async fn route_request(
     let limit = state.settings.max_body_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
-        Err(_) => return Err(kinto_error(&ApiError::too_large(limit))),
+        Err(err) => return Err(kinto_error(&body_error(&err, limit))),
     };
     let request = Request::from_parts(parts, AxumBody::empty());
     let path = request.uri().path().to_owned();
@@ -396,9 +446,26 @@ async fn route_request(
         // of an empty page) and sends none.
         let length = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
         response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        response.extensions_mut().insert(Bodiless);
         *response.body_mut() = AxumBody::empty();
     }
     Ok(response)
+}
+
+/// Why a body could not be read: too large (413), too slow (408), or cut off (400).
+fn body_error(err: &axum::Error, limit: usize) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return ApiError::too_large(limit);
+        }
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            let message = "The request body was not received in time.";
+            return ApiError::new(408, tidemark_protocol::Errno::Undefined, Some(message.into()));
+        }
+        cause = error.source();
+    }
+    ApiError::invalid_one(Location::Body, None, "The request body could not be read.")
 }
 
 /// CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`).
@@ -466,14 +533,10 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
     }
 }
 
-/// Headers on every response: security headers, base expose list, allowed origin.
+/// CORS headers on every response: the base expose list and the allowed origin.
 fn with_common_headers(mut response: Response, allowed_origin: Option<&str>, cors: &[String]) -> Response {
     let status = response.status();
     let headers = response.headers_mut();
-    headers.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
-    if !headers.contains_key("Content-Security-Policy") {
-        headers.insert("Content-Security-Policy", HeaderValue::from_static(CSP));
-    }
     // Kinto exposes nothing on preflights and method-not-allowed answers; elsewhere at least the
     // base list (its unknown-URL 404s write it without spaces).
     let preflight = headers.contains_key("Access-Control-Allow-Methods");

@@ -95,11 +95,13 @@ impl AppState {
             }
         }
         grants.insert("bucket_create".into(), settings.bucket_create_principals.clone());
-        let metrics = settings
-            .plugins
-            .contains(&Plugin::Prometheus)
-            .then(|| crate::metrics::Metrics::new().map(Arc::new))
-            .and_then(|made| made.map_err(|e| tracing::error!(error = %e, "metrics not started")).ok());
+        // Metrics are no reason to refuse service: a collector that cannot be reached is logged.
+        let metrics = crate::metrics::Metrics::from_settings(&settings)
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "metrics not started");
+                None
+            })
+            .map(Arc::new);
         if let Some(metrics) = &metrics {
             engine.observe(Arc::clone(metrics) as Arc<dyn tidemark_engine::Observer>);
         }

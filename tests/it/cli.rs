@@ -159,7 +159,7 @@ fn replay_materialises_a_past_state_and_log_filters_events() {
         let replayed = Engine::open_sled(&past.join("store"), EngineConfig::default()).expect("open replay");
         assert_eq!(replayed.digest().expect("digest"), at_22, "views identical to the store at seq 22");
         assert_eq!(replayed.last_seq().expect("seq"), 22);
-        assert!(replayed.verify().expect("verify").ok());
+        assert!(replayed.verify(&mut |_| {}).expect("verify").ok());
         replayed.close();
     }
     // A replay into a directory that holds a store is refused.

@@ -45,6 +45,22 @@ impl Reply {
     }
 }
 
+/// The test configuration with `overrides` on top, and the data directory it names.
+pub fn test_settings(overrides: &[(&str, &str)]) -> (Settings, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut all: Vec<(String, String)> = vec![
+        ("data_dir".into(), dir.path().display().to_string()),
+        ("userid_hmac_secret".into(), "some-secret".into()),
+        ("multiauth.policies".into(), "basicauth".into()),
+        ("includes".into(), "kinto.plugins.flush".into()),
+    ];
+    if backend() == "memory" {
+        all.push(("storage_backend".into(), "kinto.core.storage.memory".into()));
+    }
+    all.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    (Settings::load(None, &[], &all).expect("settings"), dir)
+}
+
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(&[]).await
@@ -52,19 +68,13 @@ impl Server {
 
     /// Starts with settings given as (key, value) overrides on top of a test configuration.
     pub async fn start_with(overrides: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut all: Vec<(String, String)> = vec![
-            ("data_dir".into(), dir.path().display().to_string()),
-            ("userid_hmac_secret".into(), "some-secret".into()),
-            ("multiauth.policies".into(), "basicauth".into()),
-            ("includes".into(), "kinto.plugins.flush".into()),
-        ];
-        if backend() == "memory" {
-            all.push(("storage_backend".into(), "kinto.core.storage.memory".into()));
-        }
-        all.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let settings = Settings::load(None, &[], &all).expect("settings");
+        let (settings, dir) = test_settings(overrides);
         let engine = tidemark_server::open_engine(&settings).expect("engine");
+        Server::start_engine(engine, settings, dir).await
+    }
+
+    /// Serves `engine` (one built on a storage of the test's own) with `settings`.
+    pub async fn start_engine(engine: tidemark_engine::Engine, settings: Settings, dir: tempfile::TempDir) -> Server {
         let secret = tidemark_server::hmac_secret(&settings).expect("secret");
         Server::serve(AppState::new(engine, settings, secret), dir, "/v1").await
     }

@@ -14,6 +14,7 @@ mod listeners;
 mod listing;
 mod listing_table;
 mod openid;
+mod operations;
 mod permissions_matrix;
 mod point_in_time;
 mod preconditions;

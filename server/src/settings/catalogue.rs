@@ -41,6 +41,8 @@ const TYPED_KEYS: &[&str] = &[
     "storage_backend",
     "storage_url",
     "version_json_path",
+    "statsd_url",
+    "statsd_prefix",
     // Read from `raw` where they are used.
     "pagination_token_validity_seconds",
     "account_cache_ttl_seconds",
@@ -59,8 +61,11 @@ const TIDEMARK_KEYS: &[&str] = &[
     "stream_stall_timeout_ms",
     "stream_ping_interval_seconds",
     "stream_coalesce_ms",
-    // Connections.
+    // Connections and requests.
     "header_read_timeout_seconds",
+    "body_read_timeout_seconds",
+    "request_timeout_seconds",
+    "compression_enabled",
     // Load shedding and rate limiting.
     "max_concurrent_requests",
     "rate_limit_per_second",
@@ -76,7 +81,8 @@ const USER_DATA_DELETE_PRINCIPALS: &str = "user-data_delete_principals";
 
 const WHY_BACKEND: &str = "Tidemark keeps permissions and its cache in its engine";
 const WHY_POOL: &str = "Tidemark's engine has no connection pool";
-const WHY_MONITORING: &str = "Tidemark logs through RUST_LOG and has no statsd/Sentry/New Relic hooks";
+const WHY_MONITORING: &str =
+    "Tidemark exports Prometheus and StatsD metrics with fixed names and logs through RUST_LOG; it has no Sentry/New Relic hooks";
 const WHY_PYTHON: &str = "it configures Kinto's Python/Pyramid internals";
 const WHY_FIXED: &str = "Tidemark does not make this configurable";
 const WHY_PLUGIN: &str = "Tidemark does not support this plugin's settings";
@@ -106,8 +112,6 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("cache_pool_recycle", WHY_POOL),
     ("cache_pool_timeout", WHY_POOL),
     ("cache_max_backlog", WHY_POOL),
-    ("statsd_url", WHY_MONITORING),
-    ("statsd_prefix", WHY_MONITORING),
     ("statsd_backend", WHY_MONITORING),
     ("prometheus_prefix", WHY_MONITORING),
     ("prometheus_created_metrics_enabled", WHY_MONITORING),

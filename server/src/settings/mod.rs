@@ -242,6 +242,19 @@ pub struct Settings {
     /// A client that has not sent a request's headers after this long is disconnected
     /// (`header_read_timeout_seconds`): slow-header attacks cannot hold connections open.
     pub header_read_timeout: std::time::Duration,
+    /// A request body not received within this long is refused with 408
+    /// (`body_read_timeout_seconds`).
+    pub body_read_timeout: std::time::Duration,
+    /// A read (GET, HEAD, OPTIONS) not answered within this long gets 503 with `Retry-After`
+    /// (`request_timeout_seconds`, 0: none). Writes are never cut short: once submitted they
+    /// commit, and a timeout would hide whether they did.
+    pub request_timeout: Option<std::time::Duration>,
+    /// Gzip responses of 1 KiB or more to clients that accept it (`compression_enabled`).
+    pub compression_enabled: bool,
+    /// Where StatsD datagrams go (`statsd_url = udp://host:port`), and their prefix
+    /// (`statsd_prefix`, `kinto` as in Kinto, so existing dashboards keep working).
+    pub statsd_url: Option<String>,
+    pub statsd_prefix: String,
     /// Requests served at once; more are refused with 503 and `Retry-After` (0: no limit).
     pub max_concurrent_requests: usize,
     /// Requests per second each principal may make (0: no limit), with bursts of
@@ -324,6 +337,11 @@ impl Settings {
             pagination_token_validity_seconds: 600,
             streams: StreamSettings::default(),
             header_read_timeout: std::time::Duration::from_secs(30),
+            body_read_timeout: std::time::Duration::from_secs(30),
+            request_timeout: Some(std::time::Duration::from_secs(30)),
+            compression_enabled: true,
+            statsd_url: None,
+            statsd_prefix: "kinto".into(),
             max_concurrent_requests: 0,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 0.0,
@@ -429,6 +447,7 @@ impl Settings {
             ("experimental_permissions_endpoint", &mut self.experimental_permissions_endpoint),
             ("trailing_slash_redirect_enabled", &mut self.trailing_slash_redirect_enabled),
             ("version_prefix_redirect_enabled", &mut self.version_prefix_redirect_enabled),
+            ("compression_enabled", &mut self.compression_enabled),
         ] {
             if let Some(flag) = v.flag(key)? {
                 *field = flag;
@@ -471,6 +490,24 @@ impl Settings {
             t.parse::<u64>().ok().filter(|n| *n >= 1)
         })? {
             self.header_read_timeout = std::time::Duration::from_secs(n);
+        }
+        if let Some(n) = v.parse("body_read_timeout_seconds", "a number of seconds (at least 1)", |t| {
+            t.parse::<u64>().ok().filter(|n| *n >= 1)
+        })? {
+            self.body_read_timeout = std::time::Duration::from_secs(n);
+        }
+        if let Some(n) = v.unsigned("request_timeout_seconds")? {
+            self.request_timeout = (n > 0).then(|| std::time::Duration::from_secs(n));
+        }
+        if let Some(url) = v.parse("statsd_url", "udp://host:port", |t| {
+            let address = t.strip_prefix("udp://").unwrap_or(t).trim_end_matches('/');
+            let port = address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            port.is_some_and(|p| p.parse::<u16>().is_ok()).then(|| t.to_owned())
+        })? {
+            self.statsd_url = Some(url).filter(|u| !u.is_empty());
+        }
+        if let Some(prefix) = v.string("statsd_prefix") {
+            self.statsd_prefix = prefix;
         }
         if let Some(n) = v.unsigned("max_concurrent_requests")? {
             self.max_concurrent_requests = usize::try_from(n).unwrap_or(usize::MAX);

@@ -275,11 +275,21 @@ fn malformed_stream_cache_and_token_settings_stop_the_server() {
         ("pagination_token_validity_seconds", "1.5"),
         ("record_cache_expires_seconds", "an hour"),
         ("b.c.record_cache_expires_seconds", "x"),
+        ("body_read_timeout_seconds", "0"),
+        ("request_timeout_seconds", "1m"),
+        ("compression_enabled", "gzip"),
+        ("statsd_url", "udp://localhost"),
+        ("statsd_url", "localhost:eighty"),
     ] {
         let err = Settings::load(None, &[], &pairs(&[(key, value)])).expect_err(key);
         let message = err.to_string();
         assert!(message.contains(key) && message.contains(value), "{key}: {message}");
     }
+    let s =
+        Settings::load(None, &[], &pairs(&[("statsd_url", "udp://127.0.0.1:8125"), ("request_timeout_seconds", "0")]))
+            .expect("valid");
+    assert_eq!((s.statsd_url.as_deref(), s.request_timeout), (Some("udp://127.0.0.1:8125"), None));
+    assert_eq!(s.statsd_prefix, "kinto", "Kinto's default prefix");
     let env = pairs(&[("TIDEMARK_STREAM_QUEUE_SIZE", "many")]);
     let err = Settings::load(None, &env, &[]).unwrap_err();
     assert!(err.to_string().contains("TIDEMARK_STREAM_QUEUE_SIZE"), "{err}");
@@ -334,7 +344,7 @@ fn unknown_and_unused_kinto_settings_warn_once_each() {
     let s = load_text(
         "unknown",
         "[app:main]\nkinto.signer.resources = a b\nkinto.paginate_bye = 3\n\
-         kinto.statsd_url = udp://localhost:8125\nkinto.cache_url =\n\
+         kinto.sentry_dsn = https://key@sentry.example/1\nkinto.cache_url =\n\
          kinto.history.exclude_user_ids = x\n\
          kinto.main.record_cache_expires_seconds = 60\n",
     )
@@ -342,7 +352,7 @@ fn unknown_and_unused_kinto_settings_warn_once_each() {
     let about = |needle: &str| s.warnings.iter().filter(|w| w.contains(needle)).count();
     assert_eq!(about("'signer.resources'"), 1, "{:?}", s.warnings);
     assert_eq!(about("did you mean 'paginate_by'"), 1, "{:?}", s.warnings);
-    assert_eq!(about("'statsd_url'"), 1, "{:?}", s.warnings);
+    assert_eq!(about("'sentry_dsn'"), 1, "{:?}", s.warnings);
     assert_eq!(about("'history.exclude_user_ids'"), 1, "{:?}", s.warnings);
     assert_eq!(about("cache_url"), 0, "an empty value warns about nothing");
     assert_eq!(about("record_cache_expires_seconds"), 0);

@@ -1,10 +1,11 @@
-//! Prometheus metrics (`kinto.plugins.prometheus`): `GET /v1/__metrics__` in the text format.
+//! Prometheus (`kinto.plugins.prometheus`): `GET /v1/__metrics__` in the text format.
 //!
 //! Requests are counted and timed by endpoint (Kinto's route names: `record-object`,
 //! `collection-plural`, `batch`…), method and status; the engine reports each group commit and
 //! flush (histograms); the log head, listener lag and the live streams are read when scraped.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+
 use std::time::Duration;
 
 use prometheus::{
@@ -12,18 +13,9 @@ use prometheus::{
 };
 use tidemark_engine::Engine;
 
-/// Live WebSocket and SSE connections.
-pub static STREAM_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
-/// Changes a stream could not build or read from the log (logged as they happen).
-pub static STREAM_ERRORS: AtomicI64 = AtomicI64::new(0);
-/// Times the stream hub fell behind the engine's bus and read the log to catch up.
-pub static STREAM_HUB_LAGGED: AtomicI64 = AtomicI64::new(0);
-/// Times a socket's queue was full: its subscriptions are fed from the log until they catch up.
-pub static STREAM_QUEUE_FULL: AtomicI64 = AtomicI64::new(0);
-/// The deepest socket queue (frames waiting) seen since the last scrape.
-pub static STREAM_QUEUE_DEEPEST: AtomicI64 = AtomicI64::new(0);
+use super::{STREAM_CONNECTIONS, STREAM_ERRORS, STREAM_HUB_LAGGED, STREAM_QUEUE_DEEPEST, STREAM_QUEUE_FULL};
 
-pub struct Metrics {
+pub struct Prometheus {
     registry: Registry,
     requests: IntCounterVec,
     durations: HistogramVec,
@@ -35,8 +27,8 @@ pub struct Metrics {
     gauges: Vec<(&'static AtomicI64, IntGauge)>,
 }
 
-impl Metrics {
-    pub fn new() -> Result<Metrics, prometheus::Error> {
+impl Prometheus {
+    pub fn new() -> Result<Prometheus, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("tidemark_requests_total", "HTTP requests answered"),
@@ -98,7 +90,7 @@ impl Metrics {
         for (_, gauge) in &gauges {
             registry.register(Box::new(gauge.clone()))?;
         }
-        Ok(Metrics {
+        Ok(Prometheus {
             registry,
             requests,
             durations,
@@ -137,7 +129,7 @@ impl Metrics {
 }
 
 /// The engine's write path, as histograms.
-impl tidemark_engine::Observer for Metrics {
+impl tidemark_engine::Observer for Prometheus {
     fn applied(&self, events: usize, took: Duration) {
         self.commit_events.observe(events as f64);
         self.commit_seconds.observe(took.as_secs_f64());
@@ -145,24 +137,5 @@ impl tidemark_engine::Observer for Metrics {
 
     fn flushed(&self, took: Duration) {
         self.flush_seconds.observe(took.as_secs_f64());
-    }
-}
-
-/// Counts a stream connection while it lives, in the process's gauge and in its server's own
-/// count (which shutdown waits on).
-pub struct StreamConnection(std::sync::Arc<AtomicI64>);
-
-impl StreamConnection {
-    pub fn open(server: &std::sync::Arc<AtomicI64>) -> StreamConnection {
-        STREAM_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        server.fetch_add(1, Ordering::AcqRel);
-        StreamConnection(std::sync::Arc::clone(server))
-    }
-}
-
-impl Drop for StreamConnection {
-    fn drop(&mut self) {
-        STREAM_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
