@@ -271,7 +271,8 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
         responses.push(Value::Object(entry));
     }
     if let Some(tx) = transaction {
-        tx.commit().await.map_err(from_engine)?;
+        let events = tx.commit().await.map_err(from_engine)?;
+        crate::summary::written(&events);
     }
     let mut out = Map::new();
     out.insert("responses".into(), Value::Array(responses));

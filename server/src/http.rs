@@ -27,6 +27,7 @@ use crate::response::ApiResponse;
 use crate::routes;
 use crate::state::AppState;
 use crate::stream;
+use crate::summary::{Caller, Summary};
 
 pub(crate) const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ";
 const BASE_EXPOSE: &str = "Backoff,Retry-After,Alert,Content-Length,Content-Type";
@@ -100,43 +101,20 @@ impl MakeRequestId for MakeId {
     }
 }
 
-/// Who made the request, as the summary line and the metrics report it.
-#[derive(Clone)]
-struct Caller(Option<String>);
-
 async fn entry(State(state): State<AppState>, request: Request) -> Response {
     // The summary and the metrics cost a few allocations per request: only when wanted.
-    let summary = tracing::enabled!(target: "request.summary", tracing::Level::INFO);
-    if !summary && state.metrics.is_none() {
-        return answer(&state, request).await;
-    }
-    let started = std::time::Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let (agent, lang) = {
-        let header =
-            |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("").to_owned();
-        (header(header::USER_AGENT), header(header::ACCEPT_LANGUAGE))
+    let summary = crate::summary::wanted().then(|| Summary::of(&request));
+    let measured = state
+        .metrics
+        .is_some()
+        .then(|| (std::time::Instant::now(), request.method().clone(), request.uri().path().to_owned()));
+    let response = match summary {
+        Some(summary) => summary.run(answer(&state, request)).await,
+        None => answer(&state, request).await,
     };
-    let response = answer(&state, request).await;
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    if summary {
-        let uid = response.extensions().get::<Caller>().and_then(|c| c.0.clone());
-        // Kinto's request summary.
-        tracing::info!(
-            target: "request.summary",
-            method = %method,
-            path = %path,
-            code = status,
-            t = elapsed.as_secs_f64() * 1000.0,
-            uid = uid.as_deref().unwrap_or(""),
-            agent = %agent,
-            lang = %lang,
-        );
-    }
-    if let Some(metrics) = &state.metrics {
-        metrics.observe(&endpoint_label(&state, &path), method.as_str(), status, elapsed);
+    if let (Some(metrics), Some((started, method, path))) = (&state.metrics, measured) {
+        let status = response.status().as_u16();
+        metrics.observe(&endpoint_label(&state, &path), method.as_str(), status, started.elapsed());
     }
     response
 }
@@ -424,8 +402,7 @@ async fn route_request(
         identity,
     };
     let is_head = api_request.method == Method::HEAD;
-    let caller = tracing::enabled!(target: "request.summary", tracing::Level::INFO)
-        .then(|| Caller(api_request.identity.user_id.clone()));
+    let caller = crate::summary::wanted().then(|| Caller(api_request.identity.user_id.clone()));
     let response = dispatch(state, api_request).await;
     let mut response = response.into_response();
     if let Some(caller) = caller {

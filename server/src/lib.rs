@@ -26,6 +26,7 @@ mod routes;
 pub mod settings;
 pub mod state;
 mod stream;
+mod summary;
 pub mod toolkit;
 
 use std::path::Path;

@@ -252,7 +252,8 @@ pub async fn flush(state: &AppState) -> Result<ApiResponse, ApiError> {
             .map_err(from_engine)?;
     }
     if !commands.is_empty() {
-        state.engine.submit(commands).await.map_err(from_engine)?;
+        let events = state.engine.submit(commands).await.map_err(from_engine)?;
+        crate::summary::written(&events);
     }
     Ok(ApiResponse::json(StatusCode::ACCEPTED, json!({})))
 }

@@ -197,6 +197,7 @@ impl AppState {
     /// Submits one command and returns its event.
     pub async fn submit(&self, command: Command) -> Result<Arc<Event>, EngineError> {
         let mut events = self.engine.submit(vec![command]).await?;
+        crate::summary::written(&events);
         events.pop().ok_or_else(|| EngineError::InvalidCommand("the writer returned no event".into()))
     }
 }

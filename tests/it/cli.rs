@@ -113,6 +113,56 @@ async fn serve_starts_in_a_messy_environment_and_names_what_it_ignores() {
     assert!(warnings[0].contains("TIDEMARK_PORT") && warnings[0].contains("TIDEMARK_HOME"), "{logged}");
 }
 
+/// With `RUST_LOG=request.summary=info`, one JSON line per request with Kinto's summary fields,
+/// the errno of an error and the seq a write committed.
+#[tokio::test]
+async fn summary_lines_carry_kintos_fields_the_errno_and_the_seq_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = dir.path().join("kinto.ini");
+    std::fs::write(&ini, "[app:main]\nkinto.userid_hmac_secret = s\nmultiauth.policies = basicauth\n").expect("ini");
+    let log = dir.path().join("server.log");
+    let env = [("RUST_LOG", "warn,request.summary=info"), ("TIDEMARK_LOG_FORMAT", "json")];
+    let mut process = crate::common::spawn_binary_with_env(&dir.path().join("data"), &ini, Some(&log), &env).await;
+    let client = reqwest::Client::new();
+    let put = client
+        .put(format!("{}/buckets/b", process.base))
+        .basic_auth("alice", Some("secret"))
+        .header("User-Agent", "summary-test/1")
+        .header("Accept-Language", "fr")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 201);
+    let missing = client.get(format!("{}/buckets/nope", process.base)).send().await.expect("get");
+    assert_eq!(missing.status(), 401);
+    // The line is written after the answer: wait for both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = logged
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["target"] == "request.summary")
+            .collect();
+        if lines.len() >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = process.child.kill();
+    let _ = process.child.wait();
+    let find = |path: &str| lines.iter().find(|l| l["fields"]["path"] == path).map(|l| l["fields"].clone());
+    let put = find("/v1/buckets/b").unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!((put["method"].clone(), put["code"].clone()), (json!("PUT"), json!(201)), "{put}");
+    assert!(put["uid"].as_str().is_some_and(|u| u.starts_with("basicauth:")), "{put}");
+    assert_eq!((put["agent"].clone(), put["lang"].clone()), (json!("summary-test/1"), json!("fr")), "{put}");
+    assert_eq!(put["seq"], 1, "the write's seq: {put}");
+    assert!(put["t"].as_f64().is_some() && put.get("errno").is_none(), "{put}");
+    let missing = find("/v1/buckets/nope").unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!((missing["code"].clone(), missing["errno"].clone()), (json!(401), json!(104)), "{missing}");
+    assert!(missing.get("seq").is_none(), "{missing}");
+}
+
 /// `replay` to a seq gives the views a live server had when it stood at that seq, byte for
 /// byte; `log` lists and filters the events.
 #[test]

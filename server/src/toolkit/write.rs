@@ -100,7 +100,10 @@ pub fn command_as(
 /// Commits `commands` atomically; `Lost` when an expectation no longer held.
 pub async fn submit(state: &AppState, commands: Vec<Command>) -> Result<Attempt<Vec<Arc<Event>>>, ApiError> {
     match state.engine.submit(commands).await {
-        Ok(events) => Ok(Attempt::Done(events)),
+        Ok(events) => {
+            crate::summary::written(&events);
+            Ok(Attempt::Done(events))
+        }
         Err(EngineError::PreconditionFailed { .. }) => Ok(Attempt::Lost),
         // The parent went away since the handler checked it: named as the registry names it.
         Err(EngineError::UnknownParent(uri)) => {
