@@ -191,6 +191,7 @@ async fn metrics_count_requests_by_endpoint_and_request_ids_travel_with_them() {
         assert!(value("tidemark_flush_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
     }
     assert_eq!(value("tidemark_stream_connections"), Some(0.0), "{text}");
+    assert_eq!(value("tidemark_view_lag_events"), Some(0.0), "{text}");
     s.stop().await;
     // Without the plugin, no endpoint.
     let plain = Server::start().await;

@@ -23,6 +23,7 @@ pub struct Prometheus {
     commit_seconds: Histogram,
     flush_seconds: Histogram,
     head_seq: IntGauge,
+    view_lag: IntGauge,
     listener_lag: IntGaugeVec,
     gauges: Vec<(&'static AtomicI64, IntGauge)>,
 }
@@ -51,6 +52,7 @@ impl Prometheus {
                 .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16)?),
         )?;
         let head_seq = IntGauge::new("tidemark_log_head_seq", "Seq of the newest event in the log")?;
+        let view_lag = IntGauge::new("tidemark_view_lag_events", "Events in the log the views have not applied")?;
         let listener_lag = IntGaugeVec::new(
             Opts::new("tidemark_listener_lag_events", "Events in the log a listener has not handled yet"),
             &["listener"],
@@ -86,6 +88,7 @@ impl Prometheus {
         registry.register(Box::new(commit_seconds.clone()))?;
         registry.register(Box::new(flush_seconds.clone()))?;
         registry.register(Box::new(head_seq.clone()))?;
+        registry.register(Box::new(view_lag.clone()))?;
         registry.register(Box::new(listener_lag.clone()))?;
         for (_, gauge) in &gauges {
             registry.register(Box::new(gauge.clone()))?;
@@ -98,6 +101,7 @@ impl Prometheus {
             commit_seconds,
             flush_seconds,
             head_seq,
+            view_lag,
             listener_lag,
             gauges,
         })
@@ -110,8 +114,10 @@ impl Prometheus {
 
     /// The text exposition, with the gauges read now.
     pub fn render(&self, engine: &Engine) -> Result<Vec<u8>, tidemark_engine::EngineError> {
-        let head = engine.last_seq()?;
+        let health = engine.health()?;
+        let head = health.last_seq;
         self.head_seq.set(i64::try_from(head).unwrap_or(i64::MAX));
+        self.view_lag.set(i64::try_from(head.saturating_sub(health.views_seq)).unwrap_or(i64::MAX));
         for (name, cursor) in engine.listener_cursors()? {
             let lag = i64::try_from(head.saturating_sub(cursor)).unwrap_or(i64::MAX);
             self.listener_lag.with_label_values(&[name.as_str()]).set(lag);
