@@ -73,7 +73,7 @@ async fn handle(state: &AppState, req: &ApiRequest, route: &Route) -> Result<Api
                 body: crate::response::Body::Other { bytes, content_type },
             }
         }
-        Route::History(bucket) => history::list(state, req, bucket)?,
+        Route::History(bucket) => history::handle(state, req, bucket).await?,
         Route::Snapshot { bucket, at } => history::snapshot(state, req, bucket, at)?,
         Route::OpenId { provider, token } => openid(state, req, provider, *token).await?,
         Route::List(addr) => lists::handle(state, req, &scoped(req, addr)?).await?,

@@ -248,13 +248,22 @@ pub fn document(state: &AppState, req: &ApiRequest) -> Value {
     if state.plugin(Plugin::History) {
         paths.insert(
             "/buckets/{bucket_id}/history".into(),
-            json!({"get": operation(
-                "History",
-                "get_history".into(),
-                "The bucket's changes".into(),
-                vec![path_parameter("bucket_id")],
-                responses(&[("200", json!({"description": "History entries", "schema": {"$ref": "#/definitions/List"}}))]),
-            )}),
+            json!({
+                "get": operation(
+                    "History",
+                    "get_history".into(),
+                    "The bucket's changes".into(),
+                    vec![path_parameter("bucket_id")],
+                    responses(&[("200", json!({"description": "History entries", "schema": {"$ref": "#/definitions/List"}}))]),
+                ),
+                "delete": operation(
+                    "History",
+                    "delete_history".into(),
+                    "Hide the matching entries from now on (recorded in the log, which keeps them)".into(),
+                    vec![path_parameter("bucket_id")],
+                    responses(&[("200", json!({"description": "Tombstones of the entries", "schema": {"$ref": "#/definitions/List"}}))]),
+                ),
+            }),
         );
     }
     let mut definitions = Map::new();

@@ -46,7 +46,8 @@ impl Route {
             Route::Object(_) => OBJECT_METHODS,
             Route::Batch => "POST, OPTIONS",
             Route::Flush => "POST, OPTIONS",
-            Route::Permissions | Route::History(_) | Route::Snapshot { .. } => "HEAD, GET, OPTIONS",
+            Route::History(_) => "GET, HEAD, DELETE, OPTIONS",
+            Route::Permissions | Route::Snapshot { .. } => "HEAD, GET, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }

@@ -184,3 +184,97 @@ async fn a_cascaded_delete_has_an_entry_per_object() {
     assert_eq!(data(&since), Vec::<Value>::new());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn delete_purges_matching_entries_as_kinto_and_the_log_keeps_them() {
+    let s = server().await;
+    s.seed().await;
+    s.put("/buckets/b", Some(ALICE), json!({"permissions": {"read": [user_id(BOB)]}})).await;
+    for i in 1..=3 {
+        s.put(&format!("{R}/r{i}"), Some(ALICE), json!({"data": {"n": i}})).await;
+    }
+    let before = s.get("/buckets/b/history", Some(ALICE)).await;
+    assert_eq!(data(&before).len(), 6);
+    let refused = s.delete("/buckets/b/history", Some(BOB)).await;
+    assert_eq!((refused.status.as_u16(), refused.errno()), (403, 121), "readers may not purge");
+    assert_eq!(s.delete("/buckets/b/history", None).await.status, 401);
+
+    let purged = s.delete("/buckets/b/history?resource_name=record&_limit=2", Some(ALICE)).await;
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    let tombstones = data(&purged);
+    let newest: Vec<Value> = data(&before).iter().take(2).map(|e| e["id"].clone()).collect();
+    assert_eq!(tombstones.iter().map(|t| t["id"].clone()).collect::<Vec<_>>(), newest, "newest first, as listed");
+    assert!(tombstones.iter().all(|t| t["deleted"] == true && t["last_modified"].as_u64() == Some(purged.etag())));
+    assert!(purged.header("next-page").is_some_and(|n| n.contains("_limit=2")), "r1 still matches");
+
+    let after = s.get("/buckets/b/history", Some(ALICE)).await;
+    let after_entries = data(&after);
+    let uris: Vec<&str> = after_entries.iter().filter_map(|e| e["uri"].as_str()).collect();
+    assert_eq!(uris, [&format!("{R}/r1")[..], "/buckets/b", "/buckets/b/collections/c", "/buckets/b"]);
+    assert_eq!(after.etag(), purged.etag(), "the purge is the bucket history's newest change");
+    assert_eq!(
+        s.get("/buckets/b/history?_since=0&resource_name=record", Some(BOB)).await.body["data"][0]["uri"],
+        format!("{R}/r1")
+    );
+    // The log keeps every change: the purged versions are still readable at their time.
+    let r3 = &data(&before)[0];
+    let at = r3["last_modified"].as_u64().expect("ts");
+    let past = s.get(&format!("{R}/r3?_at={at}"), Some(ALICE)).await;
+    assert_eq!(past.body["data"]["n"], 3, "{}", past.body);
+    // Nothing left to purge: an empty list, no event.
+    let again = s.delete("/buckets/b/history?record_id=r2", Some(ALICE)).await;
+    assert_eq!((again.status.as_u16(), data(&again).len(), again.etag()), (200, 0, purged.etag()));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn history_settings_exclude_and_trim_entries() {
+    let s = Server::start_with(&[
+        ("includes", "kinto.plugins.history"),
+        ("history.exclude_resources", "/buckets/b/collections/secret"),
+        ("history.exclude_user_ids", &user_id(BOB)),
+        ("history.auto_trim_max_count", "2"),
+    ])
+    .await;
+    s.seed().await;
+    s.put("/buckets/b", Some(ALICE), json!({"permissions": {"write": [user_id(BOB)]}})).await;
+    s.put("/buckets/b/collections/secret", Some(ALICE), json!({})).await;
+    s.put("/buckets/b/collections/secret/records/x", Some(ALICE), json!({})).await;
+    s.put("/buckets/b/collections/secretive", Some(ALICE), json!({})).await;
+    s.put(&format!("{R}/by-bob"), Some(BOB), json!({})).await;
+    for i in 1..=3 {
+        s.put(&format!("{R}/r{i}"), Some(ALICE), json!({})).await;
+    }
+    let history = s.get("/buckets/b/history?_fields=uri", Some(ALICE)).await;
+    let entries = data(&history);
+    let uris: Vec<&str> = entries.iter().filter_map(|e| e["uri"].as_str()).collect();
+    // Two newest per resource name: records r3, r2; collections secretive, c (secret excluded);
+    // buckets: both; Bob's change is not shown.
+    assert_eq!(
+        uris,
+        [
+            &format!("{R}/r3")[..],
+            &format!("{R}/r2"),
+            "/buckets/b/collections/secretive",
+            "/buckets/b",
+            "/buckets/b/collections/c",
+            "/buckets/b"
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_bucket_deleted_and_created_again_starts_a_fresh_history() {
+    let s = server().await;
+    s.seed().await;
+    s.put(&format!("{R}/r1"), Some(ALICE), json!({})).await;
+    assert_eq!(s.delete("/buckets/b", Some(ALICE)).await.status, 200);
+    assert_eq!(s.get("/buckets/b/history", Some(ALICE)).await.status, 403, "no bucket, no history");
+    s.put("/buckets/b", Some(ALICE), json!({})).await;
+    let history = s.get("/buckets/b/history", Some(ALICE)).await;
+    let entries = data(&history);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!((entries[0]["action"].clone(), entries[0]["uri"].clone()), (json!("create"), json!("/buckets/b")));
+    s.stop().await;
+}

@@ -411,3 +411,28 @@ async fn two_hundred_subscribers_ten_stalled_ten_slow_the_rest_get_everything_in
         assert!(tidemark_protocol::stream::parse_cursor(&cursor).is_some(), "{cursor}");
     }
 }
+
+/// A history purge is an event in the log, but of no declared resource: no stream carries it.
+#[tokio::test]
+async fn history_purges_are_not_streamed() {
+    let s = Server::start_with(&[("includes", "kinto.plugins.history")]).await;
+    s.seed().await;
+    s.put(&format!("{R}/r0"), Some(ALICE), json!({})).await;
+    let mut socket = connect(&s, Some(ALICE)).await;
+    assert_eq!(
+        subscribe(&mut socket, "bucket", json!({"bucket": "b"}), json!("now"), false).await["type"],
+        "subscribed"
+    );
+    assert_eq!(subscribe(&mut socket, "all", json!({}), json!("now"), false).await["type"], "subscribed");
+    let purged = s.delete("/buckets/b/history", Some(ALICE)).await;
+    assert_eq!(purged.status, 200);
+    assert_eq!(purged.body["data"].as_array().map(Vec::len), Some(3));
+    s.put(&format!("{R}/r1"), Some(ALICE), json!({})).await;
+    let got = changes(&mut socket, 2).await;
+    let uris: Vec<(&str, &str)> =
+        got.iter().map(|c| (c["subscription"].as_str().unwrap_or(""), c["uri"].as_str().unwrap_or(""))).collect();
+    let r1 = format!("{R}/r1");
+    assert_eq!(uris.len(), 2, "{got:?}");
+    assert!(uris.iter().all(|(_, uri)| *uri == r1), "{got:?}");
+    s.stop().await;
+}

@@ -8,11 +8,11 @@
 //! request `context` (user, application, environment, session, request id). An entry's
 //! `last_modified` is its object's, as clients expect (Kinto gives history its own clock).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
-use tidemark_engine::{Action, Event};
+use tidemark_engine::{Acl, Action, Command, Event, Expect, Op};
 use tidemark_protocol::filter;
 use tidemark_protocol::query::{self, ListQuery, SortKey, Token};
 use tidemark_protocol::ApiError;
@@ -20,6 +20,7 @@ use tidemark_protocol::ApiError;
 use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
+use crate::settings::HistorySettings;
 use crate::state::{now_ms, AppState};
 use crate::toolkit::{Node, Registry};
 
@@ -130,81 +131,240 @@ impl Visibility<'_> {
     }
 }
 
-pub fn list(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiResponse, ApiError> {
-    if req.method != Method::GET && req.method != Method::HEAD {
-        return Err(ApiError::method_not_allowed("GET, HEAD, OPTIONS"));
-    }
-    crate::toolkit::extract::check_accept(req)?;
-    let pairs = query::parse_pairs(&req.query)?;
-    // The token is read against the sort as it stands, as on every list.
-    let without_token: Vec<(String, String)> = pairs.iter().filter(|(name, _)| name != "_token").cloned().collect();
-    let mut q: ListQuery = query::parse_list_query(&without_token, now_ms(), Some(&FIELDS))?;
-    if q.sort.is_empty() {
-        q.sort.push(SortKey { field: "last_modified".into(), descending: true });
-    }
-    if let Some((_, token)) = pairs.iter().find(|(name, _)| name == "_token") {
-        q.token = Some(Token::decode_at(token, &q.sort, now_ms())?);
+/// The resource of history's own events: a `DELETE` of entries is an object under the bucket
+/// listing the seqs of the entries it hides. No route reaches it; cascades delete it with the
+/// bucket like anything else below it.
+const PURGE_RESOURCE: &str = "history-purge";
+const PURGE_PLURAL: &str = "history-purges";
+
+/// What hides an entry, besides the reader's rights: the `history.*` settings and the purges
+/// met so far (entries are walked newest first, so every purge comes before what it hides).
+struct Rules<'a> {
+    settings: &'a HistorySettings,
+    purged: HashSet<u64>,
+    /// Entries shown so far per (`resource_name`, user trimmed separately), for auto-trim.
+    kept: HashMap<(String, Option<String>), u64>,
+}
+
+impl<'a> Rules<'a> {
+    fn new(settings: &'a HistorySettings) -> Self {
+        Rules { settings, purged: HashSet::new(), kept: HashMap::new() }
     }
 
+    /// Notes a purge; true if `event` is one (history's own event, never an entry).
+    fn purge(&mut self, event: &Event) -> bool {
+        if event.resource != PURGE_RESOURCE {
+            return false;
+        }
+        let seqs = event.data.get("purged").and_then(Value::as_array).into_iter().flatten();
+        self.purged.extend(seqs.filter_map(Value::as_u64));
+        true
+    }
+
+    /// Whether an event's entry exists for readers: not excluded, purged or trimmed away.
+    fn keeps(&mut self, event: &Event, wire_uri: &str) -> bool {
+        let user = event.context.user_id.as_deref();
+        let excluded_uri = self.settings.exclude_resources.iter().any(|excluded| {
+            wire_uri.strip_prefix(excluded.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        let excluded_user = user.is_some_and(|u| self.settings.exclude_user_ids.iter().any(|x| x == u));
+        if excluded_uri || excluded_user || self.purged.contains(&event.seq) {
+            return false;
+        }
+        let max = self.settings.auto_trim_max_count;
+        if max == 0 {
+            return true;
+        }
+        let per_user = &self.settings.auto_trim_user_ids;
+        let key = match user {
+            Some(u) if per_user.iter().any(|x| x == u) => (event.resource.clone(), Some(u.to_owned())),
+            _ if !per_user.is_empty() => return true,
+            _ => (event.resource.clone(), None),
+        };
+        let kept = self.kept.entry(key).or_insert(0);
+        *kept += 1;
+        *kept <= max
+    }
+}
+
+/// A history request, read: its query, and the bucket's chain in the caller's namespace.
+struct HistoryCall {
+    pairs: Vec<(String, String)>,
+    q: ListQuery,
+    chain: Vec<Node>,
+}
+
+impl HistoryCall {
+    fn read(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<HistoryCall, ApiError> {
+        crate::toolkit::extract::check_accept(req)?;
+        let pairs = query::parse_pairs(&req.query)?;
+        // The token is read against the sort as it stands, as on every list.
+        let without_token: Vec<(String, String)> = pairs.iter().filter(|(name, _)| name != "_token").cloned().collect();
+        let mut q: ListQuery = query::parse_list_query(&without_token, now_ms(), Some(&FIELDS))?;
+        if q.sort.is_empty() {
+            q.sort.push(SortKey { field: "last_modified".into(), descending: true });
+        }
+        if let Some((_, token)) = pairs.iter().find(|(name, _)| name == "_token") {
+            q.token = Some(Token::decode_at(token, &q.sort, now_ms())?);
+        }
+        let ns = &req.identity.namespace;
+        let chain = state.registry.require(&["buckets", bucket])?.in_namespace(ns).chain_with(bucket);
+        Ok(HistoryCall { pairs, q, chain })
+    }
+
+    /// The entries the caller may see that match the query, newest first, stopping one past
+    /// `limit` when the sort allows it; and the newest event's timestamp (the list's ETag).
+    fn entries(
+        &self,
+        state: &AppState,
+        req: &ApiRequest,
+        visible: &mut Visibility<'_>,
+        limit: usize,
+    ) -> Result<Found, ApiError> {
+        let q = &self.q;
+        let ns = &req.identity.namespace;
+        let root = &self.chain[0].uri;
+        // Newest first is the walk's own order: stop one entry past the page. Other sorts need all.
+        let default_order = q.sort.iter().all(|k| k.field == "last_modified" && k.descending);
+        let stop_at = default_order.then_some(limit + 1);
+        let mut rules = Rules::new(&state.settings.history);
+        let mut entries: Vec<(u64, Value)> = Vec::new();
+        let mut seen_any = false;
+        let mut newest: Option<u64> = None;
+        let mut failure = None;
+        state
+            .engine
+            .walk_history(root, |event| {
+                newest.get_or_insert(event.timestamp);
+                // The bucket's deletion ends the history of the bucket of that name (Kinto wipes
+                // it): a bucket created again starts afresh.
+                if event.action == Action::Delete && event.uri() == *root {
+                    return Ok(false);
+                }
+                if rules.purge(&event) {
+                    return Ok(true);
+                }
+                let stored = event.uri();
+                if !rules.keeps(&event, Registry::wire_uri(&stored)) {
+                    return Ok(true);
+                }
+                match visible.admits(state, &event) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(true),
+                    Err(err) => {
+                        failure = Some(err);
+                        return Ok(false);
+                    }
+                }
+                seen_any = true;
+                let before = match event.prev_seq {
+                    Some(prev) if event.action != Action::Create => {
+                        state.engine.event_at(prev)?.filter(|e| e.action != Action::Delete).map(|e| e.data)
+                    }
+                    _ => None,
+                };
+                let Some(entry) = entry(&state.registry, ns, &event, before.as_ref()) else { return Ok(true) };
+                let matches = q.filters.iter().all(|f| f.matches(&entry))
+                    && q.token.as_ref().is_none_or(|t| filter::is_after_token(&entry, &t.last_object, &q.sort));
+                if matches {
+                    entries.push((event.seq, entry));
+                }
+                Ok(stop_at.is_none_or(|stop| entries.len() < stop))
+            })
+            .map_err(from_engine)?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        if !default_order {
+            entries.sort_by(|a, b| filter::compare_objects(&a.1, &b.1, &q.sort));
+        }
+        Ok(Found { entries, newest, seen_any })
+    }
+}
+
+/// What a history walk found.
+struct Found {
+    /// (seq, entry) in the query's order.
+    entries: Vec<(u64, Value)>,
+    /// The newest event's timestamp (the list's ETag).
+    newest: Option<u64>,
+    /// Whether the caller could see any entry at all.
+    seen_any: bool,
+}
+
+/// `GET`, `HEAD` and `DELETE /v1/buckets/{bid}/history`.
+pub async fn handle(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiResponse, ApiError> {
+    match req.method {
+        Method::GET | Method::HEAD => list(state, req, bucket),
+        Method::DELETE => purge(state, req, bucket).await,
+        _ => Err(ApiError::method_not_allowed("GET, HEAD, DELETE, OPTIONS")),
+    }
+}
+
+fn list(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiResponse, ApiError> {
+    let call = HistoryCall::read(state, req, bucket)?;
     let authz = state.authz(&req.identity);
-    let ns = &req.identity.namespace;
-    let chain = state.registry.require(&["buckets", bucket])?.in_namespace(ns).chain_with(bucket);
-    let exists = state.engine.exists_uri(&chain[0].uri).map_err(from_engine)?;
-    let all = exists && authz.allowed(&chain, "read")?;
+    let exists = state.engine.exists_uri(&call.chain[0].uri).map_err(from_engine)?;
     if !exists {
         return Err(authz.deny());
     }
+    let all = authz.allowed(&call.chain, "read")?;
     let mut visible = Visibility { all, principals: &req.identity.principals, collections: HashMap::new() };
-
-    // Newest first is the walk's own order: stop one entry past the page. Other sorts need all.
-    let default_order = q.sort.iter().all(|k| k.field == "last_modified" && k.descending);
-    let limit = q.effective_limit(state.settings.paginate_by, state.settings.storage_max_fetch_size) as usize;
-    let stop_at = default_order.then_some(limit + 1);
-    let mut entries: Vec<Value> = Vec::new();
-    let mut seen_any = false;
-    let mut newest: Option<u64> = None;
-    let mut failure = None;
-    state
-        .engine
-        .walk_history(&chain[0].uri, |event| {
-            newest.get_or_insert(event.timestamp);
-            match visible.admits(state, &event) {
-                Ok(true) => {}
-                Ok(false) => return Ok(true),
-                Err(err) => {
-                    failure = Some(err);
-                    return Ok(false);
-                }
-            }
-            seen_any = true;
-            let before = match event.prev_seq {
-                Some(prev) if event.action != Action::Create => {
-                    state.engine.event_at(prev)?.filter(|e| e.action != Action::Delete).map(|e| e.data)
-                }
-                _ => None,
-            };
-            let Some(entry) = entry(&state.registry, ns, &event, before.as_ref()) else { return Ok(true) };
-            let matches = q.filters.iter().all(|f| f.matches(&entry))
-                && q.token.as_ref().is_none_or(|t| filter::is_after_token(&entry, &t.last_object, &q.sort));
-            if matches {
-                entries.push(entry);
-            }
-            Ok(stop_at.is_none_or(|stop| entries.len() < stop))
-        })
-        .map_err(from_engine)?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
+    let limit = call.q.effective_limit(state.settings.paginate_by, state.settings.storage_max_fetch_size) as usize;
+    let Found { entries, newest, seen_any } = call.entries(state, req, &mut visible, limit)?;
     // Someone with no right on the bucket and nothing of theirs in it may not look (Kinto).
     if !all && !seen_any {
         return Err(authz.deny());
     }
-    if !default_order {
-        entries.sort_by(|a, b| filter::compare_objects(a, b, &q.sort));
+    let entries = entries.into_iter().map(|(_, entry)| entry).collect();
+    let response = crate::toolkit::common::page_of(req, &call.pairs, &call.q, entries, limit);
+    Ok(response.timestamp_headers(newest.unwrap_or(0)).header("Cache-Control", "no-cache, no-store"))
+}
+
+/// Kinto's `DELETE` of history entries (bucket writers; filters, sort and `_limit` as on a GET;
+/// `Next-Page` when more match): recorded in the log as a purge event naming the entries'
+/// seqs, which every later read skips. The log itself keeps every event.
+async fn purge(state: &AppState, req: &ApiRequest, bucket: &str) -> Result<ApiResponse, ApiError> {
+    if state.settings.readonly {
+        return Err(ApiError::method_not_allowed("GET, HEAD, OPTIONS"));
     }
-    let response = crate::toolkit::common::page_of(req, &pairs, &q, entries, limit);
-    let etag = newest.unwrap_or(0);
-    Ok(response.timestamp_headers(etag).header("Cache-Control", "no-cache, no-store"))
+    let call = HistoryCall::read(state, req, bucket)?;
+    let authz = state.authz(&req.identity);
+    let exists = state.engine.exists_uri(&call.chain[0].uri).map_err(from_engine)?;
+    if !exists || !authz.allowed(&call.chain, "write")? {
+        return Err(authz.deny());
+    }
+    let mut visible = Visibility { all: true, principals: &req.identity.principals, collections: HashMap::new() };
+    let limit = call.q.effective_limit(state.settings.paginate_by, state.settings.storage_max_fetch_size) as usize;
+    let Found { mut entries, newest, .. } = call.entries(state, req, &mut visible, limit)?;
+    entries.truncate(limit + 1);
+    let purged: Vec<u64> = entries.iter().take(limit).map(|(seq, _)| *seq).collect();
+    let timestamp = if purged.is_empty() {
+        newest.unwrap_or(0)
+    } else {
+        let command = Command {
+            resource: PURGE_RESOURCE.into(),
+            plural: PURGE_PLURAL.into(),
+            parent: call.chain[0].uri.clone(),
+            id: tidemark_protocol::ids::uuid4(rand::random()),
+            members: None,
+            op: Op::Put {
+                data: json!({ "purged": purged }).as_object().cloned().unwrap_or_default(),
+                permissions: Acl::new(),
+            },
+            expect: Expect::Absent,
+            last_modified: None,
+            context: crate::state::context(req),
+        };
+        state.submit(command).await.map_err(from_engine)?.timestamp
+    };
+    let ids: Vec<Value> = entries.iter().take(limit).map(|(_, entry)| entry["id"].clone()).collect();
+    let entries = entries.into_iter().map(|(_, entry)| entry).collect();
+    let mut response = crate::toolkit::common::page_of(req, &call.pairs, &call.q, entries, limit);
+    let tombstones: Vec<Value> =
+        ids.into_iter().map(|id| json!({"id": id, "last_modified": timestamp, "deleted": true})).collect();
+    response.body = crate::response::Body::Json(json!({ "data": tombstones }));
+    Ok(response.timestamp_headers(timestamp))
 }
 
 /// `GET /v1/buckets/{bid}/snapshot/collections/{cid}@{timestamp}`: the collection's records as

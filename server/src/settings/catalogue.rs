@@ -43,6 +43,11 @@ const TYPED_KEYS: &[&str] = &[
     "version_json_path",
     "statsd_url",
     "statsd_prefix",
+    "history.exclude_resources",
+    "history.exclude_user_ids",
+    "history.auto_trim_max_count",
+    "history.auto_trim_user_ids",
+    "history.auto_trim_threshold",
     // Read from `raw` where they are used.
     "pagination_token_validity_seconds",
     "account_cache_ttl_seconds",
@@ -143,13 +148,8 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
 ];
 
 /// Families of ignored Kinto settings, by prefix.
-const IGNORED_PREFIXES: &[(&str, &str)] = &[
-    ("pyramid.", WHY_PYTHON),
-    ("history.", WHY_PLUGIN),
-    ("quotas.", WHY_PLUGIN),
-    ("changes.", WHY_PLUGIN),
-    ("account_validation", WHY_PLUGIN),
-];
+const IGNORED_PREFIXES: &[(&str, &str)] =
+    &[("pyramid.", WHY_PYTHON), ("quotas.", WHY_PLUGIN), ("changes.", WHY_PLUGIN), ("account_validation", WHY_PLUGIN)];
 
 pub(super) enum Known {
     Used,

@@ -175,6 +175,21 @@ impl Default for StreamSettings {
     }
 }
 
+/// kinto.plugins.history's settings. Tidemark's history is read from the log, so they apply
+/// when entries are read: nothing is erased.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistorySettings {
+    /// Objects whose URI is one of these or below one are not shown (`history.exclude_resources`).
+    pub exclude_resources: Vec<String>,
+    /// Changes made by these users are not shown (`history.exclude_user_ids`).
+    pub exclude_user_ids: Vec<String>,
+    /// With N > 0, only the newest N entries per `resource_name` of each bucket are shown
+    /// (`history.auto_trim_max_count`); with `history.auto_trim_user_ids`, only those users'
+    /// entries are trimmed, counted per user.
+    pub auto_trim_max_count: u64,
+    pub auto_trim_user_ids: Vec<String>,
+}
+
 /// Tidemark's settings. Build with [`Settings::load`] or [`Settings::defaults`].
 #[derive(Clone)]
 pub struct Settings {
@@ -255,6 +270,7 @@ pub struct Settings {
     /// (`statsd_prefix`, `kinto` as in Kinto, so existing dashboards keep working).
     pub statsd_url: Option<String>,
     pub statsd_prefix: String,
+    pub history: HistorySettings,
     /// Requests served at once; more are refused with 503 and `Retry-After` (0: no limit).
     pub max_concurrent_requests: usize,
     /// Requests per second each principal may make (0: no limit), with bursts of
@@ -342,6 +358,7 @@ impl Settings {
             compression_enabled: true,
             statsd_url: None,
             statsd_prefix: "kinto".into(),
+            history: HistorySettings::default(),
             max_concurrent_requests: 0,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 0.0,
@@ -509,6 +526,21 @@ impl Settings {
         if let Some(prefix) = v.string("statsd_prefix") {
             self.statsd_prefix = prefix;
         }
+        let history = &mut self.history;
+        for (key, field) in [
+            ("history.exclude_resources", &mut history.exclude_resources),
+            ("history.exclude_user_ids", &mut history.exclude_user_ids),
+            ("history.auto_trim_user_ids", &mut history.auto_trim_user_ids),
+        ] {
+            if let Some(list) = v.list(key) {
+                *field = list;
+            }
+        }
+        if let Some(n) = v.unsigned("history.auto_trim_max_count")? {
+            history.auto_trim_max_count = n;
+        }
+        // When Kinto trims (every N + threshold entries); entries are trimmed as they are read here.
+        v.unsigned("history.auto_trim_threshold")?;
         if let Some(n) = v.unsigned("max_concurrent_requests")? {
             self.max_concurrent_requests = usize::try_from(n).unwrap_or(usize::MAX);
         }

@@ -290,6 +290,17 @@ fn malformed_stream_cache_and_token_settings_stop_the_server() {
             .expect("valid");
     assert_eq!((s.statsd_url.as_deref(), s.request_timeout), (Some("udp://127.0.0.1:8125"), None));
     assert_eq!(s.statsd_prefix, "kinto", "Kinto's default prefix");
+    let s = load_text(
+        "history",
+        "[app:main]\nkinto.history.exclude_resources = /buckets/a\n  /buckets/b/collections/c\n\
+         kinto.history.auto_trim_max_count = 10\nkinto.history.auto_trim_threshold = 5\n",
+    )
+    .expect("valid");
+    assert_eq!(s.history.exclude_resources, ["/buckets/a", "/buckets/b/collections/c"]);
+    assert_eq!(s.history.auto_trim_max_count, 10);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let err = Settings::load(None, &[], &pairs(&[("history.auto_trim_max_count", "ten")])).expect_err("bad count");
+    assert!(err.to_string().contains("history.auto_trim_max_count"), "{err}");
     let env = pairs(&[("TIDEMARK_STREAM_QUEUE_SIZE", "many")]);
     let err = Settings::load(None, &env, &[]).unwrap_err();
     assert!(err.to_string().contains("TIDEMARK_STREAM_QUEUE_SIZE"), "{err}");
@@ -345,7 +356,7 @@ fn unknown_and_unused_kinto_settings_warn_once_each() {
         "unknown",
         "[app:main]\nkinto.signer.resources = a b\nkinto.paginate_bye = 3\n\
          kinto.sentry_dsn = https://key@sentry.example/1\nkinto.cache_url =\n\
-         kinto.history.exclude_user_ids = x\n\
+         kinto.signer.to_review_enabled = true\n\
          kinto.main.record_cache_expires_seconds = 60\n",
     )
     .unwrap();
@@ -353,7 +364,7 @@ fn unknown_and_unused_kinto_settings_warn_once_each() {
     assert_eq!(about("'signer.resources'"), 1, "{:?}", s.warnings);
     assert_eq!(about("did you mean 'paginate_by'"), 1, "{:?}", s.warnings);
     assert_eq!(about("'sentry_dsn'"), 1, "{:?}", s.warnings);
-    assert_eq!(about("'history.exclude_user_ids'"), 1, "{:?}", s.warnings);
+    assert_eq!(about("'signer.to_review_enabled'"), 1, "{:?}", s.warnings);
     assert_eq!(about("cache_url"), 0, "an empty value warns about nothing");
     assert_eq!(about("record_cache_expires_seconds"), 0);
     assert_eq!(s.warnings.len(), 4, "{:?}", s.warnings);

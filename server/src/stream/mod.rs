@@ -64,6 +64,8 @@ pub struct Change {
     pub event: Arc<Event>,
     /// The object before the change (its previous event's data), if it existed.
     pub old: Option<Value>,
+    /// Whether the object is of a declared resource (only those are streamed).
+    pub declared: bool,
     pub bucket_id: Option<String>,
     pub collection_id: Option<String>,
     /// The object's URI in storage (namespaces included), built once for every subscriber.
@@ -80,11 +82,12 @@ fn stream_error(what: &str, err: &tidemark_engine::EngineError) {
 }
 
 /// The bucket and collection an event's object belongs to (or is): the ids of the chain's
-/// `bucket` and `collection` levels, the kinds streams filter on.
-fn location(registry: &Registry, uri: &str) -> (Option<String>, Option<String>) {
-    let Some(chain) = registry.chain_of(uri) else { return (None, None) };
+/// `bucket` and `collection` levels, the kinds streams filter on. `None` for an object of no
+/// declared resource (history's purges), which no stream carries.
+fn location(registry: &Registry, uri: &str) -> Option<(Option<String>, Option<String>)> {
+    let chain = registry.chain_of(uri)?;
     let id_of = |name: &str| chain.iter().find(|node| node.kind.name == name).map(|node| node.id.clone());
-    (id_of("bucket"), id_of("collection"))
+    Some((id_of("bucket"), id_of("collection")))
 }
 
 impl Change {
@@ -101,7 +104,9 @@ impl Change {
 
     fn with_old(registry: &Registry, event: Arc<Event>, old: Option<Value>, action: &str) -> Change {
         let uri = event.uri();
-        let (bucket_id, collection_id) = location(registry, &uri);
+        let placed = location(registry, &uri);
+        let declared = placed.is_some();
+        let (bucket_id, collection_id) = placed.unwrap_or_default();
         let mut body = Map::new();
         body.insert("cursor".into(), json!(stream::cursor(event.seq)));
         body.insert("action".into(), json!(action));
@@ -120,7 +125,7 @@ impl Change {
         body.insert("old".into(), old.clone().unwrap_or(Value::Null));
         let encoded = String::from_utf8(json::to_vec(&Value::Object(body))).unwrap_or_default();
         let tail = encoded.strip_prefix('{').unwrap_or(&encoded).to_owned();
-        Change { event, old, bucket_id, collection_id, uri, tail }
+        Change { event, old, declared, bucket_id, collection_id, uri, tail }
     }
 }
 
@@ -210,7 +215,7 @@ impl Subscription {
     /// What the filter decides from the event's address and action alone, before any frame
     /// is built for it (false: certainly not for this subscription).
     fn may_match(&self, registry: &Registry, event: &Event) -> bool {
-        let (bucket_id, collection_id) = location(registry, &event.uri());
+        let Some((bucket_id, collection_id)) = location(registry, &event.uri()) else { return false };
         self.addressed(event, bucket_id.as_deref(), collection_id.as_deref())
     }
 
@@ -227,7 +232,8 @@ impl Subscription {
 
     fn matches(&self, change: &Change) -> bool {
         let event = &change.event;
-        self.addressed(event, change.bucket_id.as_deref(), change.collection_id.as_deref())
+        change.declared
+            && self.addressed(event, change.bucket_id.as_deref(), change.collection_id.as_deref())
             && self.after_timestamp.is_none_or(|ts| event.timestamp > ts)
             // An object entering or leaving the query's result both concern the subscriber.
             && (self.query.is_empty()
