@@ -30,11 +30,18 @@ pub const MEMBER_OF_SOURCE: u8 = b'R';
 /// History: `H` + root URI `\0` seq (u64 BE) → empty. Every event of an object under a root
 /// object (a Kinto bucket), by commit order: a root's history without a scan of the log.
 pub const HISTORY: u8 = b'H';
+/// Versions: `V` + parent `\0` plural `\0` id `\0` ts (u64 BE) seq (u64 BE) → empty. Every
+/// version of every object, by time: the version at a past moment is one seek, however long the
+/// history since (`_at`, snapshots). An object's timestamps rise with its seqs but in one case
+/// (re-created with a client's past `last_modified`); such an object is flagged by a key with
+/// ts `u64::MAX` and its readers walk its event chain instead.
+pub const VERSION: u8 = b'V';
 /// Engine metadata (applied seq per view, format version).
 pub const META: u8 = b'M';
 
 /// Every view prefix, in the order the digest walks them.
-pub const VIEW_PREFIXES: [u8; 9] = [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL, MEMBER, MEMBER_OF_SOURCE, HISTORY];
+pub const VIEW_PREFIXES: [u8; 10] =
+    [OBJECT, LIST_TS, COUNT, CHANGE, ACL, PRINCIPAL, MEMBER, MEMBER_OF_SOURCE, HISTORY, VERSION];
 /// The views that record the seq they have applied.
 pub const VIEW_NAMES: [&str; 6] = ["objects", "timestamps", "changes", "counts", "acl", "members"];
 
@@ -70,6 +77,35 @@ pub fn object_list_prefix(parent: &str, plural: &str) -> Vec<u8> {
     let mut k = list_part(OBJECT, parent, plural);
     k.push(0);
     k
+}
+
+/// Prefix of every version of one object.
+pub fn versions_prefix(parent: &str, plural: &str, id: &str) -> Vec<u8> {
+    let mut k = list_part(VERSION, parent, plural);
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn version(parent: &str, plural: &str, id: &str, ts: u64, seq: u64) -> Vec<u8> {
+    let mut k = versions_prefix(parent, plural, id);
+    k.extend_from_slice(&ts.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Flags an object whose versions' timestamps do not rise with their seqs.
+pub fn versions_unordered(parent: &str, plural: &str, id: &str) -> Vec<u8> {
+    version(parent, plural, id, u64::MAX, 0)
+}
+
+/// The (timestamp, seq) a version key ends with.
+pub fn version_of_key(key: &[u8]) -> Option<(u64, u64)> {
+    let tail = key.len().checked_sub(16).and_then(|start| key.get(start..))?;
+    let ts = u64::from_be_bytes(tail[..8].try_into().ok()?);
+    let seq = u64::from_be_bytes(tail[8..].try_into().ok()?);
+    Some((ts, seq))
 }
 
 pub fn list_ts(parent: &str, plural: &str) -> Vec<u8> {

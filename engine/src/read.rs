@@ -228,8 +228,9 @@ impl Engine {
         }
     }
 
-    /// Today's state if it is already the version at `at`, else the event that made that version,
-    /// found by walking the object's event chain (`prev_seq`) back.
+    /// Today's state if it is already the version at `at`, else the event that made that
+    /// version: the newest (by seq) whose position or timestamp `at` covers, found in the
+    /// versions index (one seek for a timestamp, a scan of small keys for a seq).
     fn version_at(&self, parent: &str, plural: &str, id: &str, at: AsOf) -> Result<Option<Version>> {
         let Some(current) = self.get(parent, plural, id)? else {
             return Ok(None);
@@ -237,6 +238,51 @@ impl Engine {
         if at.covers(current.seq, current.last_modified) {
             return Ok(Some(Version::Current(current)));
         }
+        let prefix = keys::versions_prefix(parent, plural, id);
+        let end = prefix_end(&prefix);
+        let newest = self.storage().range(&prefix, &end, true, Some(1))?;
+        if newest.first().and_then(|(key, _)| keys::version_of_key(key)).is_some_and(|(ts, _)| ts == u64::MAX) {
+            return self.version_by_chain(current, id, at);
+        }
+        let seq = match at {
+            AsOf::Timestamp(ts) => {
+                // Keys below `ts + 1` in time: the last of them is the version then.
+                let mut bound = prefix.clone();
+                bound.extend_from_slice(&ts.saturating_add(1).to_be_bytes());
+                let found = self.storage().range(&prefix, &bound, true, Some(1))?;
+                found.first().and_then(|(key, _)| keys::version_of_key(key)).map(|(_, seq)| seq)
+            }
+            AsOf::Seq(at_seq) => self.version_seq_before(&prefix, &end, at_seq)?,
+        };
+        let Some(seq) = seq else { return Ok(None) };
+        let event = self.event_at(seq)?.ok_or_else(|| EngineError::Corrupt(format!("version {seq} of {id} is missing")))?;
+        Ok(Some(Version::Past(Box::new(event))))
+    }
+
+    /// The newest version of an object at or before `at_seq`, walking its versions newest first.
+    fn version_seq_before(&self, prefix: &[u8], end: &[u8], at_seq: u64) -> Result<Option<u64>> {
+        let mut hi = end.to_vec();
+        let mut page = 64;
+        loop {
+            let rows = self.storage().range(prefix, &hi, true, Some(page))?;
+            for (key, _) in &rows {
+                match keys::version_of_key(key) {
+                    Some((_, seq)) if seq <= at_seq => return Ok(Some(seq)),
+                    Some(_) => {}
+                    None => return Err(EngineError::Corrupt("version key too short".into())),
+                }
+            }
+            match rows.last() {
+                Some((last, _)) if rows.len() == page => hi = last.clone(),
+                _ => return Ok(None),
+            }
+            page = (page * 4).min(4096);
+        }
+    }
+
+    /// [`Engine::version_at`] by the object's event chain (`prev_seq`), for an object whose
+    /// timestamps do not follow its seqs.
+    fn version_by_chain(&self, current: StoredObject, id: &str, at: AsOf) -> Result<Option<Version>> {
         let mut newer = current.seq;
         loop {
             let event = self
@@ -248,11 +294,6 @@ impl Engine {
             };
             if prev >= newer {
                 return Err(EngineError::Corrupt(format!("event {newer} points forward to {prev}")));
-            }
-            // By position, a link too new is passed over without reading its event.
-            if matches!(at, AsOf::Seq(seq) if prev > seq) {
-                newer = prev;
-                continue;
             }
             let old = self
                 .event_at(prev)?

@@ -106,6 +106,10 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
         .ok_or_else(|| EngineError::Corrupt(format!("event {} carries non-object data", event.seq)))?;
     let stored = StoredObject { data, last_modified: event.timestamp, deleted, seq: event.seq };
     txn.put(keys::object(parent, plural, id), stored.encode());
+    txn.put(keys::version(parent, plural, id, event.timestamp, event.seq), Vec::new());
+    if prior.as_ref().is_some_and(|p| p.last_modified > event.timestamp) {
+        txn.put(keys::versions_unordered(parent, plural, id), Vec::new());
+    }
 
     // list timestamp: never decreases (a past client-chosen timestamp leaves it alone)
     let current = list_timestamp(txn, parent, plural)?;
@@ -198,7 +202,7 @@ fn forget_member(txn: &mut Txn<'_>, key: &[u8]) {
 /// Kinto's cascade: deleting a bucket or collection hard-deletes everything below it, their
 /// tombstones, list timestamps and ACLs included (no child tombstones remain).
 fn purge_descendants(txn: &mut Txn<'_>, uri: &str) -> Result<()> {
-    for prefix in [keys::OBJECT, keys::LIST_TS, keys::COUNT, keys::CHANGE] {
+    for prefix in [keys::OBJECT, keys::LIST_TS, keys::COUNT, keys::CHANGE, keys::VERSION] {
         for scan in keys::descendant_prefixes(prefix, uri) {
             for (key, _) in txn.scan_prefix(&scan)? {
                 txn.delete(key);
