@@ -255,7 +255,8 @@ impl Engine {
             AsOf::Seq(at_seq) => self.version_seq_before(&prefix, &end, at_seq)?,
         };
         let Some(seq) = seq else { return Ok(None) };
-        let event = self.event_at(seq)?.ok_or_else(|| EngineError::Corrupt(format!("version {seq} of {id} is missing")))?;
+        let event =
+            self.event_at(seq)?.ok_or_else(|| EngineError::Corrupt(format!("version {seq} of {id} is missing")))?;
         Ok(Some(Version::Past(Box::new(event))))
     }
 
@@ -336,6 +337,39 @@ impl Engine {
                 return Ok(());
             }
             page = (page * 4).min(4096);
+        }
+    }
+
+    /// The URIs of the objects written after `at`, each once, newest first: read back from the
+    /// log's head. For a timestamp the walk goes on until events are a minute older than it, as
+    /// timestamps follow the log's order within a list and across lists up to the clock's
+    /// drift. Costs one log read per event since `at`.
+    pub fn written_after(&self, at: AsOf) -> Result<Vec<String>> {
+        const DRIFT_MS: u64 = 60_000;
+        let mut seen = std::collections::HashSet::new();
+        let mut uris = Vec::new();
+        let start = keys::log(1);
+        let mut hi = prefix_end(&[keys::LOG]);
+        loop {
+            let rows = self.storage().range(&start, &hi, true, Some(256))?;
+            let Some((last, _)) = rows.last() else { return Ok(uris) };
+            hi = last.clone();
+            for (_, bytes) in &rows {
+                let event = event::decode(bytes)?.event;
+                let past = match at {
+                    AsOf::Seq(seq) => event.seq <= seq,
+                    AsOf::Timestamp(ts) => event.timestamp.saturating_add(DRIFT_MS) <= ts,
+                };
+                if past {
+                    return Ok(uris);
+                }
+                if !at.covers(event.seq, event.timestamp) && seen.insert(event.uri()) {
+                    uris.push(event.uri());
+                }
+            }
+            if rows.len() < 256 {
+                return Ok(uris);
+            }
         }
     }
 

@@ -725,7 +725,8 @@ fn versions_at_past_moments_by_index_and_by_chain() {
         assert_eq!(recreated.timestamp, past);
         clock.advance(10);
         write(put(C, "record", "r", json!({"n": "last"})));
-        let at = |ts| engine.object_at(C, "records", "r", AsOf::Timestamp(ts)).expect("read").map(|o| o.data["n"].clone());
+        let at =
+            |ts| engine.object_at(C, "records", "r", AsOf::Timestamp(ts)).expect("read").map(|o| o.data["n"].clone());
         assert_eq!(at(tombstone.timestamp), Some(json!("again")), "the newest version by seq with ts <= T");
         assert_eq!(at(past - 1), Some(json!(4)));
         assert_eq!(at(versions[4].timestamp), Some(json!(4)));

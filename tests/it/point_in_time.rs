@@ -146,3 +146,39 @@ async fn point_in_time_reads_are_authorized_today_and_refuse_bad_points() {
     assert_eq!(s.get(&format!("/buckets/b/snapshot/collections/c@{then}"), None).await.status, 401);
     s.stop().await;
 }
+
+/// `/permissions?_at=` lists what the caller held then: grants revoked since are back, grants
+/// made since are not.
+#[tokio::test]
+async fn permissions_at_a_past_moment() {
+    let s = Server::start_with(&[("experimental_permissions_endpoint", "true")]).await;
+    s.seed().await;
+    let bob = crate::common::user_id(BOB);
+    let granted = s.put("/buckets/b/collections/c", Some(ALICE), json!({"permissions": {"read": [bob.clone()]}})).await;
+    let then = granted.etag();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    s.put("/buckets/b/collections/c", Some(ALICE), json!({"permissions": {"read": []}})).await;
+    s.put("/buckets/b/collections/later", Some(ALICE), json!({"permissions": {"write": [bob.clone()]}})).await;
+
+    let uris = |reply: &crate::common::Reply| -> Vec<(String, Value)> {
+        reply.body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (e["uri"].as_str().unwrap_or("").to_owned(), e["permissions"].clone()))
+            .filter(|(uri, _)| uri != "/")
+            .collect()
+    };
+    let now = s.get("/permissions", Some(BOB)).await;
+    assert_eq!(
+        uris(&now),
+        [("/buckets/b/collections/later".to_owned(), json!(["read", "read:attributes", "record:create", "write"]))]
+    );
+    let past = s.get(&format!("/permissions?_at={then}"), Some(BOB)).await;
+    assert_eq!(past.status, 200, "{}", past.body);
+    assert_eq!(uris(&past), [("/buckets/b/collections/c".to_owned(), json!(["read", "read:attributes"]))]);
+    assert_eq!(past.etag(), then);
+    let bad = s.get("/permissions?_at=yesterday", Some(BOB)).await;
+    assert_eq!(bad.status, 400);
+    s.stop().await;
+}

@@ -1,10 +1,12 @@
 //! `GET /v1/permissions`: every object the caller holds an explicit permission on, served from
-//! the engine's principal → objects index (no scan of the objects).
+//! the engine's principal → objects index (no scan of the objects). With `_at`, as it stood
+//! then (today's principals): the objects named today or written since, each read as of then.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
+use tidemark_engine::AsOf;
 use tidemark_protocol::filter;
 use tidemark_protocol::query::{self, SortKey};
 use tidemark_protocol::ApiError;
@@ -58,6 +60,40 @@ fn implied(kind: &Resource, perm: &str) -> Vec<String> {
     }
 }
 
+/// Today's grants of the caller's principals, from the principal index.
+fn granted_now(state: &AppState, req: &ApiRequest) -> Result<BTreeMap<String, BTreeSet<String>>, ApiError> {
+    let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for principal in &req.identity.principals {
+        for (perm, uri) in state.engine.objects_of_principal(principal).map_err(from_engine)? {
+            granted.entry(uri).or_default().insert(perm);
+        }
+    }
+    Ok(granted)
+}
+
+/// The grants the caller's principals (today's, groups included) held at `at`: each object
+/// that names them today or was written since, read as it was then.
+fn granted_at(state: &AppState, req: &ApiRequest, at: AsOf) -> Result<BTreeMap<String, BTreeSet<String>>, ApiError> {
+    let engine = &state.engine;
+    let mut candidates: BTreeSet<String> = granted_now(state, req)?.into_keys().collect();
+    candidates.extend(engine.written_after(at).map_err(from_engine)?);
+    let principals = &req.identity.principals;
+    let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for uri in candidates {
+        let Some((parent, plural, id)) = tidemark_engine::split_uri(&uri) else { continue };
+        let Some(event) = engine.event_of_version_at(parent, plural, id, at).map_err(from_engine)? else { continue };
+        if event.action == tidemark_engine::Action::Delete {
+            continue;
+        }
+        for (perm, named) in &event.permissions {
+            if named.iter().any(|p| principals.contains(p)) {
+                granted.entry(uri.clone()).or_default().insert(perm.clone());
+            }
+        }
+    }
+    Ok(granted)
+}
+
 pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let readers = state.settings.principals("permissions", "read");
     let allowed = readers.is_empty() && !state.settings.raw.contains_key("permissions_read_principals")
@@ -78,15 +114,13 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
         q.token = Some(query::Token::decode_at(token, &q.sort, now_ms())?);
     }
 
-    let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for principal in &req.identity.principals {
-        for (perm, uri) in state.engine.objects_of_principal(principal).map_err(from_engine)? {
-            // Only the caller's application's objects.
-            if crate::namespace::contains(&req.identity.namespace, &uri) {
-                granted.entry(uri).or_default().insert(perm);
-            }
-        }
-    }
+    let at = crate::toolkit::extract::point_in_time(&pairs)?;
+    let mut granted = match at {
+        None => granted_now(state, req)?,
+        Some(at) => granted_at(state, req, at)?,
+    };
+    // Only the caller's application's objects.
+    granted.retain(|uri, _| crate::namespace::contains(&req.identity.namespace, uri));
     let registry = &state.registry;
     let mut entries: Vec<Value> = granted
         .into_iter()
@@ -118,9 +152,16 @@ pub fn list(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError>
     entries.retain(|entry| q.filters.iter().all(|f| f.matches(entry)));
     entries.sort_by(|a, b| filter::compare_objects(a, b, &q.sort));
     let total = entries.len();
-    // No timestamps here: the list changes with any write, so its ETag is the newest event's.
-    let last_seq = state.engine.last_seq().map_err(from_engine)?;
-    let etag = state.engine.event_at(last_seq).map_err(from_engine)?.map_or(0, |event| event.timestamp);
+    // No timestamps here: the list changes with any write, so its ETag is the newest event's
+    // (as of `_at`, the moment's).
+    let last_seq = match at {
+        Some(AsOf::Seq(seq)) => seq,
+        _ => state.engine.last_seq().map_err(from_engine)?,
+    };
+    let etag = match at {
+        Some(AsOf::Timestamp(ts)) => ts,
+        _ => state.engine.event_at(last_seq).map_err(from_engine)?.map_or(0, |event| event.timestamp),
+    };
     let response = if req.method == Method::HEAD {
         // Kinto's HEAD renders an empty page, whose length it announces.
         ApiResponse::json(StatusCode::OK, json!({"data": []}))
