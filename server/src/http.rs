@@ -325,6 +325,17 @@ async fn route_request(
             state.settings.version_prefix_redirect_ttl_seconds,
         ));
     };
+    // The admin app is files, not API: `/admin/` keeps its slash (Kinto redirects to it).
+    if let Some(admin) = &state.admin {
+        if rest == "/admin" {
+            return Err(redirect(&root, &with_query(&format!("{prefix}/admin/")), -1));
+        }
+        if let Some(file) = rest.strip_prefix("/admin/") {
+            if matches!(*request.method(), Method::GET | Method::HEAD) {
+                return Ok(admin.serve(file));
+            }
+        }
+    }
     if rest.len() > 1 && rest.ends_with('/') {
         if !state.settings.trailing_slash_redirect_enabled {
             return Err(kinto_error(&ApiError::unknown_url()));

@@ -7,6 +7,7 @@
 // ApiError is large (it carries the whole Kinto error body) but only travels on failure paths.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 pub mod auth;
 mod authz;
 mod batch;

@@ -48,6 +48,9 @@ pub fn hello(state: &AppState, req: &ApiRequest) -> ApiResponse {
             json!({"description": "Track changes on data.", "url": "http://kinto.readthedocs.io/en/latest/api/1.x/history.html"}),
         );
     }
+    if let Some(admin) = &state.admin {
+        capabilities.insert("admin".into(), admin.capability());
+    }
     if state.plugin(Plugin::DefaultBucket) {
         capabilities.insert(
             "default_bucket".into(),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub stream_connections: Arc<std::sync::atomic::AtomicI64>,
     /// Set once the server is shutting down: streams close with their cursor.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The Kinto Admin app, with kinto.plugins.admin.
+    pub admin: Option<Arc<crate::admin::Admin>>,
     /// Request and engine metrics, with kinto.plugins.prometheus.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The live-stream hub, started with the first stream connection.
@@ -105,7 +107,12 @@ impl AppState {
         if let Some(metrics) = &metrics {
             engine.observe(Arc::clone(metrics) as Arc<dyn tidemark_engine::Observer>);
         }
+        let admin = settings
+            .plugins
+            .contains(&Plugin::Admin)
+            .then(|| Arc::new(crate::admin::Admin::new(settings.admin_assets_path.clone())));
         AppState {
+            admin,
             engine,
             registry: Arc::new(registry),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),

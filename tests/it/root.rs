@@ -254,3 +254,43 @@ async fn requests_beyond_the_concurrency_bound_are_shed_with_503() {
     assert!(shed > 0, "one place, eight overlapping requests: some are shed");
     s.stop().await;
 }
+
+/// kinto.plugins.admin serves the Kinto Admin build from `admin_assets_path` as Kinto does.
+#[tokio::test]
+async fn the_admin_app_is_served_under_the_prefix() {
+    let assets = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(assets.path().join("assets")).expect("dir");
+    std::fs::write(assets.path().join("index.html"), "<html><script src=\"/v1/admin/assets/app.js\"></script></html>")
+        .expect("index");
+    std::fs::write(assets.path().join("assets/app.js"), "console.log('admin')").expect("js");
+    std::fs::write(assets.path().join("VERSION"), "6.2.0\n").expect("version");
+    let path = assets.path().display().to_string();
+    let s = Server::start_with(&[("includes", "kinto.plugins.admin"), ("admin_assets_path", &path)]).await;
+    let hello = s.get("/", None).await;
+    assert_eq!(hello.body["capabilities"]["admin"]["version"], "6.2.0");
+    assert!(hello.body["capabilities"]["permissions_endpoint"].is_object(), "the admin needs /permissions");
+    let redirect = s.get("/admin", None).await;
+    assert_eq!(redirect.status, 307);
+    assert!(redirect.header("location").is_some_and(|l| l.ends_with("/v1/admin/")));
+    let page = s.get("/admin/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").is_some_and(|t| t.starts_with("text/html")));
+    assert!(page.header("content-security-policy").is_some_and(|c| c.starts_with("default-src 'self'")));
+    assert!(String::from_utf8_lossy(&page.raw).contains("/v1/admin/assets/app.js"));
+    let script = s.get("/admin/assets/app.js", None).await;
+    assert_eq!((script.status.as_u16(), script.header("content-type")), (200, Some("text/javascript; charset=UTF-8")));
+    assert_eq!(script.raw, b"console.log('admin')");
+    for missing in ["/admin/assets/nope.js", "/admin/..%2FCargo.toml", "/admin/assets/..%2F..%2Findex.html"] {
+        assert_eq!(s.get(missing, None).await.status, 404, "{missing}");
+    }
+    s.stop().await;
+    let bare = Server::start_with(&[("includes", "kinto.plugins.admin")]).await;
+    let help = bare.get("/admin/", None).await;
+    assert_eq!(help.status, 200);
+    assert!(String::from_utf8_lossy(&help.raw).contains("admin_assets_path"));
+    bare.stop().await;
+    let without = Server::start().await;
+    assert_eq!(without.get("/admin/", None).await.status, 307, "as any path with a trailing slash");
+    assert_eq!(without.get("/admin", None).await.status, 404, "no plugin, no admin");
+    without.stop().await;
+}

@@ -43,6 +43,7 @@ const TYPED_KEYS: &[&str] = &[
     "version_json_path",
     "statsd_url",
     "statsd_prefix",
+    "admin_assets_path",
     "history.exclude_resources",
     "history.exclude_user_ids",
     "history.auto_trim_max_count",
@@ -144,7 +145,6 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("group_id_generator", WHY_FIXED),
     ("record_id_generator", WHY_FIXED),
     ("root_cache_expires_seconds", WHY_FIXED),
-    ("admin_assets_path", WHY_FIXED),
 ];
 
 /// Families of ignored Kinto settings, by prefix.

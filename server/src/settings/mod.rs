@@ -271,6 +271,8 @@ pub struct Settings {
     pub statsd_url: Option<String>,
     pub statsd_prefix: String,
     pub history: HistorySettings,
+    /// Where the Kinto Admin build lives (`admin_assets_path`), with `kinto.plugins.admin`.
+    pub admin_assets_path: Option<PathBuf>,
     /// Requests served at once; more are refused with 503 and `Retry-After` (0: no limit).
     pub max_concurrent_requests: usize,
     /// Requests per second each principal may make (0: no limit), with bursts of
@@ -359,6 +361,7 @@ impl Settings {
             statsd_url: None,
             statsd_prefix: "kinto".into(),
             history: HistorySettings::default(),
+            admin_assets_path: None,
             max_concurrent_requests: 0,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 0.0,
@@ -526,6 +529,7 @@ impl Settings {
         if let Some(prefix) = v.string("statsd_prefix") {
             self.statsd_prefix = prefix;
         }
+        self.admin_assets_path = v.string("admin_assets_path").map(PathBuf::from);
         let history = &mut self.history;
         for (key, field) in [
             ("history.exclude_resources", &mut history.exclude_resources),
