@@ -284,6 +284,11 @@ async fn route_request(
     // makes the server drop the keep-alive connection under the client's next request.
     let (parts, body) = request.into_parts();
     let limit = state.settings.max_body_bytes;
+    // A body declared too large is refused before a byte of it is waited for.
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(kinto_error(&ApiError::too_large(limit)));
+    }
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(err) => return Err(kinto_error(&body_error(&err, limit))),

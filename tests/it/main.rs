@@ -8,6 +8,7 @@ mod cli;
 mod durability;
 mod errors;
 mod history;
+mod hostile;
 mod identity;
 mod kinto_wire;
 mod listeners;

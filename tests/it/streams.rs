@@ -436,3 +436,55 @@ async fn history_purges_are_not_streamed() {
     assert!(uris.iter().all(|(_, uri)| *uri == r1), "{got:?}");
     s.stop().await;
 }
+
+/// Hostile frames: garbage and unknown frames get `error` frames, a subscription past the limit
+/// is refused, an oversize frame closes the socket; the server goes on serving.
+#[tokio::test]
+async fn hostile_frames_are_refused_and_the_server_goes_on() {
+    let s = Server::start_with(&[("stream_max_subscriptions", "3")]).await;
+    s.seed().await;
+    let mut socket = connect(&s, Some(ALICE)).await;
+    for garbage in [
+        "not json",
+        "[]",
+        r#"{"type": "explode"}"#,
+        r#"{"type": "subscribe"}"#,
+        r#"{"type": "unsubscribe", "id": "nope"}"#,
+    ] {
+        socket.send(Message::Text(garbage.to_owned().into())).await.expect("send");
+        let frame = next(&mut socket, Duration::from_secs(5)).await.expect("an answer");
+        assert_eq!(frame["type"], "error", "{garbage}: {frame}");
+        assert!(frame["errno"].as_u64().is_some(), "{garbage}: {frame}");
+    }
+    for i in 0..3 {
+        let id = format!("s{i}");
+        assert_eq!(
+            subscribe(&mut socket, &id, json!({"bucket": "b"}), json!("now"), false).await["type"],
+            "subscribed"
+        );
+    }
+    let refused = subscribe(&mut socket, "s3", json!({"bucket": "b"}), json!("now"), false).await;
+    assert_eq!((refused["type"].clone(), refused["errno"].clone()), (json!("error"), json!(107)), "{refused}");
+    let since_garbage = subscribe(&mut socket, "s4", json!({}), json!({"a": 1}), false).await;
+    assert_eq!(since_garbage["type"], "error", "{since_garbage}");
+    // A frame over 64 KiB ends the connection.
+    let huge = json!({"type": "ping", "id": "x".repeat(70_000)}).to_string();
+    let _ = socket.send(Message::Text(huge.into())).await;
+    let mut closed = false;
+    for _ in 0..10 {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                closed = true;
+                break;
+            }
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => break,
+        }
+    }
+    assert!(closed, "the oversize frame closed the socket");
+    let mut again = connect(&s, Some(ALICE)).await;
+    assert_eq!(subscribe(&mut again, "fresh", json!({"bucket": "b"}), json!("now"), false).await["type"], "subscribed");
+    s.put(&format!("{R}/after"), Some(ALICE), json!({})).await;
+    assert_eq!(changes(&mut again, 1).await.len(), 1, "still streaming");
+    s.stop().await;
+}

@@ -67,6 +67,7 @@ const TIDEMARK_KEYS: &[&str] = &[
     "stream_stall_timeout_ms",
     "stream_ping_interval_seconds",
     "stream_coalesce_ms",
+    "stream_max_subscriptions",
     // Connections and requests.
     "header_read_timeout_seconds",
     "body_read_timeout_seconds",

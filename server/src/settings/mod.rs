@@ -162,6 +162,9 @@ pub struct StreamSettings {
     pub ping_interval: std::time::Duration,
     /// A busy socket is written at most once per this window (`stream_coalesce_ms`).
     pub coalesce: std::time::Duration,
+    /// Subscriptions one socket may hold (`stream_max_subscriptions`): each change is matched
+    /// against every one of them.
+    pub max_subscriptions: usize,
 }
 
 impl Default for StreamSettings {
@@ -171,6 +174,7 @@ impl Default for StreamSettings {
             stall_timeout: std::time::Duration::from_secs(30),
             ping_interval: std::time::Duration::from_secs(20),
             coalesce: std::time::Duration::from_millis(5),
+            max_subscriptions: 100,
         }
     }
 }
@@ -610,6 +614,11 @@ impl Settings {
         }
         if let Some(n) = v.unsigned("stream_coalesce_ms")? {
             streams.coalesce = Duration::from_millis(n);
+        }
+        if let Some(n) = v.parse("stream_max_subscriptions", "a number of subscriptions (at least 1)", |t| {
+            t.parse::<usize>().ok().filter(|n| *n >= 1)
+        })? {
+            streams.max_subscriptions = n;
         }
         // Cache expiries are looked up by key at request time (per bucket and collection): each
         // is checked here.

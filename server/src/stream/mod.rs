@@ -387,6 +387,14 @@ impl Session {
                 "Subscription id already in use",
             ));
         }
+        let most = self.state.settings.streams.max_subscriptions;
+        if self.subscriptions.len() >= most {
+            return Err(ApiError::invalid_one(
+                tidemark_protocol::Location::Body,
+                Some("id"),
+                format!("A connection holds at most {most} subscriptions"),
+            ));
+        }
         let mut sub = Subscription::new(id.clone(), filter)?;
         let head = self.state.engine.last_seq().map_err(crate::error::from_engine)?;
         let mut out = Vec::new();
