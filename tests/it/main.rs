@@ -7,6 +7,7 @@ mod batch;
 mod cli;
 mod durability;
 mod errors;
+mod faults;
 mod history;
 mod hostile;
 mod identity;
