@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tidemark_engine::{Acl, Command as EngineCommand, Context, Engine, EngineConfig, Expect, FlushPolicy, Op};
 
+#[path = "crash/http.rs"]
+mod http;
+
 const C: &str = "/buckets/b/collections/c";
 
 fn config(policy: &str) -> EngineConfig {
@@ -188,8 +191,19 @@ fn main() {
         let (acked, _, lost) = run("none", none_cycles, &mut rng);
         println!("crash (flush none): {none_cycles} cycles, {acked} acknowledged writes, {lost} lost (documented risk, not asserted)");
     }
+    let http_cycles = std::env::var("CRASH_HTTP_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(25);
+    let started = std::time::Instant::now();
+    let (http_acked, problems) = http::run(http_cycles, &mut rng);
+    println!(
+        "crash over HTTP: {http_cycles} kill -9 cycles of the binary, 8 writers and 2 subscribers, {http_acked} acknowledged writes checked, {} problems, {:.1}s",
+        problems.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for problem in problems.iter().take(20) {
+        eprintln!("  {problem}");
+    }
     println!("{} passed, {failed} failed", cycles - failed as u64);
-    if failed > 0 {
+    if failed > 0 || !problems.is_empty() {
         std::process::exit(1);
     }
 }
