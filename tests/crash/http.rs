@@ -31,6 +31,9 @@ enum Expect {
     Either(Option<Value>, Option<Value>),
 }
 
+/// A write's effect on each record it touches: (id, before, after).
+type Changes = Vec<(String, Option<Value>, Option<Value>)>;
+
 #[derive(Default)]
 struct Book {
     records: BTreeMap<String, Expect>,
@@ -96,10 +99,7 @@ async fn writer(
             live.keys().nth(index).cloned().unwrap_or_default()
         });
         let url = |id: &str| format!("{base}{C}/records/{id}");
-        // (ids, before, after, request)
-        let (changes, request): (Vec<(String, Option<Value>, Option<Value>)>, reqwest::RequestBuilder) = match (
-            pick, existing,
-        ) {
+        let (changes, request): (Changes, reqwest::RequestBuilder) = match (pick, existing) {
             (0..=3, _) | (_, None) => {
                 let id = format!("c{cycle}-w{t}-{n}");
                 let data = json!({"w": t, "n": n, "v": 0});
