@@ -11,6 +11,7 @@ pub mod body;
 pub mod dates;
 pub mod error;
 pub mod filter;
+pub mod fuzzing;
 pub mod headers;
 pub mod ids;
 pub mod json;
