@@ -8,8 +8,11 @@ use serde_json::{Map, Value};
 use crate::error::{ApiError, Errno};
 use crate::{body, query, stream};
 
+/// An entry point: arbitrary bytes in, a panic if the oracle breaks.
+pub type Target = fn(&[u8]);
+
 /// The entry points by name, as the corpus directories are named.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("query", query_string),
     ("body", request_body),
     ("patch", patches),
