@@ -481,3 +481,22 @@ fn perf_kinto_ini_loads() {
     assert_eq!(s.bind, "127.0.0.1:28888");
     assert_eq!(s.storage_backend, Backend::Memory);
 }
+
+/// The INI fuzzer's corpus (`protocol/fuzz/corpus/ini`), read as `serve --ini` reads a file: a
+/// setting error or settings, never a panic.
+#[test]
+fn ini_fuzz_corpus_replays_cleanly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/fuzz");
+    let scratch = Scratch::new("fuzz-corpus");
+    let mut replayed = 0;
+    for kind in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(kind).join("ini")) else { continue };
+        for entry in entries.flatten() {
+            let path = scratch.0.join("kinto.ini");
+            std::fs::write(&path, std::fs::read(entry.path()).unwrap()).unwrap();
+            let _ = Settings::load(Some(&path), &[], &[]);
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 10, "{replayed} INI inputs replayed");
+}
