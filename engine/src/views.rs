@@ -157,6 +157,10 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
 /// exist (a missing object or a tombstone has none: deletes drop it).
 fn set_acl(txn: &mut Txn<'_>, uri: &str, acl: Option<&Acl>, had_acl: bool) -> Result<()> {
     let old = if had_acl { read_acl(txn, uri)? } else { Acl::new() };
+    // Most updates keep the ACL: nothing to rewrite (the principal index included).
+    if acl.map_or(old.is_empty(), |acl| *acl == old) {
+        return Ok(());
+    }
     for (perm, principals) in &old {
         for principal in principals {
             txn.delete(keys::principal(principal, perm, uri));
