@@ -113,7 +113,7 @@ pub async fn serve(
 
     let engine = state.engine.clone();
     // Started before the first request, so their cursors predate every write they must see.
-    let listeners = listeners::start(&engine, &state.settings);
+    let listeners = listeners::start(&engine, &state.settings, &state.registry);
     let header_timeout = state.settings.header_read_timeout;
     let rate_limited = state.settings.rate_limit_per_second > 0.0;
     let streams = Arc::clone(&state.shutdown);

@@ -37,14 +37,20 @@ struct Configured {
     options: ListenerOptions,
 }
 
-/// Starts every listener `settings` configure; the handles stop them when dropped.
-pub fn start(engine: &Engine, settings: &Settings) -> Vec<ListenerHandle> {
+/// Starts every listener `settings` configure; the handles stop them when dropped. A listener
+/// with no `resources` hears the service's declared resources (not history's purges).
+pub fn start(engine: &Engine, settings: &Settings, registry: &crate::toolkit::Registry) -> Vec<ListenerHandle> {
     let (configured, warnings) = configure(settings);
     for warning in warnings {
         tracing::warn!("{warning}");
     }
+    let declared: Vec<String> = registry.iter().map(|kind| kind.name.clone()).collect();
     configured
         .into_iter()
+        .map(|mut c| {
+            c.options.filter.resources.get_or_insert_with(|| declared.clone());
+            c
+        })
         .filter_map(|c| match spawn_listener_with(engine.clone(), &c.name, c.listener, c.options) {
             Ok(handle) => Some(handle),
             Err(err) => {
