@@ -95,6 +95,9 @@ fn parse_permissions(value: Value, allowed: &[&str]) -> Result<PermissionsInput,
                     .into_iter()
                     .enumerate()
                     .map(|(i, item)| match item {
+                        Value::String(s) if s.is_empty() => {
+                            Err(ApiError::invalid_one(Location::Body, Some(&format!("{field}.{i}")), "Required"))
+                        }
                         Value::String(s) => Ok(s),
                         other => Err(ApiError::invalid_one(
                             Location::Body,

@@ -42,7 +42,10 @@ pub enum Verdict {
 }
 
 impl Preconditions {
+    /// An empty header is no header, as Kinto reads it.
     pub fn parse(if_match: Option<&str>, if_none_match: Option<&str>) -> Result<Self, ApiError> {
+        let if_match = if_match.filter(|v| !v.trim().is_empty());
+        let if_none_match = if_none_match.filter(|v| !v.trim().is_empty());
         Ok(Preconditions {
             if_match: if_match.map(|v| parse_condition("If-Match", v)).transpose()?,
             if_none_match: if_none_match.map(|v| parse_condition("If-None-Match", v)).transpose()?,
@@ -109,6 +112,12 @@ mod tests {
                 Some(Some("If-Match in header: The value should be integer between double quotes.".into()))
             );
         }
+    }
+
+    #[test]
+    fn empty_headers_are_absent() {
+        let p = Preconditions::parse(Some(""), Some(" ")).expect("empty headers");
+        assert_eq!((p.if_match, p.if_none_match), (None, None));
     }
 
     #[test]

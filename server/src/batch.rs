@@ -219,6 +219,7 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
     if let Some(tx) = &transaction {
         scoped.engine = tx.engine().clone();
     }
+    let origin = req.headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
     let mut responses = Vec::with_capacity(requests.len());
     for sub in requests {
         let prefix: &str = &state.prefix;
@@ -262,6 +263,12 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
         if status < 400 {
             headers.insert("Content-Security-Policy".into(), json!(crate::http::CSP));
             headers.insert("X-Content-Type-Options".into(), json!("nosniff"));
+        }
+        // A browser's batch: each subresponse says the origin may read it, as Kinto's do.
+        let cors = &state.settings.cors_origins;
+        if let Some(origin) = origin.filter(|o| crate::http::origin_allowed(cors, o)) {
+            let allowed = if cors.iter().any(|c| c == "*") { "*" } else { origin };
+            headers.insert("Access-Control-Allow-Origin".into(), json!(allowed));
         }
         let mut entry = Map::new();
         entry.insert("status".into(), json!(status));

@@ -510,7 +510,7 @@ fn preflight(
 }
 
 /// Shell-style patterns (`*` only) from `cors_origins`.
-fn origin_allowed(cors: &[String], origin: &str) -> bool {
+pub(crate) fn origin_allowed(cors: &[String], origin: &str) -> bool {
     cors.iter().any(|pattern| wildcard_match(pattern, origin))
 }
 

@@ -535,3 +535,79 @@ async fn one_challenge_per_policy_and_none_on_the_anonymous_accounts_listing() {
     assert!(listing.header("www-authenticate").is_none(), "Kinto's odd 401 carries no challenge");
     s.stop().await;
 }
+
+/// Differences found by schemathesis and the Kinto Admin against the reference, each pinned.
+#[tokio::test]
+async fn fixes_found_by_generated_requests_and_the_admin() {
+    let s = kinto_like(&[]).await;
+    s.put("/accounts/ann", None, json!({"data": {"password": "pw-of-ann"}})).await;
+    let ann = "ann:pw-of-ann";
+    s.put("/buckets/b", Some(ann), json!({})).await;
+    s.put("/buckets/b/collections/c", Some(ann), json!({})).await;
+    s.put(&format!("{R}/r"), Some(ann), json!({"data": {"x": 1}})).await;
+
+    // A plural DELETE lists the list's own objects, not what their deletion cascaded to.
+    let deleted = s.delete("/buckets/b/collections", Some(ann)).await;
+    let ids: Vec<Value> = deleted.body["data"].as_array().into_iter().flatten().map(|t| t["id"].clone()).collect();
+    assert_eq!(ids, [json!("c")], "{}", deleted.body);
+
+    // An empty precondition header is no header.
+    s.put("/buckets/b/collections/c", Some(ann), json!({})).await;
+    let put = s.call("PUT", &format!("{R}/r"), Some(ann), Some(json!({"data": {"x": 2}})), &[("If-Match", "")]).await;
+    assert_eq!(put.status, 201, "{}", put.body);
+
+    // An empty principal is refused, as Kinto's schema does.
+    let empty = s.patch("/buckets/b", Some(ann), json!({"permissions": {"read": [""]}})).await;
+    assert_eq!(
+        (empty.status.as_u16(), empty.body["message"].clone()),
+        (400, json!("permissions.read.0 in body: Required"))
+    );
+
+    // A record under a missing bucket and collection: the collection is named, as in Kinto.
+    let missing = s.post("/buckets/nob/collections/c/records", Some(ann), json!({"data": {}})).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert_eq!(missing.body["details"], json!({"id": "c", "resource_name": "collection"}));
+
+    // A browser's batch: every subresponse carries the allowed origin.
+    let batch = s
+        .call(
+            "POST",
+            "/batch",
+            Some(ann),
+            Some(json!({"requests": [{"path": "/buckets"}, {"path": "/buckets/nope"}]})),
+            &[("Origin", "http://admin.example")],
+        )
+        .await;
+    for response in batch.body["responses"].as_array().into_iter().flatten() {
+        assert_eq!(response["headers"]["Access-Control-Allow-Origin"], "*", "{response}");
+    }
+
+    // `/permissions` names an account by `account_id` too.
+    let own = s.get("/permissions?resource_name=account", Some(ann)).await;
+    assert_eq!(own.body["data"][0]["account_id"], "ann", "{}", own.body);
+    assert_eq!(s.get("/permissions?account_id=ann", Some(ann)).await.status, 200, "a field one may filter on");
+    s.stop().await;
+}
+
+/// Values with a NUL paginate: the token of a page ending on one leads to the next page.
+#[tokio::test]
+async fn pages_end_on_values_with_a_nul() {
+    let s = Server::start().await;
+    s.seed().await;
+    for i in 0..6 {
+        s.put(&format!("{R}/r{i}"), Some(ALICE), json!({"data": {"title": format!("t\u{0}{i}")}})).await;
+    }
+    let mut url = format!("{R}?_sort=title&_limit=2");
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let page = s.get(&url, Some(ALICE)).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(page.body["data"].as_array().into_iter().flatten().map(|r| r["id"].clone()));
+        match page.header("next-page") {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    s.stop().await;
+}

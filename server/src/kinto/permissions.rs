@@ -18,23 +18,19 @@ use crate::response::ApiResponse;
 use crate::state::{now_ms, AppState};
 use crate::toolkit::{Registry, Resource};
 
-const FIELDS: [&str; 8] =
-    ["uri", "resource_name", "permissions", "bucket_id", "collection_id", "group_id", "record_id", "id"];
+const FIELDS: [&str; 9] =
+    ["uri", "resource_name", "permissions", "bucket_id", "collection_id", "group_id", "record_id", "account_id", "id"];
 
 /// `{uri, resource_name, <kind>_id…, id}` for an object URI, as Kinto's route match gives it: an
-/// id field per level of the chain, except for a lone root object other than a bucket (an
-/// account has `id` only).
+/// id field per level of the chain (an account's is `account_id`).
 fn describe(registry: &Registry, uri: &str) -> Option<Map<String, Value>> {
     let chain = registry.chain_of(uri)?;
     let target = chain.last()?;
     let mut entry = Map::new();
     entry.insert("uri".into(), json!(Registry::wire_uri(uri)));
     entry.insert("resource_name".into(), json!(target.kind.name));
-    let lone = chain.len() == 1 && target.kind.name != "bucket";
-    if !lone {
-        for node in &chain {
-            entry.insert(format!("{}_id", node.kind.name), json!(node.id));
-        }
+    for node in &chain {
+        entry.insert(format!("{}_id", node.kind.name), json!(node.id));
     }
     entry.insert("id".into(), json!(target.id));
     Some(entry)

@@ -11,14 +11,16 @@ use crate::response::ApiResponse;
 use crate::state::AppState;
 use crate::toolkit::{Address, Node};
 
-/// The first missing ancestor (top-down) answers 404 errno 111.
+/// A missing parent answers 404 errno 111, naming the innermost one (as Kinto).
 pub fn require_parents(engine: &Engine, parents: &[Node]) -> Result<(), ApiError> {
-    for node in parents {
-        if !engine.exists_uri(&node.uri).map_err(from_engine)? {
-            return Err(ApiError::parent_not_found(&node.kind.name, &node.id));
+    // No object outlives its parent: the innermost one existing vouches for the rest, and is
+    // the one Kinto names when it is missing (a record's collection, even without a bucket).
+    match parents.last() {
+        Some(node) if !engine.exists_uri(&node.uri).map_err(from_engine)? => {
+            Err(ApiError::parent_not_found(&node.kind.name, &node.id))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The object's own ACL, shown only to its explicit writers (§2.1).

@@ -634,8 +634,11 @@ async fn delete(
                 Attempt::Done(events) => events,
                 Attempt::Lost => return Ok(Attempt::Lost),
             };
-            let newest = events.iter().map(|e| e.timestamp).max().unwrap_or(list_ts);
-            let tombstones: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
+            // The list's own objects: what their deletion cascaded to is not listed (Kinto).
+            let own: Vec<_> =
+                events.iter().filter(|e| e.parent == addr.parent_uri() && e.plural == addr.kind.plural).collect();
+            let newest = own.iter().map(|e| e.timestamp).max().unwrap_or(list_ts);
+            let tombstones: Vec<Value> = own.iter().map(|e| e.data.clone()).collect();
             let mut response =
                 ApiResponse::json(StatusCode::OK, json!({ "data": tombstones })).timestamp_headers(newest);
             // The next page is built from the deleted objects' old values, so it also works with
