@@ -9,7 +9,7 @@
 #      history tab) and `?record_id=r0042` (W7b, one record's history), interleaved.
 # Writes perf/results/latest.md (date, machine, commit, both tables) and a dated copy.
 # Knobs: RUNS (default 3), DURATION (s, default 10), WORKLOADS (W1..W6 subset, e.g. w1,w4a),
-#        SKIP_HISTORY=1, KIT (default ../shared/perf beside the repository).
+#        SKIP_HISTORY=1, SKIP_COMPARE=1 (W7 only), KIT (default ../shared/perf beside the repository).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KIT=${KIT:-$ROOT/../shared/perf}
@@ -56,6 +56,7 @@ MACHINE="$(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuin
   echo
 } > "$WORK/report.md"
 
+if [ -z "${SKIP_COMPARE:-}" ]; then
 echo "# W1..W6 (compare.sh)"
 RESULTS_DIR="$WORK/results" RUNS=$RUNS TIDEMARK_PID=$TPID "$KIT/compare.sh" "$T" | tee "$WORK/compare.txt"
 {
@@ -67,6 +68,7 @@ RESULTS_DIR="$WORK/results" RUNS=$RUNS TIDEMARK_PID=$TPID "$KIT/compare.sh" "$T"
   echo '```'
   echo
 } >> "$WORK/report.md"
+fi
 
 if [ -z "${SKIP_HISTORY:-}" ]; then
   echo "# W7: history"

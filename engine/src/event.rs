@@ -133,6 +133,18 @@ pub struct Decoded {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Decoded> {
+    let (event, prev_hash) = decode_checked(bytes)?;
+    let payload = &bytes[HEADER_LEN..];
+    Ok(Decoded { hash: chain_next(&prev_hash, payload), event, prev_hash })
+}
+
+/// The event alone, its checksum verified: what reads need. The chain hash (a SHA-256 of the
+/// payload) is computed only where the chain is checked (open, verify, replay).
+pub fn decode_event(bytes: &[u8]) -> Result<Event> {
+    decode_checked(bytes).map(|(event, _)| event)
+}
+
+fn decode_checked(bytes: &[u8]) -> Result<(Event, ChainHash)> {
     if bytes.len() < HEADER_LEN {
         return Err(EngineError::Corrupt("log entry shorter than its header".into()));
     }
@@ -149,7 +161,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
     let mut event: Event =
         rmp_serde::from_slice(payload).map_err(|e| EngineError::Corrupt(format!("log entry payload: {e}")))?;
     event.upgrade_legacy();
-    Ok(Decoded { hash: chain_next(&prev_hash, payload), event, prev_hash })
+    Ok((event, prev_hash))
 }
 
 #[cfg(test)]

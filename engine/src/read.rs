@@ -191,7 +191,7 @@ impl Engine {
     pub fn event_at(&self, seq: u64) -> Result<Option<Event>> {
         match self.storage().get(&keys::log(seq))? {
             Some(bytes) => {
-                let event = event::decode(&bytes)?.event;
+                let event = event::decode_event(&bytes)?;
                 if event.seq != seq {
                     return Err(EngineError::Corrupt(format!("log key {seq} holds event {}", event.seq)));
                 }
@@ -309,7 +309,7 @@ impl Engine {
     /// Up to `limit` events from `from_seq` on, in commit order.
     pub fn events_from(&self, from_seq: u64, limit: usize) -> Result<Vec<Arc<Event>>> {
         let rows = self.storage().range(&keys::log(from_seq), &prefix_end(&[keys::LOG]), false, Some(limit))?;
-        rows.into_iter().map(|(_, v)| Ok(Arc::new(event::decode(&v)?.event))).collect()
+        rows.into_iter().map(|(_, v)| Ok(Arc::new(event::decode_event(&v)?))).collect()
     }
 
     /// Walks the events of everything under the root object `root_uri` (a Kinto bucket), since
@@ -355,7 +355,7 @@ impl Engine {
             let Some((last, _)) = rows.last() else { return Ok(uris) };
             hi = last.clone();
             for (_, bytes) in &rows {
-                let event = event::decode(bytes)?.event;
+                let event = event::decode_event(bytes)?;
                 let past = match at {
                     AsOf::Seq(seq) => event.seq <= seq,
                     AsOf::Timestamp(ts) => event.timestamp.saturating_add(DRIFT_MS) <= ts,

@@ -413,7 +413,7 @@ impl Writer {
             let last = txn
                 .get(&keys::log(seq))?
                 .ok_or_else(|| EngineError::Corrupt(format!("object names missing event {seq}")))?;
-            let resource = event::decode(&last)?.event.resource;
+            let resource = event::decode_event(&last)?.resource;
             commands.push(Command {
                 resource,
                 plural,

@@ -45,8 +45,24 @@ const FIELDS: [&str; 17] = [
     "last_modified",
 ];
 
-/// The history entry of one event. `before` is the object's previous data, if it had one.
-pub fn entry(registry: &Registry, ns: &str, event: &Event, before: Option<&Value>) -> Option<Value> {
+/// The fields of an entry that need nothing but the event: what most filters look at, so an
+/// entry that fails them costs no before-image and no diff.
+const SUMMARY_FIELDS: [&str; 11] = [
+    "id",
+    "last_modified",
+    "action",
+    "resource_name",
+    "uri",
+    "user_id",
+    "bucket_id",
+    "collection_id",
+    "group_id",
+    "record_id",
+    "seq",
+];
+
+/// An entry's summary (see [`SUMMARY_FIELDS`]; `date` too).
+fn summary(registry: &Registry, event: &Event) -> Option<Map<String, Value>> {
     let stored = event.uri();
     let chain = registry.chain_of(&stored)?;
     let uri = Registry::wire_uri(&stored);
@@ -63,9 +79,15 @@ pub fn entry(registry: &Registry, ns: &str, event: &Event, before: Option<&Value
     for node in ids {
         entry.insert(format!("{}_id", node.kind.name), json!(node.id));
     }
+    entry.insert("seq".into(), json!(event.seq));
+    Some(entry)
+}
+
+/// The whole entry from its summary: `target`, and beyond Kinto `before` (the object's previous
+/// data, if it had one), `patch` and `context`.
+fn complete(mut entry: Map<String, Value>, ns: &str, event: &Event, before: Option<&Value>) -> Value {
     let permissions = crate::namespace::acl_to_wire(ns, &event.permissions);
     entry.insert("target".into(), json!({"data": event.data, "permissions": permissions}));
-    entry.insert("seq".into(), json!(event.seq));
     entry.insert("before".into(), before.cloned().unwrap_or(Value::Null));
     let empty = Value::Object(Map::new());
     let patch = tidemark_protocol::body::diff(before.unwrap_or(&empty), &event.data);
@@ -81,7 +103,7 @@ pub fn entry(registry: &Registry, ns: &str, event: &Event, before: Option<&Value
             "request_id": context.request_id,
         }),
     );
-    Some(Value::Object(entry))
+    Value::Object(entry)
 }
 
 /// Python's `datetime.isoformat()` of an aware UTC time: microseconds and `+00:00`.
@@ -228,6 +250,9 @@ impl HistoryCall {
         let default_order = q.sort.iter().all(|k| k.field == "last_modified" && k.descending);
         let stop_at = default_order.then_some(limit + 1);
         let mut rules = Rules::new(&state.settings.history);
+        let on_summary = |f: &&filter::Filter| SUMMARY_FIELDS.contains(&f.field.as_str());
+        let early_filters: Vec<&filter::Filter> = q.filters.iter().filter(on_summary).collect();
+        let late_filters: Vec<&filter::Filter> = q.filters.iter().filter(|f| !on_summary(f)).collect();
         let mut entries: Vec<(u64, Value)> = Vec::new();
         let mut seen_any = false;
         let mut newest: Option<u64> = None;
@@ -257,14 +282,21 @@ impl HistoryCall {
                     }
                 }
                 seen_any = true;
+                let Some(summary) = summary(&state.registry, &event) else { return Ok(true) };
+                // Filters on the summary's fields are decided before the costly part.
+                let early = Value::Object(summary);
+                if !early_filters.iter().all(|f| f.matches(&early)) {
+                    return Ok(true);
+                }
+                let Value::Object(summary) = early else { return Ok(true) };
                 let before = match event.prev_seq {
                     Some(prev) if event.action != Action::Create => {
                         state.engine.event_at(prev)?.filter(|e| e.action != Action::Delete).map(|e| e.data)
                     }
                     _ => None,
                 };
-                let Some(entry) = entry(&state.registry, ns, &event, before.as_ref()) else { return Ok(true) };
-                let matches = q.filters.iter().all(|f| f.matches(&entry))
+                let entry = complete(summary, ns, &event, before.as_ref());
+                let matches = late_filters.iter().all(|f| f.matches(&entry))
                     && q.token.as_ref().is_none_or(|t| filter::is_after_token(&entry, &t.last_object, &q.sort));
                 if matches {
                     entries.push((event.seq, entry));
