@@ -246,6 +246,10 @@ fn verify(data: &Path) -> Result<(), String> {
     }
 }
 
+/// Cycles sharing one data directory: the store grows with every cycle, and each cycle verifies
+/// and lists all of it, so a long run moves to a fresh one after this many.
+const CYCLES_PER_STORE: u64 = 25;
+
 /// Runs the cycles; returns (acknowledged writes checked, problems).
 pub fn run(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -253,10 +257,26 @@ pub fn run(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
-    runtime.block_on(run_async(cycles, rng))
+    let (mut acknowledged, mut problems) = (0, Vec::new());
+    let mut done = 0;
+    while done < cycles {
+        let these = CYCLES_PER_STORE.min(cycles - done);
+        let (acked, found) = runtime.block_on(run_store(these, rng));
+        acknowledged += acked;
+        problems.extend(found);
+        done += these;
+        if done < cycles {
+            eprintln!(
+                "crash over HTTP: {done} of {cycles} cycles, {acknowledged} writes checked, {} problems",
+                problems.len()
+            );
+        }
+    }
+    (acknowledged, problems)
 }
 
-async fn run_async(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
+/// `cycles` kill cycles on one fresh data directory, then a last round to check the streams.
+async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let data = dir.path().join("data");
     let ini = dir.path().join("tidemark.ini");
