@@ -150,7 +150,8 @@ async fn writer(
             && (ids.len() == 1 || body["responses"].as_array().is_some_and(|r| r.iter().all(|r| r["status"] == 201)));
         assert!(all_ok, "writer {t}: {status} {body}");
         if ids.len() > 1 {
-            book.batches.pop();
+            // By its ids: another writer's batch may have been recorded since.
+            book.batches.retain(|batch| *batch != ids);
         }
         for (id, _, after) in changes {
             book.acknowledged += 1;
