@@ -1,9 +1,9 @@
-//! The writer's second stage: answers applied work once a flush covers it.
+//! The write path's last stage: answers applied work once a flush covers it.
 //!
-//! The writer applies a group (or a transaction) to the storage and hands the answers over;
+//! The applier applies a group (or a transaction) to the storage and hands the answers over;
 //! the flusher thread flushes once for everything handed over meanwhile, then answers in order
-//! and publishes. So the writer's next apply overlaps this flush, and one flush covers every
-//! group applied while the previous one ran.
+//! and publishes. So the next apply overlaps this flush, and one flush covers every group
+//! applied while the previous one ran.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -15,6 +15,7 @@
 //!   the views.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod applier;
 pub mod bus;
 pub mod clock;
 mod durable;
@@ -73,6 +74,8 @@ pub struct EngineConfig {
     pub max_object_bytes: usize,
     /// Events the bus keeps for subscribers that read late.
     pub bus_capacity: usize,
+    /// The on-disk store's page cache (sled's `cache_capacity`), in bytes.
+    pub cache_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             clock: Arc::new(SystemClock),
             max_object_bytes: 8 * 1024 * 1024,
             bus_capacity: 4096,
+            cache_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -165,7 +169,7 @@ impl Engine {
             FlushPolicy::IntervalMs(ms) => Some(ms.max(1)),
             FlushPolicy::Always | FlushPolicy::None => None,
         };
-        let storage = SledStorage::open(dir, background)?;
+        let storage = SledStorage::open(dir, background, config.cache_bytes)?;
         Engine::open(Arc::new(storage), config)
     }
 
@@ -206,17 +210,24 @@ impl Engine {
             )?),
             _ => None,
         };
-        let writer = Writer {
+        let finisher = applier::Finisher {
             storage: Arc::clone(&storage),
-            clock: Arc::clone(&config.clock),
             announcer,
             flusher,
             flush: config.flush,
+            failed: Arc::clone(&failed),
+            probe: probe.clone(),
+        };
+        let writer = Writer {
+            storage: Arc::clone(&storage),
+            clock: Arc::clone(&config.clock),
+            applier: applier::Applier::start(finisher, inline)?,
             max_object_bytes: config.max_object_bytes,
             state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain, warm: None },
             failed: Arc::clone(&failed),
             ulids: ulid::Generator::new(),
-            probe: probe.clone(),
+            unapplied: None,
+            cache: storage::ReadCache::new(),
         };
         let opened = OpenReport { last_seq: tail.last_seq, replayed };
         let (submit, handle, inline) = if inline {
@@ -249,28 +260,53 @@ impl Engine {
         self.inner.opened
     }
 
-    fn send(&self, commands: Vec<Command>) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Arc<Event>>>>> {
+    fn send(
+        &self,
+        commands: Vec<Command>,
+        fresh: Vec<Vec<u8>>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Arc<Event>>>>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        let submission = Submission { commands, fresh, reply };
         if let Some(writer) = &self.inner.inline {
-            writer.lock().commit_group(vec![Submission { commands, reply }]);
+            writer.lock().commit_group(vec![submission]);
             return Ok(rx);
         }
         let guard = self.inner.submit.lock();
         let tx = guard.as_ref().ok_or(EngineError::Closed)?;
-        tx.send(Message::Submit(Submission { commands, reply })).map_err(|_| EngineError::Closed)?;
+        tx.send(Message::Submit(submission)).map_err(|_| EngineError::Closed)?;
         Ok(rx)
     }
 
     /// Commits `commands` atomically (all or none) and returns their events in order.
     pub async fn submit(&self, commands: Vec<Command>) -> Result<Vec<Arc<Event>>> {
-        let rx = self.send(commands)?;
+        let rx = self.send(commands, Vec::new())?;
+        rx.await.map_err(|_| EngineError::Closed)?
+    }
+
+    /// [`Engine::submit`] for commands creating objects under ids only the caller knows
+    /// (generated, not yet shown to anyone), given as `(parent, plural, id)`: their absence is
+    /// checked here, so the writer need not read the storage for them.
+    pub async fn submit_fresh(&self, commands: Vec<Command>, fresh: &[(&str, &str, &str)]) -> Result<Vec<Arc<Event>>> {
+        let rx = self.send(commands, self.absent_keys(fresh)?.into_iter().collect())?;
         rx.await.map_err(|_| EngineError::Closed)?
     }
 
     /// [`Engine::submit`] for callers outside an async runtime.
     pub fn submit_blocking(&self, commands: Vec<Command>) -> Result<Vec<Arc<Event>>> {
-        let rx = self.send(commands)?;
+        let rx = self.send(commands, Vec::new())?;
         rx.blocking_recv().map_err(|_| EngineError::Closed)?
+    }
+
+    /// The object keys of `fresh` that the storage does not hold.
+    fn absent_keys(&self, fresh: &[(&str, &str, &str)]) -> Result<std::collections::HashSet<Vec<u8>>> {
+        let mut absent = std::collections::HashSet::new();
+        for (parent, plural, id) in fresh {
+            let key = keys::object(parent, plural, id);
+            if self.storage().get(&key)?.is_none() {
+                absent.insert(key);
+            }
+        }
+        Ok(absent)
     }
 
     /// Starts a transaction: takes the writer's exclusive lease (other writes wait) and opens a
@@ -286,13 +322,7 @@ impl Engine {
     /// knows (generated, not yet shown to anyone): their absence is checked here, before the
     /// lease, so the transaction need not read the storage for them while holding it.
     pub async fn begin_with_fresh(&self, fresh: &[(&str, &str, &str)]) -> Result<Transaction> {
-        let mut absent = std::collections::HashSet::new();
-        for (parent, resource, id) in fresh {
-            let key = keys::object(parent, resource, id);
-            if self.storage().get(&key)?.is_none() {
-                absent.insert(key);
-            }
-        }
+        let absent = self.absent_keys(fresh)?;
         let (granted_tx, granted_rx) = tokio::sync::oneshot::channel();
         let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(1);
         {

@@ -576,12 +576,13 @@ fn what_a_transaction_read_is_carried_to_the_next_only_while_nothing_else_wrote(
 #[test]
 fn reopening_a_store_waits_for_the_previous_handle_to_let_go() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = crate::storage::SledStorage::open(dir.path(), None).expect("first open");
+    let first = crate::storage::SledStorage::open(dir.path(), None, crate::EngineConfig::default().cache_bytes)
+        .expect("first open");
     let holder = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         drop(first);
     });
-    let second = crate::storage::SledStorage::open(dir.path(), None);
+    let second = crate::storage::SledStorage::open(dir.path(), None, crate::EngineConfig::default().cache_bytes);
     assert!(second.is_ok(), "{:?}", second.err());
     holder.join().expect("holder");
 }

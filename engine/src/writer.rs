@@ -2,9 +2,10 @@
 //!
 //! Loop: take one submission, drain whatever else is waiting, apply each submission
 //! all-or-nothing into an overlay (check expectations, stamp, append to the log, update the
-//! views), write the whole group as one atomic batch, flush once (per policy), then answer every
-//! caller and publish the events. A failed write or flush is never retried: the writer answers
-//! `Unavailable` from then on (fail-stop) and a restart replays the log.
+//! views), and hand the whole group as one atomic batch to the applier, which writes it while
+//! this thread builds the next group; a flush (per policy) then covers it, and every caller is
+//! answered and the events published. A failed write or flush is never retried: the writer
+//! answers `Unavailable` from then on (fail-stop) and a restart replays the log.
 
 use std::sync::Arc;
 
@@ -13,18 +14,17 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use ulid::Generator;
 
+use crate::applier::Applier;
 use crate::clock::Clock;
-use crate::durable::{self, Announcer, Applied, Flusher};
+use crate::durable::Applied;
 use crate::error::{EngineError, Result};
 use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
 use crate::object::{normalize_acl, Acl, StoredObject};
-use crate::observe::Probe;
 use crate::replay::LogTail;
-use crate::storage::{ReadCache, Storage, Unapplied, WriteBatch};
+use crate::storage::{refresh_read_cache, OverlayStorage, ReadCache, Storage, Unapplied, WriteBatch};
 use crate::txn::{KvRead, Txn};
 use crate::views;
-use crate::FlushPolicy;
 
 /// What the caller expects of the object's current state; checked atomically in the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,9 @@ pub(crate) type Reply = oneshot::Sender<Result<Vec<Arc<Event>>>>;
 
 pub(crate) struct Submission {
     pub commands: Vec<Command>,
+    /// Object keys the caller found absent under ids only it knows (generated, never shown):
+    /// the writer need not read them.
+    pub fresh: Vec<Vec<u8>>,
     pub reply: Reply,
 }
 
@@ -156,24 +159,28 @@ pub(crate) struct WriterState {
 /// many distinct objects would otherwise carry ever more of them.
 const MAX_WARM_ENTRIES: usize = 256;
 
+/// The writer's remembered base reads (bucket, collection, counters, ACLs) are dropped past
+/// this many: a flood of distinct objects would otherwise grow them without end.
+const MAX_CACHE_ENTRIES: usize = 4096;
+
 pub(crate) struct Writer {
     pub storage: Arc<dyn Storage>,
     pub clock: Arc<dyn Clock>,
-    pub announcer: Announcer,
-    /// Flushes and answers applied work off this thread (`FlushPolicy::Always` only).
-    pub flusher: Option<Flusher>,
-    pub flush: FlushPolicy,
+    pub applier: Applier,
     pub max_object_bytes: usize,
     pub state: WriterState,
     pub failed: Arc<parking_lot::Mutex<Option<String>>>,
     pub ulids: Generator,
-    pub probe: Probe,
+    /// The last batch handed to the applier, which may not be in the storage yet.
+    pub unapplied: Option<Unapplied>,
+    /// Base reads as they stand after every batch handed over: only this thread writes, so
+    /// they stay true as long as each batch's writes are folded in.
+    pub cache: ReadCache,
 }
 
 impl Writer {
     pub fn run(mut self, rx: Receiver<Message>) {
-        // A message taken early (a lease met while draining a group, or the one after a
-        // transaction), and whether that lease was granted already.
+        // A lease met while draining a group waits for that group.
         let mut pending: Option<Message> = None;
         loop {
             let first = match pending.take() {
@@ -186,7 +193,7 @@ impl Writer {
             let first = match first {
                 Message::Submit(submission) => submission,
                 Message::Lease(lease) => {
-                    pending = self.serve_lease(lease, &rx);
+                    self.serve_lease(lease);
                     continue;
                 }
             };
@@ -194,7 +201,6 @@ impl Writer {
             while group.len() < MAX_GROUP_SUBMISSIONS {
                 match rx.try_recv() {
                     Ok(Message::Submit(next)) => group.push(next),
-                    // A lease waits for the group before it to be committed.
                     Ok(lease @ Message::Lease(_)) => {
                         pending = Some(lease);
                         break;
@@ -205,70 +211,46 @@ impl Writer {
             self.commit_group(group);
         }
         // Channel closed: the engine is shutting down; make everything durable.
-        if let Some(flusher) = &mut self.flusher {
-            flusher.stop();
-        }
+        self.applier.stop();
         if let Err(err) = self.storage.flush() {
             tracing::error!(error = %err, "final flush failed");
         }
     }
 
     /// Holds the writer for a transaction: nothing else commits until it commits its fork's
-    /// events (appended verbatim: they were built on exactly this state) or gives up.
-    ///
-    /// Pipelined: a transaction waiting next is granted the lease as soon as this one's events
-    /// are accepted, on top of its writes, so its work overlaps this one's storage write and
-    /// flush; it is answered only after its own flush, which covers both (and refused if this
-    /// write fails: fail-stop). Returns the message taken early, if any.
-    fn serve_lease(&mut self, mut lease: LeaseRequest, rx: &Receiver<Message>) -> Option<Message> {
-        if !grant(&mut lease, &self.state, None) {
-            return None;
+    /// events (appended verbatim: they were built on exactly this state) or gives up. The
+    /// fork reads through the batch the applier may still be writing, so its work overlaps
+    /// that write.
+    fn serve_lease(&mut self, mut lease: LeaseRequest) {
+        if !grant(&mut lease, &self.state, self.unapplied.clone()) {
+            return;
         }
         let Ok(LeaseOutcome::Commit { events, staged, chain, warm, reply }) = lease.outcome.recv_timeout(LEASE_TIMEOUT)
         else {
-            return None;
+            return;
         };
         if let Err(err) = self.accept_staged(&events) {
             let _ = reply.send(Err(err));
-            return None;
+            return;
         }
         if events.is_empty() {
             let _ = reply.send(Ok(events));
-            return None;
+            return;
         }
         self.state.next_seq += events.len() as u64;
         self.state.chain = chain;
         self.state.warm = (warm.len() <= MAX_WARM_ENTRIES).then(|| Arc::new(warm));
-        let next = match rx.try_recv() {
-            Ok(Message::Lease(mut next)) => {
-                let unapplied: Unapplied = Arc::new(staged.ops.iter().cloned().collect());
-                grant(&mut next, &self.state, Some(unapplied)).then_some(Message::Lease(next))
-            }
-            Ok(other) => Some(other),
-            Err(_) => None,
-        };
-        match self.probe.apply(events.len(), || self.storage.apply(staged)) {
-            Ok(()) => self.answer(Applied { answers: vec![(reply, Ok(events.clone()))], published: events }),
-            Err(err) => {
-                let _ = reply.send(Err(EngineError::Unavailable(durable::fail(&self.failed, &err))));
-            }
-        }
-        next
+        refresh_read_cache(&mut self.cache, &staged);
+        let count = events.len();
+        self.hand(staged, count, Applied { answers: vec![(reply, Ok(events.clone()))], published: events });
     }
 
-    /// Answers applied work once it is durable per the policy: through the flusher, or here.
-    fn answer(&self, applied: Applied) {
-        if let Some(flusher) = &self.flusher {
-            return flusher.hand(applied);
+    /// Gives a built batch to the applier, keeping it readable until it is surely applied.
+    fn hand(&mut self, batch: WriteBatch, events: usize, applied: Applied) {
+        if self.applier.pipelined() && !batch.is_empty() {
+            self.unapplied = Some(Unapplied::new(batch.clone()));
         }
-        let flushed = match self.flush {
-            FlushPolicy::Always if !applied.published.is_empty() => self.probe.flush(|| self.storage.flush()),
-            _ => Ok(()),
-        };
-        match flushed {
-            Ok(()) => self.announcer.announce(applied),
-            Err(err) => durable::refuse(applied, Some(&durable::fail(&self.failed, &err))),
-        }
+        self.applier.hand(batch, events, applied);
     }
 
     /// Checks a transaction's events before they are written: they were built on exactly the
@@ -291,9 +273,10 @@ impl Writer {
             }
             return;
         }
-        let storage = Arc::clone(&self.storage);
-        let mut txn = Txn::new(storage.as_ref());
-        let saved = WriterState { next_seq: self.state.next_seq, chain: self.state.chain, warm: None };
+        let fresh = group.iter().flat_map(|s| s.fresh.iter().cloned()).collect();
+        let cache = std::mem::take(&mut self.cache);
+        let view = OverlayStorage::with_cache(Arc::clone(&self.storage), self.unapplied.clone(), cache, fresh);
+        let mut txn = Txn::new(&view);
         let mut outcomes = Vec::with_capacity(group.len());
         for submission in &group {
             let (seq, chain) = (self.state.next_seq, self.state.chain);
@@ -310,24 +293,19 @@ impl Writer {
                 }
             }
         }
-
-        if !txn.is_empty() {
+        let batch = txn.into_batch();
+        let mut cache = view.take_read_cache();
+        refresh_read_cache(&mut cache, &batch);
+        self.cache = if cache.len() <= MAX_CACHE_ENTRIES { cache } else { ReadCache::new() };
+        if !batch.is_empty() {
             // Written outside any transaction: what the last one read may be stale now.
             self.state.warm = None;
-            let events = outcomes.iter().filter_map(|o| o.as_ref().ok()).map(Vec::len).sum();
-            if let Err(err) = self.probe.apply(events, || storage.apply(txn.into_batch())) {
-                let reason = durable::fail(&self.failed, &err);
-                self.state = saved;
-                for submission in group {
-                    let _ = submission.reply.send(Err(EngineError::Unavailable(reason.clone())));
-                }
-                return;
-            }
         }
+        let events = outcomes.iter().filter_map(|o| o.as_ref().ok()).map(Vec::len).sum();
         let published =
             outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|events| events.iter().cloned()).collect();
         let answers = group.into_iter().map(|submission| submission.reply).zip(outcomes).collect();
-        self.answer(Applied { answers, published });
+        self.hand(batch, events, Applied { answers, published });
     }
 
     fn apply_submission(&mut self, txn: &mut Txn<'_>, commands: &[Command]) -> Result<Vec<Arc<Event>>> {

@@ -215,10 +215,10 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
     } else {
         None
     };
-    let mut scoped = state.clone();
-    if let Some(tx) = &transaction {
-        scoped.engine = tx.engine().clone();
-    }
+    let scoped = match &transaction {
+        Some(tx) => state.with_engine(tx.engine().clone()),
+        None => state.clone(),
+    };
     let origin = req.headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
     let mut responses = Vec::with_capacity(requests.len());
     for sub in requests {

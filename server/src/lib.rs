@@ -46,7 +46,12 @@ pub fn open_engine(settings: &Settings) -> Result<Engine, String> {
         settings::FlushPolicy::IntervalMs(ms) => FlushPolicy::IntervalMs(ms),
         settings::FlushPolicy::None => FlushPolicy::None,
     };
-    let config = EngineConfig { flush, max_object_bytes: settings.max_body_bytes.max(1024), ..EngineConfig::default() };
+    let config = EngineConfig {
+        flush,
+        max_object_bytes: settings.max_body_bytes.max(1024),
+        cache_bytes: settings.storage_cache_mb.saturating_mul(1024 * 1024),
+        ..EngineConfig::default()
+    };
     match settings.storage_backend {
         settings::Backend::Sled => {
             std::fs::create_dir_all(&settings.data_dir)

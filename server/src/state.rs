@@ -19,8 +19,20 @@ use crate::toolkit::Registry;
 /// Principal → (membership version, group URIs).
 type GroupCache = HashMap<String, (u64, Vec<String>)>;
 
+/// Cloned per request (axum hands each handler its own): one reference count, whatever the
+/// state holds.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct Shared {
     pub engine: Engine,
     pub settings: Arc<Settings>,
     /// The resources served.
@@ -111,7 +123,7 @@ impl AppState {
             .plugins
             .contains(&Plugin::Admin)
             .then(|| Arc::new(crate::admin::Admin::new(settings.admin_assets_path.clone())));
-        AppState {
+        AppState(Arc::new(Shared {
             admin,
             engine,
             registry: Arc::new(registry),
@@ -129,9 +141,21 @@ impl AppState {
             hub: Arc::default(),
             groups: Arc::default(),
             settings: Arc::new(settings),
-        }
+        }))
     }
 
+    /// The same state over another engine (a batch's transaction fork).
+    pub fn with_engine(&self, engine: Engine) -> AppState {
+        AppState(Arc::new(Shared { engine, ..Shared::clone(&self.0) }))
+    }
+
+    /// The state while nothing else holds it yet (before serving), to finish setting it up.
+    pub fn get_mut(&mut self) -> Option<&mut Shared> {
+        Arc::get_mut(&mut self.0)
+    }
+}
+
+impl Shared {
     /// The stream hub (must be called within the runtime: it starts a task the first time).
     pub fn hub(&self) -> Arc<Hub> {
         let queue = self.settings.streams.queue_size;

@@ -9,7 +9,7 @@ mod overlay;
 mod sled_store;
 
 pub use memory::MemoryStorage;
-pub use overlay::{OverlayStorage, ReadCache, Unapplied};
+pub use overlay::{refresh_read_cache, OverlayStorage, ReadCache, Unapplied};
 pub use sled_store::SledStorage;
 
 use crate::error::Result;

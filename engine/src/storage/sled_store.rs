@@ -12,13 +12,13 @@ pub struct SledStorage {
 
 impl SledStorage {
     /// Opens (or creates) the store in `dir`. `flush_every_ms` is sled's own background flush,
-    /// used by the `interval` flush policy; `None` disables it.
-    pub fn open(dir: &Path, flush_every_ms: Option<u64>) -> Result<Self> {
+    /// used by the `interval` flush policy; `None` disables it. `cache_bytes`: sled's page cache.
+    pub fn open(dir: &Path, flush_every_ms: Option<u64>, cache_bytes: u64) -> Result<Self> {
         // A store closed moments ago in this process may still be locked by sled's background
         // flusher thread for a short while: wait for it rather than fail.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let db = loop {
-            match sled::Config::new().path(dir).flush_every_ms(flush_every_ms).open() {
+            match sled::Config::new().path(dir).flush_every_ms(flush_every_ms).cache_capacity(cache_bytes).open() {
                 // sled reports the lock as an I/O error of kind Other naming the lock.
                 Err(sled::Error::Io(e))
                     if (e.kind() == std::io::ErrorKind::WouldBlock

@@ -59,6 +59,7 @@ const TIDEMARK_KEYS: &[&str] = &[
     "data_dir",
     "flush_policy",
     "flush_interval_ms",
+    "storage_cache_mb",
     "bind",
     "max_body_bytes",
     // Live streams (read by the stream module from `raw`).

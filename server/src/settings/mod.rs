@@ -43,6 +43,9 @@ pub const HTTP_PORT_OVERRIDE: &str = "http_port";
 pub const NON_SETTING_ENV: &[&str] = &["INI", "PID", "BASE_URL", "SERVER_URL", "LOG", "LOG_FORMAT"];
 
 const DEFAULT_FLUSH_INTERVAL_MS: u64 = 500;
+/// sled's own default is 1 GiB, and its resident memory runs well past what it accounts for:
+/// see the scale figures in the README.
+const DEFAULT_STORAGE_CACHE_MB: u64 = 128;
 const BASICAUTH_POLICY: &str = "kinto.core.authentication.BasicAuthAuthenticationPolicy";
 
 /// Where records and the log live.
@@ -250,6 +253,8 @@ pub struct Settings {
     pub storage_url: Option<String>,
     pub data_dir: PathBuf,
     pub flush_policy: FlushPolicy,
+    /// sled's page cache, in MiB (`storage_cache_mb`): what the store keeps decoded in memory.
+    pub storage_cache_mb: u64,
     /// `host:port` to listen on.
     pub bind: String,
     pub max_body_bytes: usize,
@@ -353,6 +358,7 @@ impl Settings {
             version_json_path: None,
             data_dir: PathBuf::from("./tidemark-data"),
             flush_policy: FlushPolicy::Always,
+            storage_cache_mb: DEFAULT_STORAGE_CACHE_MB,
             bind: DEFAULT_BIND.to_owned(),
             max_body_bytes: 2 * 1024 * 1024,
             account_cache_ttl_seconds: 30,
@@ -595,6 +601,11 @@ impl Settings {
         if let Some(n) = v.unsigned("pagination_token_validity_seconds")? {
             self.pagination_token_validity_seconds = n;
         }
+        if let Some(n) =
+            v.parse("storage_cache_mb", "a number of MiB (at least 1)", |t| t.parse::<u64>().ok().filter(|n| *n >= 1))?
+        {
+            self.storage_cache_mb = n;
+        }
         let streams = &mut self.streams;
         if let Some(n) = v.parse("stream_queue_size", "a number of frames (at least 4)", |t| {
             t.parse::<usize>().ok().filter(|n| *n >= 4)
@@ -774,6 +785,7 @@ impl fmt::Debug for Settings {
             .field("storage_url", &hidden(&self.storage_url))
             .field("data_dir", &self.data_dir)
             .field("flush_policy", &self.flush_policy)
+            .field("storage_cache_mb", &self.storage_cache_mb)
             .field("bind", &self.bind)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("raw", &raw)

@@ -23,7 +23,7 @@ use crate::state::AppState;
 use crate::toolkit::common::{self, require_parents};
 use crate::toolkit::extract::ListCall;
 use crate::toolkit::objects::{precondition_failed, prepare_write, written};
-use crate::toolkit::write::{command, retrying, submit, submit_one, Attempt};
+use crate::toolkit::write::{command, retrying, submit, submit_generated, submit_one, Attempt};
 use crate::toolkit::Address;
 
 /// Live plural-DELETE tokens kept at most; beyond it the soonest to expire is forgotten, so a
@@ -581,7 +581,12 @@ async fn create(
             let acl = prepare_write(state, req, addr, &id, &mut data, data_sent, None, true, acl).await?;
             let explicit = common::explicit_timestamp(&data);
             let op = Op::Put { data: common::strip_managed(data), permissions: acl };
-            Ok(match submit_one(state, command(req, addr, &id, op, Expect::Absent, explicit)).await? {
+            let command = command(req, addr, &id, op, Expect::Absent, explicit);
+            let attempt = match given_id {
+                Some(_) => submit_one(state, command).await?,
+                None => submit_generated(state, command).await?,
+            };
+            Ok(match attempt {
                 Attempt::Done(event) => Attempt::Done(written(req, addr, &event, StatusCode::CREATED)),
                 Attempt::Lost => Attempt::Lost,
             })

@@ -170,8 +170,9 @@ impl Service {
         let engine = crate::open_engine(&settings)?;
         let secret = crate::hmac_secret(&settings)?;
         let mut state = AppState::with_registry(engine, settings, secret, self.registry, &self.prefix);
+        let shared = state.get_mut().ok_or("the state is shared before it is set up")?;
         for policy in self.policies {
-            state.authenticator.push(policy);
+            shared.authenticator.push(policy);
         }
         Ok(state)
     }

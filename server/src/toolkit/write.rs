@@ -99,7 +99,14 @@ pub fn command_as(
 
 /// Commits `commands` atomically; `Lost` when an expectation no longer held.
 pub async fn submit(state: &AppState, commands: Vec<Command>) -> Result<Attempt<Vec<Arc<Event>>>, ApiError> {
-    match state.engine.submit(commands).await {
+    settle(state, state.engine.submit(commands).await)
+}
+
+fn settle(
+    state: &AppState,
+    outcome: Result<Vec<Arc<Event>>, EngineError>,
+) -> Result<Attempt<Vec<Arc<Event>>>, ApiError> {
+    match outcome {
         Ok(events) => {
             crate::summary::written(&events);
             Ok(Attempt::Done(events))
@@ -116,9 +123,21 @@ pub async fn submit(state: &AppState, commands: Vec<Command>) -> Result<Attempt<
     }
 }
 
+/// [`submit_one`] for a command creating an object under an id generated for it, which nobody
+/// has seen: the engine checks its absence here rather than in the writer.
+pub async fn submit_generated(state: &AppState, command: Command) -> Result<Attempt<Arc<Event>>, ApiError> {
+    let (parent, plural, id) = (command.parent.clone(), command.plural.clone(), command.id.clone());
+    let fresh = [(parent.as_str(), plural.as_str(), id.as_str())];
+    one(settle(state, state.engine.submit_fresh(vec![command], &fresh).await)?)
+}
+
 /// [`submit`] for one command, answering its event.
 pub async fn submit_one(state: &AppState, command: Command) -> Result<Attempt<Arc<Event>>, ApiError> {
-    Ok(match submit(state, vec![command]).await? {
+    one(submit(state, vec![command]).await?)
+}
+
+fn one(attempt: Attempt<Vec<Arc<Event>>>) -> Result<Attempt<Arc<Event>>, ApiError> {
+    Ok(match attempt {
         Attempt::Done(mut events) => match events.pop() {
             Some(event) => Attempt::Done(event),
             None => return Err(from_engine(EngineError::InvalidCommand("the writer returned no event".into()))),
