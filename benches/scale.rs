@@ -8,7 +8,8 @@
 //! One server on a fresh data dir (sled, defaults: `flush_policy = always`), one collection
 //! `b/c` filled in steps up to each N of `SCALE_N` with records of about 300 bytes of JSON
 //! (`POST /v1/batch` of 25 PUTs, 4 batches in flight). At each step:
-//! 1. load rate, the server's VmRSS against the records' JSON size, and disk bytes per event
+//! 1. load rate, the server's VmRSS 2 s after the load (and its peak, VmHWM, since it last
+//!    started) against the records' JSON size, and disk bytes per event
 //!    (the data dir's files over the log's events);
 //! 2. read latency, one connection, requests back to back for `SCALE_SECS` (default 3) per
 //!    query after a warm-up, p50/p99: one record; the `_since` poll (5 changed records); the
@@ -142,9 +143,10 @@ impl Server {
         }
     }
 
-    fn rss_kib(&self) -> u64 {
+    /// A `/proc/<pid>/status` figure in KiB: `VmRSS` (now) or `VmHWM` (the peak so far).
+    fn memory_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_default();
         line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
@@ -231,6 +233,7 @@ struct Step {
     n: u64,
     load_rate: f64,
     rss_mib: f64,
+    peak_mib: f64,
     data_mib: f64,
     disk_per_event: f64,
     restart: Duration,
@@ -326,7 +329,8 @@ fn main() {
             let load_rate = (n - loaded) as f64 / begun.elapsed().as_secs_f64();
             loaded = n;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let rss_mib = server.rss_kib() as f64 / 1024.0;
+            let rss_mib = server.memory_kib("VmRSS:") as f64 / 1024.0;
+            let peak_mib = server.memory_kib("VmHWM:") as f64 / 1024.0;
             let events = n + 2;
             let disk_per_event = dir_bytes(&dir.path().join("data")) as f64 / events as f64;
             let queries = measure(&server, n, budget).await;
@@ -338,7 +342,7 @@ fn main() {
                 restart.as_secs_f64() * 1e3
             );
             let data_mib = data_bytes as f64 / (1024.0 * 1024.0);
-            rows.push(Step { n, load_rate, rss_mib, data_mib, disk_per_event, restart, queries });
+            rows.push(Step { n, load_rate, rss_mib, peak_mib, data_mib, disk_per_event, restart, queries });
         }
         rows
     });
@@ -347,15 +351,16 @@ fn main() {
     println!();
     println!("=== Tidemark at scale (one collection; release build, sled, flush_policy = always) ===");
     println!(
-        "{:>9} {:>10} {:>10} {:>10} {:>8} {:>12} {:>14}",
-        "records", "load/s", "RSS MiB", "data MiB", "RSS/data", "disk B/event", "kill -9→ready"
+        "{:>9} {:>10} {:>10} {:>14} {:>10} {:>8} {:>12} {:>14}",
+        "records", "load/s", "RSS MiB", "peak RSS MiB", "data MiB", "RSS/data", "disk B/event", "kill -9→ready"
     );
     for s in &rows {
         println!(
-            "{:>9} {:>10.0} {:>10.1} {:>10.1} {:>8.2} {:>12.0} {:>11.0} ms",
+            "{:>9} {:>10.0} {:>10.1} {:>14.1} {:>10.1} {:>8.2} {:>12.0} {:>11.0} ms",
             s.n,
             s.load_rate,
             s.rss_mib,
+            s.peak_mib,
             s.data_mib,
             s.rss_mib / s.data_mib,
             s.disk_per_event,

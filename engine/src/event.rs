@@ -26,6 +26,24 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action as one byte, in the history index.
+    pub fn code(self) -> u8 {
+        match self {
+            Action::Create => 0,
+            Action::Update => 1,
+            Action::Delete => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Action> {
+        match code {
+            0 => Some(Action::Create),
+            1 => Some(Action::Update),
+            2 => Some(Action::Delete),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",

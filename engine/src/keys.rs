@@ -27,8 +27,10 @@ pub const MEMBER: u8 = b'G';
 /// Membership by source: `R` + source URI `\0` member principal → empty (a group's members, to
 /// undo them when it changes or is purged).
 pub const MEMBER_OF_SOURCE: u8 = b'R';
-/// History: `H` + root URI `\0` seq (u64 BE) → empty. Every event of an object under a root
-/// object (a Kinto bucket), by commit order: a root's history without a scan of the log.
+/// History: `H` + root URI `\0` seq (u64 BE) → the event's timestamp (u64 BE), action (one
+/// byte), resource name `\0` object URI. Every event of an object under a root object (a Kinto
+/// bucket), by commit order: a root's history without a scan of the log, and filters on what
+/// the entry names decided without reading the event.
 pub const HISTORY: u8 = b'H';
 /// Versions: `V` + parent `\0` plural `\0` id `\0` ts (u64 BE) seq (u64 BE) → empty. Every
 /// version of every object, by time: the version at a past moment is one seek, however long the
@@ -220,6 +222,28 @@ pub fn history(root_uri: &str, seq: u64) -> Vec<u8> {
     let mut k = history_prefix(root_uri);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// The value of a history index entry (see [`HISTORY`]).
+pub fn history_value(timestamp: u64, action: u8, resource: &str, uri: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(10 + resource.len() + uri.len());
+    v.extend_from_slice(&timestamp.to_be_bytes());
+    v.push(action);
+    v.extend_from_slice(resource.as_bytes());
+    v.push(0);
+    v.extend_from_slice(uri.as_bytes());
+    v
+}
+
+/// A history index value's parts: timestamp, action byte, resource name, object URI.
+pub fn split_history_value(value: &[u8]) -> Option<(u64, u8, &str, &str)> {
+    let timestamp = read_u64(value.get(..8)?)?;
+    let action = *value.get(8)?;
+    let rest = value.get(9..)?;
+    let split = rest.iter().position(|b| *b == 0)?;
+    let resource = std::str::from_utf8(&rest[..split]).ok()?;
+    let uri = std::str::from_utf8(&rest[split + 1..]).ok()?;
+    Some((timestamp, action, resource, uri))
 }
 
 /// Where the format of the views is recorded: views of another format are rebuilt on open.

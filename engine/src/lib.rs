@@ -42,7 +42,7 @@ pub use error::{EngineError, Result};
 pub use event::{Action, Context, Event};
 pub use object::{object_uri, split_uri, Acl, RawObject, StoredObject};
 pub use observe::{Health, Observer};
-pub use read::{AsOf, ListOrder, ListRange};
+pub use read::{AsOf, HistoryEntry, ListOrder, ListRange};
 pub use replay::{digest, VerifyReport};
 pub use storage::{MemoryStorage, SledStorage, Storage};
 pub use writer::{Command, Expect, Op};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
-use crate::event::{self, Event};
+use crate::event::{self, Action, Event};
 use crate::keys;
 use crate::object::{Acl, RawObject, StoredObject};
 use crate::storage::prefix_end;
@@ -45,6 +45,18 @@ pub enum ListOrder {
 }
 
 /// A slice of a list by timestamp, both bounds exclusive (`_since` / `_before`).
+/// One entry of a root's history index: an event, by what it names.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryEntry<'a> {
+    pub seq: u64,
+    pub timestamp: u64,
+    pub action: Action,
+    /// The kind's name (Kinto's `resource_name`).
+    pub resource: &'a str,
+    /// The object's URI, as stored.
+    pub uri: &'a str,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ListRange {
     pub since: Option<u64>,
@@ -315,21 +327,35 @@ impl Engine {
     /// Walks the events of everything under the root object `root_uri` (a Kinto bucket), since
     /// the root was last created, newest first, calling `visit` until it returns false.
     pub fn walk_history(&self, root_uri: &str, mut visit: impl FnMut(Arc<Event>) -> Result<bool>) -> Result<()> {
+        self.walk_history_index(root_uri, |entry| {
+            let event = self
+                .event_at(entry.seq)?
+                .ok_or_else(|| EngineError::Corrupt(format!("history names missing event {}", entry.seq)))?;
+            visit(Arc::new(event))
+        })
+    }
+
+    /// The history index of `root_uri`, newest first, until `visit` returns false: what each
+    /// entry names, without reading its event (`event_at` does, for the entries wanted).
+    pub fn walk_history_index(
+        &self,
+        root_uri: &str,
+        mut visit: impl FnMut(HistoryEntry<'_>) -> Result<bool>,
+    ) -> Result<()> {
         let prefix = keys::history_prefix(root_uri);
         let mut hi = prefix_end(&prefix);
-        // Pages of index keys: most walks stop after a page of entries.
+        // Pages of index entries: most walks stop after a page.
         let mut page = 64;
         loop {
             let rows = self.storage().range(&prefix, &hi, true, Some(page))?;
             let Some((last, _)) = rows.last() else { return Ok(()) };
             hi = last.clone();
-            for (key, _) in &rows {
-                let seq = keys::read_u64(&key[prefix.len()..])
-                    .ok_or_else(|| EngineError::Corrupt("history index key too short".into()))?;
-                let event = self
-                    .event_at(seq)?
-                    .ok_or_else(|| EngineError::Corrupt(format!("history names missing event {seq}")))?;
-                if !visit(Arc::new(event))? {
+            for (key, value) in &rows {
+                let corrupt = || EngineError::Corrupt("malformed history index entry".into());
+                let seq = keys::read_u64(&key[prefix.len()..]).ok_or_else(corrupt)?;
+                let (timestamp, action, resource, uri) = keys::split_history_value(value).ok_or_else(corrupt)?;
+                let action = Action::from_code(action).ok_or_else(corrupt)?;
+                if !visit(HistoryEntry { seq, timestamp, action, resource, uri })? {
                     return Ok(());
                 }
             }

@@ -107,7 +107,7 @@ fn check_entry(bytes: &[u8], expected_seq: u64, chain: &ChainHash) -> Result<eve
 
 /// The layout of the views this build derives. Views of another format (or none recorded: the
 /// format before keys followed URIs) are rebuilt from the log on open.
-const VIEWS_FORMAT: u64 = 5;
+const VIEWS_FORMAT: u64 = 6;
 
 fn set_views_format(storage: &dyn Storage) -> Result<()> {
     let mut batch = WriteBatch::default();

@@ -139,7 +139,8 @@ pub(crate) fn apply_event(txn: &mut Txn<'_>, event: &Event) -> Result<()> {
                 txn.delete(key);
             }
         } else {
-            txn.put(keys::history(root, event.seq), Vec::new());
+            let value = keys::history_value(event.timestamp, event.action.code(), &event.resource, &uri);
+            txn.put(keys::history(root, event.seq), value);
         }
     }
 

@@ -278,3 +278,55 @@ async fn a_bucket_deleted_and_created_again_starts_a_fresh_history() {
     assert_eq!((entries[0]["action"].clone(), entries[0]["uri"].clone()), (json!("create"), json!("/buckets/b")));
     s.stop().await;
 }
+
+/// Filters on what an entry names (`record_id`, `collection_id`, `resource_name`, `uri`…) are
+/// decided on the history index without reading the events: the same entries as filtering the
+/// whole history, with purges and excluded resources still honoured.
+#[tokio::test]
+async fn filters_on_the_object_give_what_filtering_the_whole_history_gives() {
+    let s = Server::start_with(&[
+        ("includes", "kinto.plugins.history"),
+        ("history.exclude_resources", "/buckets/b/collections/hidden"),
+    ])
+    .await;
+    s.seed().await;
+    s.put("/buckets/b/collections/other", Some(ALICE), json!({})).await;
+    s.put("/buckets/b/collections/hidden", Some(ALICE), json!({})).await;
+    for round in 0..3 {
+        for coll in ["c", "other", "hidden"] {
+            for id in ["r1", "r2"] {
+                let path = format!("/buckets/b/collections/{coll}/records/{id}");
+                s.put(&path, Some(ALICE), json!({"data": {"round": round}})).await;
+            }
+        }
+    }
+    s.delete("/buckets/b/collections/other/records/r2", Some(ALICE)).await;
+    // A purge of r1's entries in `c`: hidden from then on, by index or not.
+    let purged = s.delete("/buckets/b/history?collection_id=c&record_id=r1&_limit=1", Some(ALICE)).await;
+    assert_eq!(data(&purged).len(), 1, "{}", purged.body);
+
+    let all = data(&s.get("/buckets/b/history?_limit=1000", Some(ALICE)).await);
+    assert!(all.iter().all(|e| !e["uri"].as_str().unwrap_or_default().contains("/hidden")), "excluded");
+    let cases: [(&str, fn(&Value) -> bool); 6] = [
+        ("record_id=r2", |e| e["record_id"] == "r2"),
+        ("collection_id=c&record_id=r1", |e| e["collection_id"] == "c" && e["record_id"] == "r1"),
+        ("resource_name=collection", |e| e["resource_name"] == "collection"),
+        ("uri=/buckets/b/collections/other/records/r2", |e| e["uri"] == "/buckets/b/collections/other/records/r2"),
+        ("record_id=r2&action=delete", |e| e["record_id"] == "r2" && e["action"] == "delete"),
+        ("in_collection_id=c,other&exclude_record_id=r1", |e| {
+            (e["collection_id"] == "c" || e["collection_id"] == "other") && e["record_id"] != "r1"
+        }),
+    ];
+    for (filter, keep) in cases {
+        let expected: Vec<Value> = all.iter().filter(|e| keep(e)).cloned().collect();
+        let got = s.get(&format!("/buckets/b/history?{filter}&_limit=1000"), Some(ALICE)).await;
+        assert_eq!(got.status, 200, "{filter}: {}", got.body);
+        assert!(!expected.is_empty(), "{filter} matches something");
+        assert_eq!(data(&got), expected, "{filter}");
+    }
+    // A page of one, by index, still links to the next.
+    let page = s.get("/buckets/b/history?record_id=r2&_limit=1", Some(ALICE)).await;
+    assert_eq!(data(&page).len(), 1);
+    assert!(page.header("next-page").is_some());
+    s.stop().await;
+}

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
-use tidemark_engine::{Acl, Action, Command, Event, Expect, Op};
+use tidemark_engine::{Acl, Action, Command, EngineError, Event, Expect, HistoryEntry, Op};
 use tidemark_protocol::filter;
 use tidemark_protocol::query::{self, ListQuery, SortKey, Token};
 use tidemark_protocol::ApiError;
@@ -61,26 +61,42 @@ const SUMMARY_FIELDS: [&str; 11] = [
     "seq",
 ];
 
-/// An entry's summary (see [`SUMMARY_FIELDS`]; `date` too).
-fn summary(registry: &Registry, event: &Event) -> Option<Map<String, Value>> {
-    let stored = event.uri();
-    let chain = registry.chain_of(&stored)?;
-    let uri = Registry::wire_uri(&stored);
-    let mut entry = Map::new();
-    entry.insert("id".into(), json!(event.id.to_string()));
-    entry.insert("last_modified".into(), json!(event.timestamp));
-    entry.insert("date".into(), json!(iso_date(event.timestamp)));
-    entry.insert("action".into(), json!(event.action.as_str()));
-    entry.insert("resource_name".into(), json!(event.resource));
-    entry.insert("uri".into(), json!(uri));
-    entry.insert("user_id".into(), json!(event.context.user_id));
+/// The summary fields an entry's history index record decides, its event unread.
+const INDEX_FIELDS: [&str; 9] =
+    ["last_modified", "action", "resource_name", "uri", "bucket_id", "collection_id", "group_id", "record_id", "seq"];
+
+/// What an entry says of its object: see [`INDEX_FIELDS`].
+fn address(registry: &Registry, entry: &HistoryEntry<'_>) -> Option<Map<String, Value>> {
+    let chain = registry.chain_of(entry.uri)?;
+    let mut fields = Map::new();
+    fields.insert("last_modified".into(), json!(entry.timestamp));
+    fields.insert("action".into(), json!(entry.action.as_str()));
+    fields.insert("resource_name".into(), json!(entry.resource));
+    fields.insert("uri".into(), json!(Registry::wire_uri(entry.uri)));
     // Kinto's ids: the object's own, and below the bucket the ids of the levels between.
     let ids: &[Node] = if chain.len() > 1 { &chain[1..] } else { &chain };
     for node in ids {
-        entry.insert(format!("{}_id", node.kind.name), json!(node.id));
+        fields.insert(format!("{}_id", node.kind.name), json!(node.id));
     }
-    entry.insert("seq".into(), json!(event.seq));
-    Some(entry)
+    fields.insert("seq".into(), json!(entry.seq));
+    Some(fields)
+}
+
+/// An entry's summary (see [`SUMMARY_FIELDS`]; `date` too).
+fn summary(registry: &Registry, event: &Event) -> Option<Map<String, Value>> {
+    let stored = event.uri();
+    let entry = HistoryEntry {
+        seq: event.seq,
+        timestamp: event.timestamp,
+        action: event.action,
+        resource: &event.resource,
+        uri: &stored,
+    };
+    let mut fields = address(registry, &entry)?;
+    fields.insert("id".into(), json!(event.id.to_string()));
+    fields.insert("date".into(), json!(iso_date(event.timestamp)));
+    fields.insert("user_id".into(), json!(event.context.user_id));
+    Some(fields)
 }
 
 /// The whole entry from its summary: `target`, and beyond Kinto `before` (the object's previous
@@ -173,24 +189,30 @@ impl<'a> Rules<'a> {
         Rules { settings, purged: HashSet::new(), kept: HashMap::new() }
     }
 
-    /// Notes a purge; true if `event` is one (history's own event, never an entry).
-    fn purge(&mut self, event: &Event) -> bool {
-        if event.resource != PURGE_RESOURCE {
-            return false;
-        }
+    /// Notes a purge (history's own event, never an entry): the seqs it hides.
+    fn purge(&mut self, event: &Event) {
         let seqs = event.data.get("purged").and_then(Value::as_array).into_iter().flatten();
         self.purged.extend(seqs.filter_map(Value::as_u64));
-        true
+    }
+
+    /// Whether the rules can be decided without an entry's event: no rule on users or counts.
+    fn need_no_event(&self) -> bool {
+        self.settings.exclude_user_ids.is_empty() && self.settings.auto_trim_max_count == 0
+    }
+
+    /// Whether an entry is hidden by what its index record says: a purge or an excluded URI.
+    fn hides(&self, seq: u64, wire_uri: &str) -> bool {
+        self.purged.contains(&seq)
+            || self.settings.exclude_resources.iter().any(|excluded| {
+                wire_uri.strip_prefix(excluded.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
     }
 
     /// Whether an event's entry exists for readers: not excluded, purged or trimmed away.
     fn keeps(&mut self, event: &Event, wire_uri: &str) -> bool {
         let user = event.context.user_id.as_deref();
-        let excluded_uri = self.settings.exclude_resources.iter().any(|excluded| {
-            wire_uri.strip_prefix(excluded.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        });
         let excluded_user = user.is_some_and(|u| self.settings.exclude_user_ids.iter().any(|x| x == u));
-        if excluded_uri || excluded_user || self.purged.contains(&event.seq) {
+        if excluded_user || self.hides(event.seq, wire_uri) {
             return false;
         }
         let max = self.settings.auto_trim_max_count;
@@ -253,22 +275,65 @@ impl HistoryCall {
         let on_summary = |f: &&filter::Filter| SUMMARY_FIELDS.contains(&f.field.as_str());
         let early_filters: Vec<&filter::Filter> = q.filters.iter().filter(on_summary).collect();
         let late_filters: Vec<&filter::Filter> = q.filters.iter().filter(|f| !on_summary(f)).collect();
+        // A bucket reader under rules that ignore users and counts: an entry whose object fails
+        // the filters is skipped on its index record alone (`?record_id=` reads only its own).
+        let index_filters: Vec<&filter::Filter> =
+            q.filters.iter().filter(|f| INDEX_FIELDS.contains(&f.field.as_str())).collect();
+        let by_index = visible.all && rules.need_no_event() && !index_filters.is_empty();
+        // Most of them look at the object alone (its kind, ids, URI): decided once per object.
+        let per_event = ["last_modified", "action", "seq"];
+        let (event_filters, object_filters): (Vec<&filter::Filter>, Vec<&filter::Filter>) =
+            index_filters.iter().partition(|f| per_event.contains(&f.field.as_str()));
+        let mut object_verdicts: HashMap<String, bool> = HashMap::new();
         let mut entries: Vec<(u64, Value)> = Vec::new();
         let mut seen_any = false;
         let mut newest: Option<u64> = None;
         let mut failure = None;
+        let missing = |seq: u64| EngineError::Corrupt(format!("history names missing event {seq}"));
         state
             .engine
-            .walk_history(root, |event| {
-                newest.get_or_insert(event.timestamp);
+            .walk_history_index(root, |index| {
+                newest.get_or_insert(index.timestamp);
                 // The bucket's deletion ends the history of the bucket of that name (Kinto wipes
                 // it): a bucket created again starts afresh.
-                if event.action == Action::Delete && event.uri() == *root {
+                if index.action == Action::Delete && index.uri == root {
                     return Ok(false);
                 }
-                if rules.purge(&event) {
+                if index.resource == PURGE_RESOURCE {
+                    let event = state.engine.event_at(index.seq)?.ok_or_else(|| missing(index.seq))?;
+                    rules.purge(&event);
                     return Ok(true);
                 }
+                if by_index {
+                    if rules.hides(index.seq, Registry::wire_uri(index.uri)) {
+                        return Ok(true);
+                    }
+                    let known = object_verdicts.get(index.uri).copied();
+                    let object_passes = match known {
+                        Some(verdict) => verdict,
+                        None => {
+                            let fields = address(&state.registry, &index).map(Value::Object);
+                            let verdict =
+                                fields.is_some_and(|f| object_filters.iter().all(|filter| filter.matches(&f)));
+                            object_verdicts.insert(index.uri.to_owned(), verdict);
+                            verdict
+                        }
+                    };
+                    if !object_passes {
+                        return Ok(true);
+                    }
+                    if !event_filters.is_empty() {
+                        let fields = json!({
+                            "last_modified": index.timestamp,
+                            "action": index.action.as_str(),
+                            "seq": index.seq,
+                        });
+                        if !event_filters.iter().all(|f| f.matches(&fields)) {
+                            return Ok(true);
+                        }
+                    }
+                }
+                let event = state.engine.event_at(index.seq)?.ok_or_else(|| missing(index.seq))?;
                 let stored = event.uri();
                 if !rules.keeps(&event, Registry::wire_uri(&stored)) {
                     return Ok(true);
