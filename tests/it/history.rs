@@ -307,7 +307,8 @@ async fn filters_on_the_object_give_what_filtering_the_whole_history_gives() {
 
     let all = data(&s.get("/buckets/b/history?_limit=1000", Some(ALICE)).await);
     assert!(all.iter().all(|e| !e["uri"].as_str().unwrap_or_default().contains("/hidden")), "excluded");
-    let cases: [(&str, fn(&Value) -> bool); 6] = [
+    type Keep = fn(&Value) -> bool;
+    let cases: [(&str, Keep); 6] = [
         ("record_id=r2", |e| e["record_id"] == "r2"),
         ("collection_id=c&record_id=r1", |e| e["collection_id"] == "c" && e["record_id"] == "r1"),
         ("resource_name=collection", |e| e["resource_name"] == "collection"),
