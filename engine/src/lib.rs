@@ -44,7 +44,7 @@ pub use object::{object_uri, split_uri, Acl, RawObject, StoredObject};
 pub use observe::{Health, Observer};
 pub use read::{AsOf, HistoryEntry, ListOrder, ListRange};
 pub use replay::{digest, VerifyReport};
-pub use storage::{MemoryStorage, SledStorage, Storage};
+pub use storage::{MemoryStorage, PostgresStorage, SledStorage, Storage};
 pub use writer::{Command, Expect, Op};
 
 use writer::{Grant, LeaseOutcome, LeaseRequest, Message, Submission, Writer, WriterState};
@@ -171,6 +171,11 @@ impl Engine {
         };
         let storage = SledStorage::open(dir, background, config.cache_bytes)?;
         Engine::open(Arc::new(storage), config)
+    }
+
+    /// Opens the store in the PostgreSQL database at `url` (created if missing) and recovers it.
+    pub fn open_postgres(url: &str, config: EngineConfig) -> Result<Engine> {
+        Engine::open(Arc::new(storage::PostgresStorage::open(url)?), config)
     }
 
     pub fn open_memory(config: EngineConfig) -> Result<Engine> {

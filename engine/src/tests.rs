@@ -51,17 +51,49 @@ fn seed(engine: &Engine) {
 enum Backend {
     Memory,
     Sled(tempfile::TempDir),
+    /// A database of its own (`TM_TEST_BACKEND=postgresql`, server at `TM_TEST_PG_URL`),
+    /// dropped with the backend.
+    Postgres {
+        server: String,
+        database: String,
+    },
 }
 
 impl Backend {
+    /// Memory and sled, and PostgreSQL when the environment asks for it.
     fn all() -> Vec<Backend> {
-        vec![Backend::Memory, Backend::Sled(tempfile::tempdir().expect("tempdir"))]
+        let mut all = vec![Backend::Memory, Backend::Sled(tempfile::tempdir().expect("tempdir"))];
+        if std::env::var("TM_TEST_BACKEND").is_ok_and(|b| b == "postgresql") {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let server =
+                std::env::var("TM_TEST_PG_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432".into());
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let database = format!("tm_engine_{}_{n}", std::process::id());
+            all.push(Backend::Postgres { server: server.trim_end_matches('/').to_owned(), database });
+        }
+        all
     }
 
     fn open(&self, config: EngineConfig) -> Engine {
         match self {
             Backend::Memory => Engine::open_memory(config).expect("open memory"),
             Backend::Sled(dir) => Engine::open_sled(dir.path(), config).expect("open sled"),
+            Backend::Postgres { server, database } => {
+                Engine::open_postgres(&format!("{server}/{database}"), config).expect("open postgres")
+            }
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Postgres { server, database } = self {
+            let url = format!("{server}/postgres");
+            let sql = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+            let _ = std::thread::spawn(move || {
+                postgres::Client::connect(&url, postgres::NoTls).and_then(|mut c| c.batch_execute(&sql))
+            })
+            .join();
         }
     }
 }
@@ -732,4 +764,27 @@ fn versions_at_past_moments_by_index_and_by_chain() {
         assert_eq!(at(past - 1), Some(json!(4)));
         assert_eq!(at(versions[4].timestamp), Some(json!(4)));
     }
+}
+
+/// Two engines on one PostgreSQL database, each believing it is the only writer: the second to
+/// append seq N finds it taken, its batch fails whole and it stops writing (fail-stop), so the
+/// log never forks. (Serialising several writers properly is the multi-node work of #18.)
+#[test]
+fn two_writers_on_one_database_never_both_write_a_seq() {
+    let Some(backend) = Backend::all().into_iter().find(|b| matches!(b, Backend::Postgres { .. })) else {
+        return; // TM_TEST_BACKEND=postgresql runs it
+    };
+    let first = backend.open(EngineConfig::default());
+    seed(&first);
+    let second = backend.open(EngineConfig::default());
+    first.submit_blocking(vec![put(C, "record", "a", json!({"by": "first"}))]).expect("first writes seq 3");
+    let refused = second.submit_blocking(vec![put(C, "record", "b", json!({"by": "second"}))]);
+    assert!(matches!(refused, Err(EngineError::Unavailable(_))), "{refused:?}");
+    assert!(second.failure().is_some(), "the second writer stops");
+    assert!(second.get(C, "record", "b").expect("read").is_none(), "nothing of its batch landed");
+    first.submit_blocking(vec![put(C, "record", "c", json!({}))]).expect("the first goes on");
+    drop(second);
+    let report = first.verify(&mut |_| {}).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(first.last_seq().expect("seq"), 4);
 }

@@ -60,7 +60,8 @@ pub fn open_engine(settings: &Settings) -> Result<Engine, String> {
         }
         settings::Backend::Memory => Engine::open_memory(config).map_err(|e| e.to_string()),
         settings::Backend::Postgresql => {
-            Err("the PostgreSQL backend is not available yet; use the embedded default (sled)".into())
+            let url = settings.storage_url.as_deref().ok_or("storage_backend postgresql needs storage_url")?;
+            Engine::open_postgres(url, config).map_err(|e| e.to_string())
         }
     }
 }

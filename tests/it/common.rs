@@ -10,9 +10,57 @@ use tidemark_server::{AppState, Settings};
 pub const ALICE: &str = "alice:secret";
 pub const BOB: &str = "bob:secret";
 
-/// Which engine backend the suite runs on: `TM_TEST_BACKEND=memory|sled` (default sled).
+/// Which engine backend the suite runs on: `TM_TEST_BACKEND=memory|sled|postgresql` (default
+/// sled). PostgreSQL is reached at `TM_TEST_PG_URL` (default
+/// `postgresql://postgres@127.0.0.1:5432`), a fresh database per test server.
 pub fn backend() -> String {
     std::env::var("TM_TEST_BACKEND").unwrap_or_else(|_| "sled".into())
+}
+
+/// The storage settings of the test backend: a new database for each call on PostgreSQL
+/// (created by the server on first open; the suite drops those of earlier runs).
+pub fn backend_settings() -> Vec<(String, String)> {
+    match backend().as_str() {
+        "memory" => vec![("storage_backend".into(), "kinto.core.storage.memory".into())],
+        "postgresql" => {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            static CLEANED: std::sync::Once = std::sync::Once::new();
+            let base =
+                std::env::var("TM_TEST_PG_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432".into());
+            CLEANED.call_once(|| drop_test_databases(&base));
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("tm_test_{}_{n}", std::process::id());
+            vec![
+                ("storage_backend".into(), "kinto.core.storage.postgresql".into()),
+                ("storage_url".into(), format!("{}/{name}", base.trim_end_matches('/'))),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Drops the databases earlier runs of the suite left (named `tm_test_<pid>_<n>`, pid not this
+/// process). On a thread of its own: the synchronous client cannot run inside the test runtime.
+fn drop_test_databases(base: &str) {
+    let url = format!("{}/postgres", base.trim_end_matches('/'));
+    let mine = format!("tm_test_{}_", std::process::id());
+    let outcome = std::thread::spawn(move || -> Result<(), postgres::Error> {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        let rows = client.query("SELECT datname FROM pg_database WHERE datname LIKE 'tm_test_%'", &[])?;
+        for row in rows {
+            let name: String = row.get(0);
+            if !name.starts_with(&mine) {
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+            }
+        }
+        Ok(())
+    })
+    .join();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => panic!("cannot reach PostgreSQL for the suite at {base}: {err}"),
+        Err(_) => panic!("cleaning old test databases panicked"),
+    }
 }
 
 pub struct Server {
@@ -54,9 +102,7 @@ pub fn test_settings(overrides: &[(&str, &str)]) -> (Settings, tempfile::TempDir
         ("multiauth.policies".into(), "basicauth".into()),
         ("includes".into(), "kinto.plugins.flush".into()),
     ];
-    if backend() == "memory" {
-        all.push(("storage_backend".into(), "kinto.core.storage.memory".into()));
-    }
+    all.extend(backend_settings());
     all.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     (Settings::load(None, &[], &all).expect("settings"), dir)
 }
@@ -84,8 +130,8 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut service =
             service.setting("data_dir", &dir.path().display().to_string()).setting("userid_hmac_secret", "some-secret");
-        if backend() == "memory" {
-            service = service.setting("storage_backend", "kinto.core.storage.memory");
+        for (key, value) in backend_settings() {
+            service = service.setting(&key, &value);
         }
         Server::serve(service.state().expect("service"), dir, prefix).await
     }

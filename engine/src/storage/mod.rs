@@ -6,10 +6,12 @@
 
 mod memory;
 mod overlay;
+mod postgres;
 mod sled_store;
 
 pub use memory::MemoryStorage;
 pub use overlay::{refresh_read_cache, OverlayStorage, ReadCache, Unapplied};
+pub use postgres::PostgresStorage;
 pub use sled_store::SledStorage;
 
 use crate::error::Result;

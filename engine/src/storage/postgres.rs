@@ -1,0 +1,196 @@
+//! The keyspace in a PostgreSQL table: `tidemark_kv (k bytea primary key, v bytea)`, ordered
+//! as sled orders it (bytea compares bytewise), one transaction per batch.
+//!
+//! Log entries are inserted, never upserted: a batch carrying a log key that exists already —
+//! another process appended that seq first — fails whole, so no two writers can both write
+//! seq N, and the engine stops writing (fail-stop) rather than fork the log.
+//!
+//! The engine reads synchronously from async tasks, and the `postgres` client cannot run inside
+//! a tokio runtime: each connection lives on a thread of its own, and callers hand it their
+//! query and wait for the answer. A commit is durable when PostgreSQL acknowledges it
+//! (`synchronous_commit`), so `flush` has nothing left to do.
+
+use crossbeam_channel::{Receiver, Sender};
+use postgres::error::SqlState;
+use postgres::{Client, Config, NoTls};
+
+use super::{KeyValue, Storage, WriteBatch};
+use crate::error::{EngineError, Result};
+use crate::keys;
+
+/// Connections, so readers do not queue behind the writer's batches.
+const CONNECTIONS: usize = 4;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tidemark_kv (k bytea PRIMARY KEY, v bytea NOT NULL)";
+
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// The connection threads end when the storage is dropped (their queue closes).
+pub struct PostgresStorage {
+    jobs: Sender<Job>,
+}
+
+fn pg_error(err: postgres::Error) -> EngineError {
+    EngineError::Storage(format!("PostgreSQL: {err}"))
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (`postgresql://user@host:port/database`), creating the database if it
+    /// does not exist yet and the table if it is missing.
+    pub fn open(url: &str) -> Result<PostgresStorage> {
+        let config: Config = url.parse().map_err(|e| EngineError::Storage(format!("storage_url: {e}")))?;
+        // Off the caller's thread: the client runs a runtime of its own, which cannot start
+        // inside the caller's (an async server's).
+        let clients = std::thread::spawn(move || -> Result<Vec<Client>> {
+            let mut first = connect_creating(&config)?;
+            first.batch_execute(SCHEMA).map_err(pg_error)?;
+            let mut clients = vec![first];
+            for _ in 1..CONNECTIONS {
+                clients.push(config.connect(NoTls).map_err(pg_error)?);
+            }
+            Ok(clients)
+        })
+        .join()
+        .map_err(|_| EngineError::Storage("connecting to PostgreSQL panicked".into()))??;
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        for (i, client) in clients.into_iter().enumerate() {
+            let queue: Receiver<Job> = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("tidemark-pg-{i}"))
+                .spawn(move || {
+                    let mut client = client;
+                    for job in queue {
+                        job(&mut client);
+                    }
+                })
+                .map_err(|e| EngineError::Storage(format!("cannot start a PostgreSQL thread: {e}")))?;
+        }
+        Ok(PostgresStorage { jobs })
+    }
+
+    /// Runs `work` on a connection and waits for its answer.
+    fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Client) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job: Job = Box::new(move |client| {
+            let _ = tx.send(work(client));
+        });
+        self.jobs.send(job).map_err(|_| EngineError::Storage("the PostgreSQL connections are closed".into()))?;
+        rx.recv().map_err(|_| EngineError::Storage("a PostgreSQL connection went away".into()))?
+    }
+}
+
+/// Connects; a database that does not exist is created first (as sled creates its directory),
+/// through the server's `postgres` database.
+fn connect_creating(config: &Config) -> Result<Client> {
+    match config.connect(NoTls) {
+        Ok(client) => Ok(client),
+        Err(err) if err.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            let name = config.get_dbname().unwrap_or_default().to_owned();
+            let mut admin_config = config.clone();
+            admin_config.dbname("postgres");
+            let mut admin = admin_config.connect(NoTls).map_err(pg_error)?;
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            match admin.batch_execute(&format!("CREATE DATABASE {quoted}")) {
+                Ok(()) => {}
+                // Another process created it meanwhile.
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
+                Err(e) => return Err(pg_error(e)),
+            }
+            config.connect(NoTls).map_err(pg_error)
+        }
+        Err(err) => Err(pg_error(err)),
+    }
+}
+
+impl Storage for PostgresStorage {
+    fn apply(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.run(move |client| {
+            let mut log = (Vec::new(), Vec::new());
+            let mut puts = (Vec::new(), Vec::new());
+            let mut deletes = Vec::new();
+            // A batch may name a key twice (replay's batches do): the last op wins, as in sled.
+            let mut last: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = std::collections::BTreeMap::new();
+            for (key, value) in batch.ops {
+                last.insert(key, value);
+            }
+            for (key, value) in last {
+                match value {
+                    Some(value) if key.first() == Some(&keys::LOG) => {
+                        log.0.push(key);
+                        log.1.push(value);
+                    }
+                    Some(value) => {
+                        puts.0.push(key);
+                        puts.1.push(value);
+                    }
+                    None => deletes.push(key),
+                }
+            }
+            let mut tx = client.transaction().map_err(pg_error)?;
+            if !deletes.is_empty() {
+                tx.execute("DELETE FROM tidemark_kv WHERE k = ANY($1)", &[&deletes]).map_err(pg_error)?;
+            }
+            if !puts.0.is_empty() {
+                tx.execute(
+                    "INSERT INTO tidemark_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                    &[&puts.0, &puts.1],
+                )
+                .map_err(pg_error)?;
+            }
+            if !log.0.is_empty() {
+                let appended = tx.execute(
+                    "INSERT INTO tidemark_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+                    &[&log.0, &log.1],
+                );
+                match appended {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        return Err(EngineError::Storage(
+                            "another process appended to the log first (the same seq): refusing to fork the log".into(),
+                        ))
+                    }
+                    Err(e) => return Err(pg_error(e)),
+                }
+            }
+            tx.commit().map_err(pg_error)
+        })
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = key.to_vec();
+        self.run(move |client| {
+            let row = client.query_opt("SELECT v FROM tidemark_kv WHERE k = $1", &[&key]).map_err(pg_error)?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let (start, end) = (start.to_vec(), end.to_vec());
+        let limit = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.run(move |client| {
+            let order = if reverse { "DESC" } else { "ASC" };
+            let sql = format!("SELECT k, v FROM tidemark_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3");
+            let rows = client.query(&sql, &[&start, &end, &limit]).map_err(pg_error)?;
+            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        self.run(|client| {
+            let row =
+                client.query_one("SELECT pg_total_relation_size('tidemark_kv')::bigint", &[]).map_err(pg_error)?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+    }
+}
