@@ -133,9 +133,13 @@ pub struct OpenReport {
     pub replayed: u64,
 }
 
+/// The way to the writer thread; taken (closed) to stop it. Shared with the follower of a
+/// shared store, which must not keep the writer alive on its own.
+type Submit = Arc<Mutex<Option<crossbeam_channel::Sender<Message>>>>;
+
 struct Inner {
     storage: Arc<dyn Storage>,
-    submit: Mutex<Option<crossbeam_channel::Sender<Message>>>,
+    submit: Submit,
     /// A fork's writer, run by its callers (see `Engine::open_with`).
     inline: Option<Mutex<Writer>>,
     config: EngineConfig,
@@ -226,31 +230,41 @@ impl Engine {
         let writer = Writer {
             storage: Arc::clone(&storage),
             clock: Arc::clone(&config.clock),
-            applier: applier::Applier::start(finisher, inline)?,
+            // On a shared store each commit is applied before the writer lock is released.
+            applier: applier::Applier::start(finisher, inline || storage.shared())?,
             max_object_bytes: config.max_object_bytes,
             state: WriterState { next_seq: tail.last_seq + 1, chain: tail.chain, warm: None },
             failed: Arc::clone(&failed),
             ulids: ulid::Generator::new(),
             unapplied: None,
             cache: storage::ReadCache::new(),
+            shared: storage.shared() && !inline,
         };
         let opened = OpenReport { last_seq: tail.last_seq, replayed };
         let (submit, handle, inline) = if inline {
-            (None, None, Some(Mutex::new(writer)))
+            (Submit::default(), None, Some(Mutex::new(writer)))
         } else {
             let (tx, rx) = crossbeam_channel::unbounded();
             let handle = std::thread::Builder::new()
                 .name("tidemark-writer".into())
                 .spawn(move || writer.run(rx))
                 .map_err(|e| EngineError::Storage(format!("cannot start the writer thread: {e}")))?;
-            (Some(tx), Some(handle), None)
+            let submit: Submit = Arc::new(Mutex::new(Some(tx)));
+            // Other processes' appends are read and published as they are learnt of.
+            let wake = Arc::clone(&submit);
+            storage.follow(Box::new(move || {
+                if let Some(tx) = wake.lock().as_ref() {
+                    let _ = tx.send(Message::CatchUp);
+                }
+            }))?;
+            (submit, Some(handle), None)
         };
         Ok(Engine {
             inner: Arc::new(Inner {
                 config,
                 storage,
                 inline,
-                submit: Mutex::new(submit),
+                submit,
                 writer: Mutex::new(handle),
                 bus,
                 failed,

@@ -22,7 +22,7 @@ use crate::event::{self, Action, ChainHash, Context, Event};
 use crate::keys;
 use crate::object::{normalize_acl, Acl, StoredObject};
 use crate::replay::LogTail;
-use crate::storage::{refresh_read_cache, OverlayStorage, ReadCache, Storage, Unapplied, WriteBatch};
+use crate::storage::{refresh_read_cache, OverlayStorage, ReadCache, Storage, Unapplied, WriteBatch, WriterLock};
 use crate::txn::{KvRead, Txn};
 use crate::views;
 
@@ -111,6 +111,8 @@ pub(crate) struct Grant {
 pub(crate) enum Message {
     Submit(Submission),
     Lease(LeaseRequest),
+    /// Another process may have appended to a shared store: read and publish its events.
+    CatchUp,
 }
 
 /// The length of an object's compact JSON, counted without building the string.
@@ -174,8 +176,11 @@ pub(crate) struct Writer {
     /// The last batch handed to the applier, which may not be in the storage yet.
     pub unapplied: Option<Unapplied>,
     /// Base reads as they stand after every batch handed over: only this thread writes, so
-    /// they stay true as long as each batch's writes are folded in.
+    /// they stay true as long as each batch's writes are folded in (and other processes' appends
+    /// to a shared store drop them).
     pub cache: ReadCache,
+    /// Whether other processes append to the store too (see [`Storage::shared`]).
+    pub shared: bool,
 }
 
 impl Writer {
@@ -196,6 +201,12 @@ impl Writer {
                     self.serve_lease(lease);
                     continue;
                 }
+                Message::CatchUp => {
+                    if let Err(err) = self.catch_up() {
+                        tracing::warn!(error = %err, "reading other servers' appends failed");
+                    }
+                    continue;
+                }
             };
             let mut group = vec![first];
             while group.len() < MAX_GROUP_SUBMISSIONS {
@@ -205,6 +216,8 @@ impl Writer {
                         pending = Some(lease);
                         break;
                     }
+                    // The group catches up anyway, under the writer lock.
+                    Ok(Message::CatchUp) => {}
                     Err(_) => break,
                 }
             }
@@ -222,6 +235,14 @@ impl Writer {
     /// fork reads through the batch the applier may still be writing, so its work overlaps
     /// that write.
     fn serve_lease(&mut self, mut lease: LeaseRequest) {
+        // On a shared store the lease holds the writer lock too, and starts from every append.
+        let _turn = match self.take_turn() {
+            Ok(turn) => turn,
+            Err(err) => {
+                tracing::warn!(error = %err, "a transaction could not take the writer lock");
+                return;
+            }
+        };
         if !grant(&mut lease, &self.state, self.unapplied.clone()) {
             return;
         }
@@ -243,6 +264,50 @@ impl Writer {
         refresh_read_cache(&mut self.cache, &staged);
         let count = events.len();
         self.hand(staged, count, Applied { answers: vec![(reply, Ok(events.clone()))], published: events });
+    }
+
+    /// On a shared store: takes the writer lock (other processes' writers wait) and catches up
+    /// with what they appended. Nothing on a store of this process's own.
+    fn take_turn(&mut self) -> Result<Option<WriterLock>> {
+        if !self.shared {
+            return Ok(None);
+        }
+        let lock = self.storage.lock_writer()?;
+        self.catch_up()?;
+        Ok(Some(lock))
+    }
+
+    /// Reads the events other processes appended since this writer's last, hands them to be
+    /// published in order (after this process's own, before its next), and forgets every read
+    /// their writes may have made stale.
+    fn catch_up(&mut self) -> Result<()> {
+        let tail = crate::replay::read_tail(self.storage.as_ref())?;
+        if tail.last_seq < self.state.next_seq {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        let mut from = self.state.next_seq;
+        while from <= tail.last_seq {
+            let rows = self.storage.range(&keys::log(from), &keys::log(tail.last_seq + 1), false, Some(1024))?;
+            if rows.is_empty() {
+                return Err(EngineError::Corrupt(format!("the log has a gap after event {}", from - 1)));
+            }
+            for (_, bytes) in rows {
+                let event = event::decode_event(&bytes)?;
+                if event.seq != from {
+                    return Err(EngineError::Corrupt(format!("expected event {from} in the log, found {}", event.seq)));
+                }
+                from += 1;
+                events.push(Arc::new(event));
+            }
+        }
+        self.state.next_seq = tail.last_seq + 1;
+        self.state.chain = tail.chain;
+        self.state.warm = None;
+        self.cache.clear();
+        self.unapplied = None;
+        self.applier.hand(WriteBatch::default(), 0, Applied { answers: Vec::new(), published: events });
+        Ok(())
     }
 
     /// Gives a built batch to the applier, keeping it readable until it is surely applied.
@@ -273,6 +338,15 @@ impl Writer {
             }
             return;
         }
+        let _turn = match self.take_turn() {
+            Ok(turn) => turn,
+            Err(err) => {
+                for submission in group {
+                    let _ = submission.reply.send(Err(EngineError::Unavailable(err.to_string())));
+                }
+                return;
+            }
+        };
         let fresh = group.iter().flat_map(|s| s.fresh.iter().cloned()).collect();
         let cache = std::mem::take(&mut self.cache);
         let view = OverlayStorage::with_cache(Arc::clone(&self.storage), self.unapplied.clone(), cache, fresh);

@@ -15,6 +15,7 @@ mod kinto_wire;
 mod listeners;
 mod listing;
 mod listing_table;
+mod nodes;
 mod openid;
 mod operations;
 mod permissions_matrix;

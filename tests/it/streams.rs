@@ -10,11 +10,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::{user_id, Server, ALICE, BOB};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const R: &str = "/buckets/b/collections/c/records";
 
-async fn connect(s: &Server, auth: Option<&str>) -> Socket {
+pub(crate) async fn connect(s: &Server, auth: Option<&str>) -> Socket {
     let mut request = format!("ws://{}/v1/ws", s.addr).into_client_request().expect("request");
     if let Some(auth) = auth {
         let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, auth);
@@ -40,7 +40,7 @@ async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
 }
 
 /// Reads change frames until `count` arrive (or a silence of 5 s).
-async fn changes(socket: &mut Socket, count: usize) -> Vec<Value> {
+pub(crate) async fn changes(socket: &mut Socket, count: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < count {
         match next(socket, Duration::from_secs(5)).await {
@@ -52,7 +52,7 @@ async fn changes(socket: &mut Socket, count: usize) -> Vec<Value> {
     out
 }
 
-async fn subscribe(socket: &mut Socket, id: &str, filter: Value, since: Value, snapshot: bool) -> Value {
+pub(crate) async fn subscribe(socket: &mut Socket, id: &str, filter: Value, since: Value, snapshot: bool) -> Value {
     send(socket, json!({"type": "subscribe", "id": id, "filter": filter, "since": since, "snapshot": snapshot})).await;
     loop {
         let frame = next(socket, Duration::from_secs(5)).await.expect("subscribed frame");

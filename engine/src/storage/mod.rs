@@ -49,7 +49,29 @@ pub trait Storage: Send + Sync + 'static {
     fn flush(&self) -> Result<()>;
     /// Approximate bytes used on disk (0 for memory).
     fn size_on_disk(&self) -> Result<u64>;
+
+    /// Whether other processes may append to this store (several nodes on one database): the
+    /// writer then holds [`Storage::lock_writer`] while it builds and applies a commit, and
+    /// catches up with their appends first.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Holds the store's writer lock, across processes, until the guard is dropped.
+    fn lock_writer(&self) -> Result<WriterLock> {
+        Ok(WriterLock(None))
+    }
+
+    /// Calls `wake` whenever another process may have appended to the log: a hint (the log
+    /// stays the truth), for stores other processes write.
+    fn follow(&self, wake: Box<dyn Fn() + Send>) -> Result<()> {
+        drop(wake);
+        Ok(())
+    }
 }
+
+/// A held writer lock; released when dropped.
+pub struct WriterLock(pub Option<Box<dyn Send>>);
 
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
