@@ -11,6 +11,7 @@ mod admin;
 pub mod auth;
 mod authz;
 mod batch;
+pub mod cache;
 mod dispatch;
 pub mod error;
 mod http;

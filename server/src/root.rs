@@ -155,9 +155,9 @@ fn kinto_principal_order(principals: &[String]) -> Vec<&str> {
     ordered
 }
 
-/// `/__heartbeat__`: Kinto's three checks (storage, permission and cache all live in the engine
-/// here, so they stand or fall together), and the engine's own report. A check that takes longer
-/// than `heartbeat_timeout_seconds` fails, as in Kinto.
+/// `/__heartbeat__`: Kinto's three checks (storage and permission both live in the engine here,
+/// so they stand or fall together; the cache is its backend's ping), and the engine's own
+/// report. A check that takes longer than `heartbeat_timeout_seconds` fails, as in Kinto.
 pub async fn heartbeat(state: &AppState) -> ApiResponse {
     let engine = state.engine.clone();
     let timeout = std::time::Duration::from_secs(state.settings.heartbeat_timeout_seconds);
@@ -183,8 +183,17 @@ pub async fn heartbeat(state: &AppState) -> ApiResponse {
             "last_flush_ms": h.last_flush.map(|d| d.as_secs_f64() * 1000.0),
         })
     });
-    let body = json!({"storage": writable, "permission": writable, "cache": writable, "engine": engine});
-    let status = if writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let cache = std::sync::Arc::clone(&state.cache);
+    let cache_ok = match tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || cache.ping())).await {
+        Ok(Ok(Ok(()))) => true,
+        Ok(Ok(Err(err))) => {
+            tracing::error!(error = %err, "heartbeat: cache unreachable");
+            false
+        }
+        Ok(Err(_)) | Err(_) => false,
+    };
+    let body = json!({"storage": writable, "permission": writable, "cache": cache_ok, "engine": engine});
+    let status = if writable && cache_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     ApiResponse::json(status, body)
 }
 

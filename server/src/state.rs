@@ -47,6 +47,8 @@ pub struct Shared {
     pub delete_tokens: Arc<crate::toolkit::lists::DeleteTokens>,
     /// Compiled JSON schemas of collections and buckets.
     pub validators: Arc<crate::kinto::validation::ValidatorCache>,
+    /// Kinto's cache backend: values the servers of one service share.
+    pub cache: Arc<dyn crate::cache::Cache>,
     /// Load shedding and rate limiting.
     pub limits: Arc<crate::limits::Limits>,
     /// Stream connections open on this server (shutdown waits for their goodbyes).
@@ -80,6 +82,11 @@ impl AppState {
         prefix: &str,
     ) -> AppState {
         let cache_ttl = settings.account_cache_ttl_seconds;
+        // The settings checked the URL: only a client that cannot be built lands here.
+        let cache = crate::cache::from_settings(&settings).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "cache backend not started: values kept in memory");
+            Arc::new(crate::cache::MemoryCache::default())
+        });
         let mut policies: Vec<Arc<dyn Policy>> = Vec::new();
         let mut openid = Providers::new();
         for policy in &settings.auth_policies {
@@ -89,6 +96,7 @@ impl AppState {
                     &policy.name,
                     hmac_secret.clone(),
                     std::time::Duration::from_secs(cache_ttl),
+                    Arc::clone(&cache),
                 ))),
                 // Checked when the settings were loaded.
                 AuthPolicyKind::OpenId => match OpenIdConfig::from_settings(&policy.name, &settings.raw) {
@@ -129,11 +137,12 @@ impl AppState {
             registry: Arc::new(registry),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
             stream_connections: Arc::default(),
-            limits: Arc::new(crate::limits::Limits::new(&settings)),
+            limits: Arc::new(crate::limits::Limits::new(&settings, Arc::clone(&cache))),
             metrics,
             prefix: Arc::from(prefix),
             explicit_permissions: settings.explicit_permissions,
-            delete_tokens: Arc::new(crate::toolkit::lists::DeleteTokens::from_settings(&settings)),
+            delete_tokens: Arc::new(crate::toolkit::lists::DeleteTokens::from_settings(&settings, Arc::clone(&cache))),
+            cache,
             validators: Arc::default(),
             authenticator: Authenticator::new(policies),
             openid: Arc::new(openid),

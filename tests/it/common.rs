@@ -12,7 +12,8 @@ pub const BOB: &str = "bob:secret";
 
 /// Which engine backend the suite runs on: `TM_TEST_BACKEND=memory|sled|postgresql` (default
 /// sled). PostgreSQL is reached at `TM_TEST_PG_URL` (default
-/// `postgresql://postgres@127.0.0.1:5432`), a fresh database per test server.
+/// `postgresql://postgres@127.0.0.1:5432`), a fresh database per test server, with the cache in
+/// Redis.
 pub fn backend() -> String {
     std::env::var("TM_TEST_BACKEND").unwrap_or_else(|_| "sled".into())
 }
@@ -30,26 +31,34 @@ pub fn backend_settings() -> Vec<(String, String)> {
             CLEANED.call_once(|| drop_test_databases(&base));
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let name = format!("tm_test_{}_{n}", std::process::id());
+            // Scaled out: the cache in Redis too (`TM_TEST_REDIS_URL`, default
+            // redis://127.0.0.1:6379/0), under a prefix of this server's own.
+            let redis = std::env::var("TM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
             vec![
                 ("storage_backend".into(), "kinto.core.storage.postgresql".into()),
                 ("storage_url".into(), format!("{}/{name}", base.trim_end_matches('/'))),
+                ("cache_backend".into(), "kinto_redis.cache".into()),
+                ("cache_url".into(), redis),
+                ("cache_prefix".into(), format!("{name}:")),
             ]
         }
         _ => Vec::new(),
     }
 }
 
-/// Drops the databases earlier runs of the suite left (named `tm_test_<pid>_<n>`, pid not this
-/// process). On a thread of its own: the synchronous client cannot run inside the test runtime.
+/// Drops the databases earlier runs of the suite left (named `tm_test_<pid>_<n>`), those of
+/// processes that are gone: a run going on beside this one keeps its own. On a thread of its
+/// own: the synchronous client cannot run inside the test runtime.
 fn drop_test_databases(base: &str) {
     let url = format!("{}/postgres", base.trim_end_matches('/'));
-    let mine = format!("tm_test_{}_", std::process::id());
     let outcome = std::thread::spawn(move || -> Result<(), postgres::Error> {
         let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
         let rows = client.query("SELECT datname FROM pg_database WHERE datname LIKE 'tm_test_%'", &[])?;
         for row in rows {
             let name: String = row.get(0);
-            if !name.starts_with(&mine) {
+            let pid = name.strip_prefix("tm_test_").and_then(|rest| rest.split('_').next()).unwrap_or_default();
+            let running = !pid.is_empty() && std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if !running {
                 client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
             }
         }

@@ -12,9 +12,13 @@ use crate::streams::{changes, connect, subscribe};
 
 const R: &str = "/buckets/b/collections/c/records";
 
-/// Two servers sharing the test configuration and so its database.
+/// Two servers sharing the test configuration and so its database (and its Redis cache).
 async fn two_nodes() -> (Server, Server) {
-    let (settings, dir) = test_settings(&[]);
+    two_nodes_with(&[]).await
+}
+
+async fn two_nodes_with(overrides: &[(&str, &str)]) -> (Server, Server) {
+    let (settings, dir) = test_settings(overrides);
     let a = tidemark_server::open_engine(&settings).expect("engine a");
     let b = tidemark_server::open_engine(&settings).expect("engine b");
     let a = Server::start_engine(a, settings.clone(), dir).await;
@@ -113,6 +117,48 @@ async fn preconditions_hold_across_servers() {
     assert_eq!(stale.status, 412, "{}", stale.body);
     let current: Value = b.get(&format!("{R}/shared"), Some(ALICE)).await.body;
     assert_eq!(current["data"]["n"], 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_plural_deletes_next_page_from_one_server_works_once_on_the_other() {
+    if backend() != "postgresql" {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    a.seed().await;
+    for i in 0..4 {
+        a.put(&format!("{R}/r{i}"), Some(ALICE), json!({})).await;
+    }
+    let first = a.delete(&format!("{R}?_limit=2"), Some(ALICE)).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let next = first.header("next-page").expect("Next-Page").to_owned();
+    let path = next.split("/v1").nth(1).expect("a /v1 URL").to_owned();
+    let second = b.delete(&path, Some(ALICE)).await;
+    assert_eq!(second.status, 200, "node b honours node a's token: {}", second.body);
+    assert_eq!(second.body["data"].as_array().map(Vec::len), Some(2));
+    let again = a.delete(&path, Some(ALICE)).await;
+    assert_eq!(again.status, 400, "a token is used once, whichever server: {}", again.body);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_servers() {
+    if backend() != "postgresql" {
+        return;
+    }
+    let (a, b) = two_nodes_with(&[("rate_limit_per_second", "0.01"), ("rate_limit_burst", "3")]).await;
+    let statuses = [
+        a.get("/buckets", Some(ALICE)).await.status.as_u16(),
+        b.get("/buckets", Some(ALICE)).await.status.as_u16(),
+        a.get("/buckets", Some(ALICE)).await.status.as_u16(),
+        b.get("/buckets", Some(ALICE)).await.status.as_u16(),
+    ];
+    assert_eq!(statuses, [200, 200, 200, 429], "one bucket of 3 for both servers");
+    let heartbeat = b.get("/__heartbeat__", None).await;
+    assert_eq!(heartbeat.body["cache"], true, "{}", heartbeat.body);
     a.stop().await;
     b.stop().await;
 }

@@ -137,7 +137,8 @@ async fn concurrent_increments_with_if_match_lose_nothing() {
             let (mut done, mut refused) = (0u64, 0u64);
             while done < EACH {
                 let current = s.get(&url, Some(ALICE)).await;
-                let n = current.body["data"]["n"].as_u64().expect("n");
+                let n = current.body["data"]["n"].as_u64();
+                let n = n.unwrap_or_else(|| panic!("GET answered {}: {}", current.status, current.body));
                 let etag = format!("\"{}\"", current.etag());
                 let body = json!({"data": {"n": n + 1}});
                 let r = s.call("PATCH", &url, Some(ALICE), Some(body), &[("If-Match", &etag)]).await;

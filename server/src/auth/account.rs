@@ -1,49 +1,40 @@
 //! kinto.plugins.accounts' policy: `user:password` checked against the account's bcrypt hash.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use tidemark_engine::Engine;
 use tidemark_protocol::ApiError;
 
 use super::{dummy_hash, hmac_hex, parse_basic, Identified, Policy, BASIC_CHALLENGE};
+use crate::cache::{cache_error, Cache};
 use crate::error::from_engine;
 use crate::kinto::accounts::ACCOUNTS;
 use crate::toolkit::BoxFuture;
 
-/// A verified account login, remembered for a short while so bcrypt runs once per TTL.
-struct Verified {
-    account: String,
-    /// The account's `last_modified` when verified: any change to the account invalidates.
-    version: u64,
-    expires: Instant,
-}
-
+/// A verified account login is remembered in the cache backend for `account_cache_ttl_seconds`
+/// (so bcrypt runs once per TTL, on whichever server), as `<account> <last_modified>`: any
+/// change to the account invalidates it.
 pub struct AccountPolicy {
     name: String,
     hmac_secret: String,
     cache_ttl: Duration,
-    verified: Arc<Mutex<HashMap<String, Verified>>>,
+    cache: Arc<dyn Cache>,
 }
 
 impl AccountPolicy {
-    pub fn new(name: &str, hmac_secret: String, cache_ttl: Duration) -> AccountPolicy {
-        AccountPolicy { name: name.to_owned(), hmac_secret, cache_ttl, verified: Arc::default() }
+    pub fn new(name: &str, hmac_secret: String, cache_ttl: Duration, cache: Arc<dyn Cache>) -> AccountPolicy {
+        AccountPolicy { name: name.to_owned(), hmac_secret, cache_ttl, cache }
     }
 
     async fn verify(&self, engine: &Engine, user: &str, password: &str) -> Result<Option<String>, ApiError> {
         // A storage failure is a 503, never "unknown user".
         let stored = engine.get("", ACCOUNTS, user).map_err(from_engine)?.filter(|a| !a.deleted);
         // The cache key is an HMAC, so the cache never holds a password.
-        let key = hmac_hex(&self.hmac_secret, &format!("{user}:{password}"));
+        let key = format!("account-login:{}", hmac_hex(&self.hmac_secret, &format!("{user}:{password}")));
         if let Some(account) = &stored {
-            let cached =
-                self.verified.lock().get(&key).is_some_and(|v| {
-                    v.account == user && v.version == account.last_modified && v.expires > Instant::now()
-                });
-            if cached {
+            let remembered = self.cache.get(&key).map_err(cache_error)?;
+            if remembered.is_some_and(|v| v == format!("{user} {}", account.last_modified).as_bytes()) {
                 return Ok(Some(user.to_owned()));
             }
         }
@@ -61,13 +52,8 @@ impl AccountPolicy {
         .await
         .unwrap_or(false);
         let Some(account) = stored.filter(|_| ok) else { return Ok(None) };
-        let mut verified = self.verified.lock();
-        let now = Instant::now();
-        verified.retain(|_, v| v.expires > now);
-        verified.insert(
-            key,
-            Verified { account: user.to_owned(), version: account.last_modified, expires: now + self.cache_ttl },
-        );
+        let remembered = format!("{user} {}", account.last_modified);
+        self.cache.set(&key, remembered.as_bytes(), self.cache_ttl).map_err(cache_error)?;
         Ok(Some(user.to_owned()))
     }
 }

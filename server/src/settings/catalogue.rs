@@ -40,6 +40,9 @@ const TYPED_KEYS: &[&str] = &[
     "eos_url",
     "storage_backend",
     "storage_url",
+    "cache_backend",
+    "cache_url",
+    "cache_prefix",
     "version_json_path",
     "statsd_url",
     "statsd_prefix",
@@ -87,7 +90,7 @@ const PRINCIPAL_RESOURCES: &[&str] = &["bucket", "collection", "group", "record"
 const PRINCIPAL_PERMS: &[&str] = &["create", "read", "write"];
 const USER_DATA_DELETE_PRINCIPALS: &str = "user-data_delete_principals";
 
-const WHY_BACKEND: &str = "Tidemark keeps permissions and its cache in its engine";
+const WHY_BACKEND: &str = "Tidemark keeps permissions in its engine and its cache in memory or Redis (cache_url)";
 const WHY_POOL: &str = "Tidemark's engine has no connection pool";
 const WHY_MONITORING: &str =
     "Tidemark exports Prometheus and StatsD metrics with fixed names and logs through RUST_LOG; it has no Sentry/New Relic hooks";
@@ -100,10 +103,7 @@ const WHY_ENDPOINT_SWITCH: &str = "Tidemark cannot disable individual endpoints"
 const IGNORED_KEYS: &[(&str, &str)] = &[
     ("permission_backend", WHY_BACKEND),
     ("permission_url", WHY_BACKEND),
-    ("cache_backend", WHY_BACKEND),
-    ("cache_url", WHY_BACKEND),
     ("cache_hosts", WHY_BACKEND),
-    ("cache_prefix", WHY_BACKEND),
     ("cache_max_size_bytes", WHY_BACKEND),
     ("storage_pool_size", WHY_POOL),
     ("storage_max_overflow", WHY_POOL),

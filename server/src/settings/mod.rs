@@ -56,6 +56,13 @@ pub enum Backend {
     Postgresql,
 }
 
+/// Where the cache backend keeps its values (see `cache.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheBackend {
+    Memory,
+    Redis,
+}
+
 /// When the writer makes acknowledged writes durable (see DESIGN.md "Durability").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushPolicy {
@@ -251,6 +258,10 @@ pub struct Settings {
 
     pub storage_backend: Backend,
     pub storage_url: Option<String>,
+    /// Kinto's `cache_backend`, `cache_url` and `cache_prefix`.
+    pub cache_backend: CacheBackend,
+    pub cache_url: Option<String>,
+    pub cache_prefix: String,
     pub data_dir: PathBuf,
     pub flush_policy: FlushPolicy,
     /// sled's page cache, in MiB (`storage_cache_mb`): what the store keeps decoded in memory.
@@ -355,6 +366,9 @@ impl Settings {
             eos_url: None,
             storage_backend: Backend::Sled,
             storage_url: None,
+            cache_backend: CacheBackend::Memory,
+            cache_url: None,
+            cache_prefix: String::new(),
             version_json_path: None,
             data_dir: PathBuf::from("./tidemark-data"),
             flush_policy: FlushPolicy::Always,
@@ -460,6 +474,7 @@ impl Settings {
             ("eos_message", &mut self.eos_message),
             ("eos_url", &mut self.eos_url),
             ("storage_url", &mut self.storage_url),
+            ("cache_url", &mut self.cache_url),
             ("version_json_path", &mut self.version_json_path),
         ] {
             *field = v.string(key);
@@ -577,6 +592,19 @@ impl Settings {
         self.apply_auth(v, notes)?;
         self.check_accounts()?;
         self.storage_backend = storage_backend(v)?;
+        self.cache_backend = cache_backend(v, notes)?;
+        self.cache_prefix = v.string("cache_prefix").unwrap_or_default();
+        if self.cache_backend == CacheBackend::Redis {
+            let url = self.cache_url.as_deref().unwrap_or_default();
+            if let Err(err) = redis::Client::open(url) {
+                let entry = v.entry("cache_url").or_else(|| v.entry("cache_backend"));
+                let expected = &format!("a Redis URL such as redis://127.0.0.1:6379/0 ({err})");
+                return Err(match entry {
+                    Some(entry) => invalid("cache_url", entry, expected),
+                    None => SettingsError::Inconsistent(format!("cache_backend redis needs cache_url: {expected}")),
+                });
+            }
+        }
         self.flush_policy = flush_policy(v, notes)?;
         if let Some(entry) = v.entry("data_dir") {
             let text = entry.text.trim();
@@ -786,6 +814,9 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("flush_policy", &self.flush_policy)
             .field("storage_cache_mb", &self.storage_cache_mb)
+            .field("cache_backend", &self.cache_backend)
+            .field("cache_url", &hidden(&self.cache_url))
+            .field("cache_prefix", &self.cache_prefix)
             .field("bind", &self.bind)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("raw", &raw)
@@ -868,6 +899,23 @@ fn storage_backend(v: &Values<'_>) -> Result<Backend, SettingsError> {
         "kinto.core.storage.memory" | "memory" | "tidemark.memory" => Ok(Backend::Memory),
         "kinto.core.storage.postgresql" | "postgresql" | "tidemark.postgresql" => Ok(Backend::Postgresql),
         _ => Err(invalid("storage_backend", entry, "kinto.core.storage.memory, kinto.core.storage.postgresql or sled")),
+    }
+}
+
+fn cache_backend(v: &Values<'_>, notes: &mut Notes) -> Result<CacheBackend, SettingsError> {
+    let Some(entry) = v.entry("cache_backend") else {
+        return Ok(CacheBackend::Memory);
+    };
+    match entry.text.trim() {
+        "" | "kinto.core.cache.memory" | "memory" | "tidemark.memory" => Ok(CacheBackend::Memory),
+        "kinto_redis.cache" | "redis" | "tidemark.redis" => Ok(CacheBackend::Redis),
+        other @ ("kinto.core.cache.postgresql" | "kinto.core.cache.memcached") => {
+            notes.warn(format!(
+                "cache_backend {other}: Tidemark keeps its cache in memory; kinto_redis.cache (Redis) shares it between servers"
+            ));
+            Ok(CacheBackend::Memory)
+        }
+        _ => Err(invalid("cache_backend", entry, "kinto.core.cache.memory, kinto_redis.cache or redis")),
     }
 }
 

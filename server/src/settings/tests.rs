@@ -467,8 +467,10 @@ fn conformance_kinto_ini_loads() {
     assert_eq!(s.principals("account", "write"), ["account:user"]);
     assert_eq!(s.bucket_create_principals, ["system.Authenticated"]);
     assert_eq!(s.userid_hmac_secret.as_deref(), Some("b4c96a8d91846eb4692291d88fe5a97d"));
-    // Logging sections, and the permission and cache backends, warn once each.
-    assert_eq!(s.warnings.len(), 3, "{:#?}", s.warnings);
+    // Logging sections and the permission backend warn once each; Kinto's memory cache is
+    // Tidemark's own.
+    assert_eq!(s.cache_backend, crate::settings::CacheBackend::Memory);
+    assert_eq!(s.warnings.len(), 2, "{:#?}", s.warnings);
 }
 
 #[test]
@@ -499,4 +501,21 @@ fn ini_fuzz_corpus_replays_cleanly() {
         }
     }
     assert!(replayed >= 10, "{replayed} INI inputs replayed");
+}
+
+#[test]
+fn cache_backend_is_memory_or_redis_and_kintos_others_fall_back_with_a_warning() {
+    use crate::settings::CacheBackend;
+    let load = |items: &[(&str, &str)]| Settings::load(None, &[], &pairs(items));
+    assert_eq!(load(&[]).unwrap().cache_backend, CacheBackend::Memory);
+    let redis = load(&[("cache_backend", "kinto_redis.cache"), ("cache_url", "redis://127.0.0.1:6379/2")]).unwrap();
+    assert_eq!(redis.cache_backend, CacheBackend::Redis);
+    assert_eq!(redis.cache_url.as_deref(), Some("redis://127.0.0.1:6379/2"));
+    let err = load(&[("cache_backend", "redis")]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("cache_url"), "redis needs a URL: {err}");
+    assert!(load(&[("cache_backend", "redis"), ("cache_url", "http://x")]).is_err(), "not a Redis URL");
+    let pg = load(&[("cache_backend", "kinto.core.cache.postgresql"), ("cache_url", "postgresql://x/y")]).unwrap();
+    assert_eq!(pg.cache_backend, CacheBackend::Memory);
+    assert!(pg.warnings.iter().any(|w| w.contains("kinto.core.cache.postgresql")), "{:?}", pg.warnings);
+    assert!(load(&[("cache_backend", "kinto.core.cache.nonsense")]).is_err());
 }

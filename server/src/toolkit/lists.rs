@@ -2,11 +2,11 @@
 //! engine's views — the changes index gives `_since`/`_before` and the default newest-first
 //! order without scanning every object, and counts are maintained, not computed.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tidemark_engine::{Acl, AsOf, EngineError, Expect, ListOrder, ListRange, Op, StoredObject};
 use tidemark_protocol::body::{self, Envelope};
@@ -16,6 +16,7 @@ use tidemark_protocol::query::{self, ListQuery, Pin, Token};
 use tidemark_protocol::ApiError;
 
 use crate::authz::Authz;
+use crate::cache::{cache_error, Cache};
 use crate::error::from_engine;
 use crate::request::ApiRequest;
 use crate::response::{ApiResponse, Body};
@@ -26,46 +27,35 @@ use crate::toolkit::objects::{precondition_failed, prepare_write, written};
 use crate::toolkit::write::{command, retrying, submit, submit_generated, submit_one, Attempt};
 use crate::toolkit::Address;
 
-/// Live plural-DELETE tokens kept at most; beyond it the soonest to expire is forgotten, so a
-/// flood of paginated deletes cannot grow memory without bound.
-const MAX_DELETE_TOKENS: usize = 10_000;
-
 /// The nonces of the `Next-Page` tokens plural DELETEs handed out: each may be used once, within
-/// `pagination_token_validity_seconds` (§4.7; Kinto keeps them in its cache backend). In memory:
-/// a restart forgets them, which only turns a pending token into "expired".
+/// `pagination_token_validity_seconds` (§4.7), kept in the cache backend as Kinto keeps them (so
+/// one server's token works on another when they share Redis).
 pub struct DeleteTokens {
     validity: Duration,
-    /// nonce → expiry.
-    issued: Mutex<HashMap<String, Instant>>,
+    cache: Arc<dyn Cache>,
 }
 
 impl DeleteTokens {
-    pub fn new(validity: Duration) -> DeleteTokens {
-        DeleteTokens { validity, issued: Mutex::new(HashMap::new()) }
+    pub fn new(validity: Duration, cache: Arc<dyn Cache>) -> DeleteTokens {
+        DeleteTokens { validity, cache }
     }
 
     /// `pagination_token_validity_seconds` from the settings (Kinto's 600 s by default).
-    pub fn from_settings(settings: &crate::settings::Settings) -> DeleteTokens {
-        DeleteTokens::new(Duration::from_secs(settings.pagination_token_validity_seconds))
+    pub fn from_settings(settings: &crate::settings::Settings, cache: Arc<dyn Cache>) -> DeleteTokens {
+        DeleteTokens::new(Duration::from_secs(settings.pagination_token_validity_seconds), cache)
     }
 
-    fn issue(&self, nonce: String) {
-        let now = Instant::now();
-        let mut issued = self.issued.lock();
-        if issued.len() >= MAX_DELETE_TOKENS {
-            issued.retain(|_, expiry| *expiry > now);
-        }
-        if issued.len() >= MAX_DELETE_TOKENS {
-            if let Some(soonest) = issued.iter().min_by_key(|(_, expiry)| **expiry).map(|(n, _)| n.clone()) {
-                issued.remove(&soonest);
-            }
-        }
-        issued.insert(nonce, now + self.validity);
+    fn key(nonce: &str) -> String {
+        format!("delete-token:{nonce}")
+    }
+
+    fn issue(&self, nonce: &str) -> Result<(), ApiError> {
+        self.cache.set(&DeleteTokens::key(nonce), b"1", self.validity).map_err(cache_error)
     }
 
     /// Uses up a nonce: true if it was issued, unused and unexpired.
-    fn consume(&self, nonce: &str) -> bool {
-        self.issued.lock().remove(nonce).is_some_and(|expiry| expiry > Instant::now())
+    fn consume(&self, nonce: &str) -> Result<bool, ApiError> {
+        Ok(self.cache.take(&DeleteTokens::key(nonce)).map_err(cache_error)?.is_some())
     }
 }
 
@@ -617,7 +607,7 @@ async fn delete(
             }
             // After the precondition, as in Kinto; once, whatever retries follow.
             if let Some(token) = q.token.as_ref().filter(|_| !token_checked) {
-                if !state.delete_tokens.consume(&token.nonce) {
+                if !state.delete_tokens.consume(&token.nonce)? {
                     return Err(query::token_already_used());
                 }
                 token_checked = true;
@@ -650,7 +640,7 @@ async fn delete(
             // ascending sorts (Kinto builds it from the tombstone: §4.10 QUIRK).
             let offset = selection.objects.len() as u64 + 1;
             if let Some((next, nonce)) = next_page(req, pairs, q, &selection, limit, offset, None) {
-                state.delete_tokens.issue(nonce);
+                state.delete_tokens.issue(&nonce)?;
                 response.set_header("Next-Page", next);
             }
             Ok(Attempt::Done(response))
