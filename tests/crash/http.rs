@@ -230,9 +230,11 @@ fn check(book: &mut Book, found: &BTreeMap<String, Value>, cycle: u64) -> Vec<St
     problems
 }
 
-fn verify(data: &Path) -> Result<(), String> {
+fn verify(data: &Path, ini: &Path) -> Result<(), String> {
     let output = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["verify", "--data"])
+        .args(["verify", "--ini"])
+        .arg(ini)
+        .arg("--data")
         .arg(data)
         .env("RUST_LOG", "error")
         .output()
@@ -245,6 +247,19 @@ fn verify(data: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr)
         )),
     }
+}
+
+/// The store the servers use: sled in the data directory (None), or with
+/// `TM_TEST_BACKEND=postgresql` a fresh PostgreSQL database (at `TM_TEST_PG_URL`) per run of
+/// cycles: its URL.
+fn postgres_url() -> Option<String> {
+    if std::env::var("TM_TEST_BACKEND").as_deref() != Ok("postgresql") {
+        return None;
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let server = std::env::var("TM_TEST_PG_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432".into());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(format!("{}/tm_crash_{}_{n}", server.trim_end_matches('/'), std::process::id()))
 }
 
 /// Cycles sharing one data directory: the store grows with every cycle, and each cycle verifies
@@ -281,10 +296,16 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let data = dir.path().join("data");
     let ini = dir.path().join("tidemark.ini");
+    let postgres = postgres_url();
     std::fs::write(
         &ini,
-        "[app:main]\nkinto.userid_hmac_secret = crash\nmultiauth.policies = basicauth\n\
-         kinto.bucket_create_principals = system.Authenticated\n",
+        format!(
+            "[app:main]\nkinto.userid_hmac_secret = crash\nmultiauth.policies = basicauth\n\
+             kinto.bucket_create_principals = system.Authenticated\n{}",
+            postgres.as_ref().map_or(String::new(), |url| format!(
+                "kinto.storage_backend = kinto.core.storage.postgresql\nkinto.storage_url = {url}\n"
+            ))
+        ),
     )
     .unwrap_or_else(|e| panic!("ini: {e}"));
     let client = reqwest::Client::new();
@@ -372,19 +393,23 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
         for task in subscribers {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        if let Err(err) = verify(&data) {
+        if let Err(err) = verify(&data, &ini) {
             problems.push(format!("cycle {cycle}: {err}"));
         }
     }
-    problems.extend(check_streams(&data, &streams));
+    problems.extend(check_streams(&data, postgres.as_deref(), &streams));
     let acknowledged = book.lock().unwrap_or_else(|p| p.into_inner()).acknowledged;
     (acknowledged, problems)
 }
 
 /// Every record event of the collection, from the log, against what each subscriber received.
-fn check_streams(data: &Path, streams: &[Arc<Mutex<Vec<u64>>>]) -> Vec<String> {
-    let engine = tidemark_engine::Engine::open_sled(&data.join("store"), tidemark_engine::EngineConfig::default())
-        .unwrap_or_else(|e| panic!("open after the run: {e}"));
+fn check_streams(data: &Path, postgres: Option<&str>, streams: &[Arc<Mutex<Vec<u64>>>]) -> Vec<String> {
+    let config = tidemark_engine::EngineConfig::default();
+    let engine = match postgres {
+        Some(url) => tidemark_engine::Engine::open_postgres(url, config),
+        None => tidemark_engine::Engine::open_sled(&data.join("store"), config),
+    };
+    let engine = engine.unwrap_or_else(|e| panic!("open after the run: {e}"));
     let mut expected = Vec::new();
     let mut from = 1;
     loop {

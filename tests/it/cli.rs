@@ -6,11 +6,17 @@ use serde_json::json;
 use tidemark_engine::{Engine, EngineConfig};
 
 fn tidemark(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run tidemark");
+    tidemark_with(args, &[])
+}
+
+/// Runs the binary with settings as `TIDEMARK_*` variables.
+fn tidemark_with(args: &[&str], settings: &[(String, String)]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    command.args(args).env("RUST_LOG", "error");
+    for (key, value) in settings {
+        command.env(format!("TIDEMARK_{}", key.to_ascii_uppercase()), value);
+    }
+    let output = command.output().expect("run tidemark");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }
@@ -60,6 +66,38 @@ fn verify_rebuild_export_and_import_round_trip_a_store() {
     // Importing twice into the same directory is refused.
     let (ok, _) = tidemark(&["import", "--data", &copy.display().to_string(), &export.display().to_string()]);
     assert!(!ok);
+}
+
+/// The way from sled to PostgreSQL and back: export on one, import on the other, the same log
+/// (`TM_TEST_BACKEND=postgresql`).
+#[test]
+fn a_store_moves_from_sled_to_postgresql_and_back() {
+    if crate::common::backend() != "postgresql" {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    seed(&data);
+    let export = dir.path().join("log.ndjson").display().to_string();
+    let (ok, out) = tidemark(&["export", "--data", &data.display().to_string(), &export]);
+    assert!(ok, "{out}");
+    let pg: Vec<(String, String)> =
+        crate::common::backend_settings().into_iter().filter(|(key, _)| key.starts_with("storage_")).collect();
+    let empty = dir.path().join("unused").display().to_string();
+    let (ok, out) = tidemark_with(&["import", "--data", &empty, &export], &pg);
+    assert!(ok && out.contains("imported 22 events"), "{out}");
+    let (ok, out) = tidemark_with(&["verify", "--data", &empty], &pg);
+    assert!(ok && out.contains("events: 22"), "{out}");
+    let (ok, _) = tidemark_with(&["import", "--data", &empty, &export], &pg);
+    assert!(!ok, "importing into a database that holds a log is refused");
+    let back = dir.path().join("back.ndjson").display().to_string();
+    let (ok, out) = tidemark_with(&["export", "--data", &empty, &back], &pg);
+    assert!(ok, "{out}");
+    let same = |path: &str| std::fs::read_to_string(path).expect("export");
+    assert_eq!(same(&export), same(&back), "the same log, byte for byte");
+    let restored = dir.path().join("restored").display().to_string();
+    let (ok, out) = tidemark(&["import", "--data", &restored, &back]);
+    assert!(ok && out.contains("imported 22 events"), "{out}");
 }
 
 #[test]

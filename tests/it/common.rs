@@ -46,17 +46,18 @@ pub fn backend_settings() -> Vec<(String, String)> {
     }
 }
 
-/// Drops the databases earlier runs of the suite left (named `tm_test_<pid>_<n>`), those of
-/// processes that are gone: a run going on beside this one keeps its own. On a thread of its
-/// own: the synchronous client cannot run inside the test runtime.
+/// Drops the databases earlier test runs left (`tm_test_<pid>_<n>`, and the crash test's
+/// `tm_crash_…` and the engine's `tm_engine_…`), those of processes that are gone: a run going
+/// on beside this one keeps its own. On a thread of its own: the synchronous client cannot run
+/// inside the test runtime.
 fn drop_test_databases(base: &str) {
     let url = format!("{}/postgres", base.trim_end_matches('/'));
     let outcome = std::thread::spawn(move || -> Result<(), postgres::Error> {
         let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
-        let rows = client.query("SELECT datname FROM pg_database WHERE datname LIKE 'tm_test_%'", &[])?;
+        let rows = client.query("SELECT datname FROM pg_database WHERE datname ~ '^tm_(test|crash|engine)_'", &[])?;
         for row in rows {
             let name: String = row.get(0);
-            let pid = name.strip_prefix("tm_test_").and_then(|rest| rest.split('_').next()).unwrap_or_default();
+            let pid = name.split('_').nth(2).unwrap_or_default();
             let running = !pid.is_empty() && std::path::Path::new(&format!("/proc/{pid}")).exists();
             if !running {
                 client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
