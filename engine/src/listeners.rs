@@ -16,7 +16,10 @@
 //!   idempotency key handlers should deduplicate on.
 //! - New events are noticed by polling the log every `poll_interval` (100 ms by default): the
 //!   listener is decoupled from the writer and the bus; the log is the truth.
-//! - One driver per name at a time: two drivers sharing a name would race on one cursor.
+//! - One driver per name at a time: two drivers sharing a name would race on one cursor. On a
+//!   store several servers share, each batch is handled under the listener's lock
+//!   ([`Storage::try_lock_named`](crate::Storage::try_lock_named)) from the cursor as stored:
+//!   whichever server holds it delivers, the others wait their turn.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -320,6 +323,36 @@ impl Driver {
             if *self.stopped.borrow() {
                 break;
             }
+            // On a shared store: this server's turn, from the cursor as stored (another server
+            // may have moved it).
+            let shared = self.engine.storage().shared();
+            let lease = if shared {
+                match self.engine.storage().try_lock_named(&format!("listener/{}", self.name)) {
+                    Ok(Some(lease)) => match self.engine.listener_cursor(&self.name) {
+                        Ok(stored) => {
+                            cursor = stored;
+                            Some(lease)
+                        }
+                        Err(err) => {
+                            tracing::warn!(listener = %self.name, error = %err, "cannot read the cursor; retrying");
+                            drop(lease);
+                            if self.pause(self.options.poll_interval).await {
+                                break;
+                            }
+                            continue;
+                        }
+                    },
+                    Ok(None) | Err(_) => {
+                        // Another server's turn (or the lock is unreachable): later.
+                        if self.pause(self.options.poll_interval).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let batch = match self.read_after(cursor).await {
                 Ok(batch) => {
                     storage_failures = 0;
@@ -336,6 +369,8 @@ impl Driver {
                 }
             };
             let Some(last) = batch.last().map(|event| event.seq) else {
+                // Nothing new: the turn passes while this one waits.
+                drop(lease);
                 if self.pause(self.options.poll_interval).await {
                     break;
                 }

@@ -816,3 +816,51 @@ fn two_engines_on_one_database_take_turns_and_publish_each_others_events() {
     let report = a.verify(&mut |_| {}).expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// One durable listener run by two engines sharing a PostgreSQL database (two servers with the
+/// same webhook): each batch is handled under the listener's lock from the stored cursor, so
+/// every event is handled once, by one of them.
+#[test]
+fn a_listener_on_two_engines_sharing_a_database_handles_each_event_once() {
+    use crate::listeners::{spawn_listener_with, HandleFuture, Listener, ListenerOptions};
+    let Some(backend) = Backend::all().into_iter().find(|b| matches!(b, Backend::Postgres { .. })) else {
+        return; // TM_TEST_BACKEND=postgresql runs it
+    };
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<u64>>);
+    impl Listener for Seen {
+        fn handle<'a>(&'a self, events: &'a [Arc<Event>]) -> HandleFuture<'a> {
+            Box::pin(async move {
+                self.0.lock().extend(events.iter().map(|e| e.seq));
+                Ok(())
+            })
+        }
+    }
+    let a = backend.open(EngineConfig::default());
+    seed(&a);
+    let b = backend.open(EngineConfig::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let (seen_a, seen_b) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+    runtime.block_on(async {
+        let options =
+            || ListenerOptions { poll_interval: std::time::Duration::from_millis(5), ..ListenerOptions::default() };
+        let ha = spawn_listener_with(a.clone(), "hook", seen_a.clone(), options()).expect("listener a");
+        let hb = spawn_listener_with(b.clone(), "hook", seen_b.clone(), options()).expect("listener b");
+        for i in 0..60 {
+            let engine = if i % 2 == 0 { &a } else { &b };
+            engine.submit(vec![put(C, "record", &format!("r{i}"), json!({}))]).await.expect("write");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while seen_a.0.lock().len() + seen_b.0.lock().len() < 60 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // A moment more: a duplicate would show up now.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        ha.stop().await;
+        hb.stop().await;
+    });
+    let mut all: Vec<u64> = seen_a.0.lock().iter().chain(seen_b.0.lock().iter()).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (3..=62).collect::<Vec<_>>(), "each event once, by one engine or the other");
+    assert_eq!(a.listener_cursor("hook").expect("cursor"), 62);
+}

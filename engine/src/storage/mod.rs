@@ -62,6 +62,13 @@ pub trait Storage: Send + Sync + 'static {
         Ok(WriterLock(None))
     }
 
+    /// Takes the lock `name` across processes if nobody holds it (None if someone does),
+    /// until the guard is dropped: one driver of a durable listener among several servers.
+    fn try_lock_named(&self, name: &str) -> Result<Option<WriterLock>> {
+        let _ = name;
+        Ok(Some(WriterLock(None)))
+    }
+
     /// Calls `wake` whenever another process may have appended to the log: a hint (the log
     /// stays the truth), for stores other processes write.
     fn follow(&self, wake: Box<dyn Fn() + Send>) -> Result<()> {

@@ -87,6 +87,21 @@ fn run_on<T: Send + 'static>(
     rx.recv().map_err(|_| EngineError::Storage("a PostgreSQL connection went away".into()))?
 }
 
+/// Releases a named lock when dropped, on the connection that took it.
+struct UnlockNamed(Sender<Job>, String);
+
+impl Drop for UnlockNamed {
+    fn drop(&mut self) {
+        let key = std::mem::take(&mut self.1);
+        let unlock: Job = Box::new(move |client| {
+            if let Err(err) = client.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", &[&key]) {
+                tracing::error!(error = %err, "releasing a PostgreSQL lock failed");
+            }
+        });
+        let _ = self.0.send(unlock);
+    }
+}
+
 /// Releases the writer lock when dropped, on the connection that took it.
 struct Unlock(Sender<Job>);
 
@@ -292,6 +307,20 @@ impl Storage for PostgresStorage {
             client.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK]).map(|_| ()).map_err(pg_error)
         })?;
         Ok(WriterLock(Some(Box::new(Unlock(self.lock.clone())))))
+    }
+
+    fn try_lock_named(&self, name: &str) -> Result<Option<WriterLock>> {
+        let key = format!("tidemark:{name}");
+        let taken = run_on(&self.lock, move |client| {
+            let row =
+                client.query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key]).map_err(pg_error)?;
+            Ok(row.get::<_, bool>(0))
+        })?;
+        if !taken {
+            return Ok(None);
+        }
+        let release = format!("tidemark:{name}");
+        Ok(Some(WriterLock(Some(Box::new(UnlockNamed(self.lock.clone(), release))))))
     }
 
     fn follow(&self, wake: Box<dyn Fn() + Send>) -> Result<()> {
