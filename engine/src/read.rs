@@ -103,14 +103,7 @@ impl Engine {
         order: ListOrder,
         mut visit: impl FnMut(StoredObject) -> Result<bool>,
     ) -> Result<()> {
-        let storage = self.storage();
-        self.walk_ids(parent, plural, range, order, |id| {
-            // The index and the objects view are written in one batch, so the object exists.
-            match views::read_object(storage, parent, plural, id)? {
-                Some(object) => visit(object),
-                None => Ok(true),
-            }
-        })
+        self.walk_objects(parent, plural, range, order, |_, bytes| visit(StoredObject::decode(&bytes)?))
     }
 
     /// [`Engine::walk_list`] without decoding the objects: their stored compact JSON as is.
@@ -122,11 +115,51 @@ impl Engine {
         order: ListOrder,
         mut visit: impl FnMut(RawObject) -> Result<bool>,
     ) -> Result<()> {
+        self.walk_objects(parent, plural, range, order, |id, bytes| visit(RawObject::split(id, bytes)?))
+    }
+
+    /// The stored objects of a list in the changes index's order. On a store across the network
+    /// they are fetched a few dozen per round trip; locally one by one, so a walk that stops
+    /// early reads nothing it does not show.
+    fn walk_objects(
+        &self,
+        parent: &str,
+        plural: &str,
+        range: ListRange,
+        order: ListOrder,
+        mut visit: impl FnMut(&str, Vec<u8>) -> Result<bool>,
+    ) -> Result<()> {
         let storage = self.storage();
-        self.walk_ids(parent, plural, range, order, |id| match storage.get(&keys::object(parent, plural, id))? {
-            Some(bytes) => visit(RawObject::split(id, bytes)?),
-            None => Ok(true),
-        })
+        let batch = if storage.shared() { 32 } else { 1 };
+        let mut ids: Vec<String> = Vec::with_capacity(batch);
+        let mut stopped = false;
+        // Fetches and visits the ids waiting; false once the visitor has had enough.
+        let mut drain = |ids: &mut Vec<String>| -> Result<bool> {
+            let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::object(parent, plural, id)).collect();
+            let values = storage.get_many(&keys)?;
+            for (id, value) in ids.drain(..).zip(values) {
+                // The index and the objects view are written in one batch, so the object exists.
+                if let Some(bytes) = value {
+                    if !visit(&id, bytes)? {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        };
+        self.walk_ids(parent, plural, range, order, |id| {
+            ids.push(id.to_owned());
+            if ids.len() < batch {
+                return Ok(true);
+            }
+            let more = drain(&mut ids)?;
+            stopped = !more;
+            Ok(more)
+        })?;
+        if !stopped && !ids.is_empty() {
+            drain(&mut ids)?;
+        }
+        Ok(())
     }
 
     /// Walks the ids of a list through the changes index.

@@ -42,6 +42,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Applies the batch atomically (readers see all of it or none of it).
     fn apply(&self, batch: WriteBatch) -> Result<()>;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The values of `keys`, in their order: one round trip on a store across the network.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
     /// Entries with `start <= key < end`, ascending, or descending when `reverse`; stops after
     /// `limit` entries when given. Errors are returned, never skipped.
     fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>>;

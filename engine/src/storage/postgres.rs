@@ -280,6 +280,15 @@ impl Storage for PostgresStorage {
         })
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let wanted = keys.to_vec();
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(move |client| {
+            let rows = client.query("SELECT k, v FROM tidemark_kv WHERE k = ANY($1)", &[&wanted]).map_err(pg_error)?;
+            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        })?;
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
     fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
         if start >= end {
             return Ok(Vec::new());
