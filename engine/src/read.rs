@@ -130,7 +130,16 @@ impl Engine {
         mut visit: impl FnMut(&str, Vec<u8>) -> Result<bool>,
     ) -> Result<()> {
         let storage = self.storage();
-        let batch = if storage.shared() { 32 } else { 1 };
+        if !storage.shared() {
+            return self.walk_ids(parent, plural, range, order, |id| {
+                match storage.get(&keys::object(parent, plural, id))? {
+                    // The index and the objects view are written in one batch, so the object exists.
+                    Some(bytes) => visit(id, bytes),
+                    None => Ok(true),
+                }
+            });
+        }
+        let batch = 32;
         let mut ids: Vec<String> = Vec::with_capacity(batch);
         let mut stopped = false;
         // Fetches and visits the ids waiting; false once the visitor has had enough.
@@ -138,7 +147,6 @@ impl Engine {
             let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::object(parent, plural, id)).collect();
             let values = storage.get_many(&keys)?;
             for (id, value) in ids.drain(..).zip(values) {
-                // The index and the objects view are written in one batch, so the object exists.
                 if let Some(bytes) = value {
                     if !visit(&id, bytes)? {
                         return Ok(false);
