@@ -149,6 +149,8 @@ struct Inner {
     memberships: Arc<std::sync::atomic::AtomicU64>,
     opened: OpenReport,
     probe: observe::Probe,
+    /// Requests' refreshes of a shared store, one at a time for all who wait.
+    barrier: storage::ReadBarrier,
 }
 
 impl Drop for Inner {
@@ -166,6 +168,16 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the engine open (for tasks that should end with it).
+#[derive(Clone)]
+pub struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
+}
+
 impl Engine {
     /// Opens the sled store in `dir` (created if missing) and recovers it.
     pub fn open_sled(dir: &Path, config: EngineConfig) -> Result<Engine> {
@@ -179,7 +191,9 @@ impl Engine {
 
     /// Opens the store in the PostgreSQL database at `url` (created if missing) and recovers it.
     pub fn open_postgres(url: &str, config: EngineConfig) -> Result<Engine> {
-        Engine::open(Arc::new(storage::PostgresStorage::open(url)?), config)
+        let store: Arc<dyn Storage> = Arc::new(storage::PostgresStorage::open(url)?);
+        let cached = storage::CoherentStorage::new(store, usize::try_from(config.cache_bytes).unwrap_or(usize::MAX));
+        Engine::open(Arc::new(cached), config)
     }
 
     pub fn open_memory(config: EngineConfig) -> Result<Engine> {
@@ -254,7 +268,7 @@ impl Engine {
             let wake = Arc::clone(&submit);
             storage.follow(Box::new(move || {
                 if let Some(tx) = wake.lock().as_ref() {
-                    let _ = tx.send(Message::CatchUp);
+                    let _ = tx.send(Message::CatchUp(None));
                 }
             }))?;
             (submit, Some(handle), None)
@@ -271,8 +285,13 @@ impl Engine {
                 memberships,
                 opened,
                 probe,
+                barrier: storage::ReadBarrier::default(),
             }),
         })
+    }
+
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
     }
 
     pub fn opened(&self) -> OpenReport {
@@ -362,6 +381,34 @@ impl Engine {
         let fork = Fork { tail, journal: Arc::clone(&journal) };
         let fork = Engine::open_with(Arc::clone(&overlay) as Arc<dyn Storage>, config, Some(fork))?;
         Ok(Transaction { fork, overlay, journal, outcome: outcome_tx })
+    }
+
+    /// On a store other processes write too: returns once everything committed before the call,
+    /// by any process, is read (cached reads forgotten where stale) and published on this
+    /// engine's bus. At once otherwise.
+    pub async fn sync_reads(&self) -> Result<()> {
+        if !self.inner.storage.shared() || self.inner.inline.is_some() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        inner
+            .barrier
+            .pass(|| async {
+                let storage = Arc::clone(&inner.storage);
+                let moved = tokio::task::spawn_blocking(move || storage.refresh())
+                    .await
+                    .map_err(|e| EngineError::Storage(format!("reading the log's head failed: {e}")))??;
+                if moved {
+                    // Their events published (and group memberships counted) before any read.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let sent = inner.submit.lock().as_ref().map(|submit| submit.send(Message::CatchUp(Some(tx))));
+                    if let Some(Ok(())) = sent {
+                        let _ = rx.await;
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Changes whenever group memberships may have changed: caches of `groups_of` key on it.

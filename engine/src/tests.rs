@@ -74,6 +74,17 @@ impl Backend {
         all
     }
 
+    /// The raw store, without an engine.
+    fn storage(&self) -> Arc<dyn crate::Storage> {
+        match self {
+            Backend::Memory => Arc::new(crate::MemoryStorage::new()),
+            Backend::Sled(dir) => Arc::new(crate::SledStorage::open(dir.path(), None, 1 << 20).expect("open sled")),
+            Backend::Postgres { server, database } => {
+                Arc::new(crate::PostgresStorage::open(&format!("{server}/{database}")).expect("open postgres"))
+            }
+        }
+    }
+
     fn open(&self, config: EngineConfig) -> Engine {
         match self {
             Backend::Memory => Engine::open_memory(config).expect("open memory"),
@@ -766,6 +777,119 @@ fn versions_at_past_moments_by_index_and_by_chain() {
     }
 }
 
+/// Every backend orders the keyspace as memory does, the log's entries among the views (on
+/// PostgreSQL they are two tables): ranges within, across and around the log, either way, with
+/// and without a limit, from bounds that are no whole key.
+#[test]
+fn every_backend_ranges_over_views_and_log_alike() {
+    use crate::storage::{prefix_end, WriteBatch};
+    let reference = crate::MemoryStorage::new();
+    let mut batch = WriteBatch::default();
+    for seq in 1..=5u64 {
+        batch.put(keys::log(seq), format!("event {seq}").into_bytes());
+    }
+    for key in ["A/x", "K", "Kz", "M", "M/a", "O/buckets/b"] {
+        batch.put(key.as_bytes().to_vec(), key.as_bytes().to_vec());
+    }
+    reference.apply(batch.clone()).expect("apply");
+    let mut log_3_and_more = keys::log(3);
+    log_3_and_more.push(0);
+    let bounds: Vec<Vec<u8>> = vec![
+        vec![],
+        b"K".to_vec(),
+        vec![keys::LOG],
+        vec![keys::LOG, 0, 0, 0, 0, 0, 0, 0],
+        keys::log(2),
+        log_3_and_more,
+        keys::log(5),
+        prefix_end(&[keys::LOG]),
+        b"M/".to_vec(),
+        vec![0xff; 4],
+    ];
+    for backend in Backend::all() {
+        let store = backend.storage();
+        store.apply(batch.clone()).expect("apply");
+        for start in &bounds {
+            for end in &bounds {
+                for reverse in [false, true] {
+                    for limit in [None, Some(1), Some(3)] {
+                        assert_eq!(
+                            store.range(start, end, reverse, limit).expect("range"),
+                            reference.range(start, end, reverse, limit).expect("range"),
+                            "{start:?}..{end:?} reverse {reverse} limit {limit:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(store.get(&keys::log(4)).expect("get"), Some(b"event 4".to_vec()));
+        let wanted = vec![keys::log(2), b"K".to_vec(), keys::log(9), b"M".to_vec()];
+        assert_eq!(store.get_many(&wanted).expect("get"), reference.get_many(&wanted).expect("get"));
+    }
+}
+
+/// On PostgreSQL an append is a compare-and-set on the log's head: a batch whose first entry
+/// does not follow the log, or takes a seq already taken, is refused whole.
+#[test]
+fn an_append_that_does_not_follow_the_log_is_refused_whole() {
+    use crate::storage::WriteBatch;
+    let Some(backend) = Backend::all().into_iter().find(|b| matches!(b, Backend::Postgres { .. })) else {
+        return; // TM_TEST_BACKEND=postgresql runs it
+    };
+    let store = backend.storage();
+    let batch = |seqs: &[u64], view: &str| {
+        let mut batch = WriteBatch::default();
+        for seq in seqs {
+            batch.put(keys::log(*seq), b"event".to_vec());
+        }
+        batch.put(view.as_bytes().to_vec(), b"v".to_vec());
+        batch
+    };
+    store.apply(batch(&[1, 2], "O/one")).expect("the first entries");
+    for (seqs, view) in [(&[4u64][..], "O/gap"), (&[2][..], "O/taken"), (&[1, 2, 3][..], "O/overlap")] {
+        let refused = store.apply(batch(seqs, view)).expect_err("refused");
+        assert!(refused.to_string().contains("refusing to fork the log"), "{refused}");
+        assert_eq!(store.get(view.as_bytes()).expect("get"), None, "nothing of a refused batch lands");
+    }
+    store.apply(batch(&[3], "O/three")).expect("the next entry");
+    assert_eq!(store.range(&[keys::LOG], &[keys::LOG + 1], false, None).expect("log").len(), 3);
+}
+
+/// A database written when the log's entries lived among the views: they move to the log's
+/// table when a server opens it.
+#[test]
+fn log_entries_stored_among_the_views_move_to_the_log_table() {
+    let Some(backend) = Backend::all().into_iter().find(|b| matches!(b, Backend::Postgres { .. })) else {
+        return; // TM_TEST_BACKEND=postgresql runs it
+    };
+    let Backend::Postgres { server, database } = &backend else { return };
+    let url = format!("{server}/{database}");
+    drop(backend.storage()); // creates the database
+    let (old_url, entries) = (url.clone(), vec![keys::log(1), keys::log(2)]);
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&old_url, postgres::NoTls).expect("connect");
+        client.batch_execute("DROP TABLE tidemark_log").expect("drop");
+        for key in entries {
+            client.execute("INSERT INTO tidemark_kv (k, v) VALUES ($1, 'e')", &[&key]).expect("insert");
+        }
+    })
+    .join()
+    .expect("old layout");
+    let store = backend.storage();
+    let log = store.range(&[keys::LOG], &[keys::LOG + 1], false, None).expect("log");
+    assert_eq!(log.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![keys::log(1), keys::log(2)]);
+    let left = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let row = client
+            .query_one("SELECT count(*) FROM tidemark_kv WHERE k >= '\\x4c' AND k < '\\x4d'", &[])
+            .expect("count");
+        row.get::<_, i64>(0)
+    })
+    .join()
+    .expect("count");
+    assert_eq!(left, 0, "no log entry left among the views");
+}
+
 /// Two engines on one PostgreSQL database (two servers): their writers take turns under the
 /// database's writer lock, each catching up with the other's appends first, so the log stays
 /// one gap-free chain; each engine's bus carries every event of both, once, in seq order.
@@ -793,8 +917,14 @@ fn two_engines_on_one_database_take_turns_and_publish_each_others_events() {
     for writer in writers {
         writer.join().expect("writer");
     }
+    // Reads see the other's writes once synced, as a request does first.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    for engine in [&a, &b] {
+        runtime.block_on(engine.sync_reads()).expect("sync");
+    }
     let last = a.last_seq().expect("seq");
     assert_eq!(last, 102, "2 seeds and 100 writes, each seq taken once");
+    assert_eq!(b.last_seq().expect("seq"), last);
     // Each bus: every event after the subscription, in order, once.
     for (name, bus) in [("a", &mut bus_a), ("b", &mut bus_b)] {
         let mut seqs = Vec::new();

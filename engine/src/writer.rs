@@ -111,8 +111,9 @@ pub(crate) struct Grant {
 pub(crate) enum Message {
     Submit(Submission),
     Lease(LeaseRequest),
-    /// Another process may have appended to a shared store: read and publish its events.
-    CatchUp,
+    /// Another process may have appended to a shared store: read and publish its events, then
+    /// answer (if asked to) once they are published.
+    CatchUp(Option<tokio::sync::oneshot::Sender<()>>),
 }
 
 /// The length of an object's compact JSON, counted without building the string.
@@ -201,14 +202,18 @@ impl Writer {
                     self.serve_lease(lease);
                     continue;
                 }
-                Message::CatchUp => {
+                Message::CatchUp(reply) => {
                     if let Err(err) = self.catch_up() {
                         tracing::warn!(error = %err, "reading other servers' appends failed");
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(());
                     }
                     continue;
                 }
             };
             let mut group = vec![first];
+            let mut caught_up = Vec::new();
             while group.len() < MAX_GROUP_SUBMISSIONS {
                 match rx.try_recv() {
                     Ok(Message::Submit(next)) => group.push(next),
@@ -217,11 +222,14 @@ impl Writer {
                         break;
                     }
                     // The group catches up anyway, under the writer lock.
-                    Ok(Message::CatchUp) => {}
+                    Ok(Message::CatchUp(reply)) => caught_up.extend(reply),
                     Err(_) => break,
                 }
             }
             self.commit_group(group);
+            for reply in caught_up {
+                let _ = reply.send(());
+            }
         }
         // Channel closed: the engine is shutting down; make everything durable.
         self.applier.stop();
@@ -281,6 +289,7 @@ impl Writer {
     /// published in order (after this process's own, before its next), and forgets every read
     /// their writes may have made stale.
     fn catch_up(&mut self) -> Result<()> {
+        self.storage.refresh()?;
         let tail = crate::replay::read_tail(self.storage.as_ref())?;
         if tail.last_seq < self.state.next_seq {
             return Ok(());

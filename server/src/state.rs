@@ -101,7 +101,7 @@ impl AppState {
                 // Checked when the settings were loaded.
                 AuthPolicyKind::OpenId => match OpenIdConfig::from_settings(&policy.name, &settings.raw) {
                     Ok(config) => {
-                        let provider = Arc::new(OpenIdPolicy::new(config, hmac_secret.clone()));
+                        let provider = Arc::new(OpenIdPolicy::new(config, hmac_secret.clone(), Arc::clone(&cache)));
                         openid.insert(policy.name.clone(), Arc::clone(&provider));
                         policies.push(provider);
                     }

@@ -162,3 +162,27 @@ async fn a_rate_limit_holds_across_servers() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Pending logins live in the cache backend: a login begun on one server ends on the other,
+/// once.
+#[tokio::test]
+async fn an_openid_login_begun_on_one_server_ends_on_the_other() {
+    use crate::openid::{openid_settings, provider, urlencode};
+    if backend() != "postgresql" {
+        return;
+    }
+    let issuer = provider().await;
+    let (a, b) = two_nodes_with(&openid_settings(&issuer)).await;
+    let login = format!("/openid/openid/login?callback={}&scope=openid", urlencode("http://app.example/cb#"));
+    let sent = a.get(&login, None).await;
+    assert_eq!(sent.status, 307, "{}", sent.body);
+    let location = sent.header("location").expect("location").to_owned();
+    let state = location.split("state=").nth(1).and_then(|rest| rest.split('&').next()).expect("state").to_owned();
+    let back = b.get(&format!("/openid/openid/token?code=good&state={state}"), None).await;
+    assert_eq!(back.status, 307, "{}", back.body);
+    assert!(back.header("location").is_some_and(|l| l.starts_with("http://app.example/cb#")));
+    let again = a.get(&format!("/openid/openid/token?code=good&state={state}"), None).await;
+    assert_eq!(again.status, 400, "a login's state is used once, whichever server");
+    a.stop().await;
+    b.stop().await;
+}

@@ -82,7 +82,7 @@ fn token(key: &str, claims: Value) -> String {
 }
 
 /// A provider on 127.0.0.1: discovery, keys, and a token endpoint that answers any code.
-async fn provider() -> String {
+pub(crate) async fn provider() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let issuer = format!("http://{}", listener.local_addr().expect("addr"));
     let discovery = json!({
@@ -114,16 +114,20 @@ async fn provider() -> String {
     issuer
 }
 
-async fn server(issuer: &str) -> Server {
-    Server::start_with(&[
+/// The settings of an OpenID policy named `openid` on the provider at `issuer`.
+pub(crate) fn openid_settings(issuer: &str) -> [(&'static str, &str); 6] {
+    [
         ("multiauth.policies", "openid basicauth"),
         ("multiauth.policy.openid.use", "kinto.plugins.openid.OpenIDConnectPolicy"),
         ("multiauth.policy.openid.issuer", issuer),
         ("multiauth.policy.openid.client_id", "tidemark"),
         ("multiauth.policy.openid.client_secret", "s3cret"),
         ("multiauth.policy.openid.audience", "tidemark"),
-    ])
-    .await
+    ]
+}
+
+async fn server(issuer: &str) -> Server {
+    Server::start_with(&openid_settings(issuer)).await
 }
 
 async fn bearer(s: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> crate::common::Reply {
@@ -243,7 +247,7 @@ async fn the_login_flow_goes_to_the_provider_and_back_with_its_tokens() {
     s.stop().await;
 }
 
-fn urlencode(text: &str) -> String {
+pub(crate) fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),

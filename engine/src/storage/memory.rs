@@ -5,8 +5,9 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::{KeyValue, Storage, WriteBatch};
+use super::{prefix_end, KeyValue, Storage, ValuesAtHead, WriteBatch};
 use crate::error::Result;
+use crate::keys;
 
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
@@ -35,19 +36,24 @@ impl Storage for MemoryStorage {
         Ok(self.map.read().get(key).cloned())
     }
 
-    fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
-        if start >= end {
-            return Ok(Vec::new());
-        }
+    fn get_many_with_head(&self, keys: &[Vec<u8>]) -> Result<ValuesAtHead> {
         let map = self.map.read();
-        let iter = map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
-        let take = limit.unwrap_or(usize::MAX);
-        let out = if reverse {
-            iter.rev().take(take).map(|(k, v)| (k.clone(), v.clone())).collect()
-        } else {
-            iter.take(take).map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        Ok(out)
+        Ok((keys.iter().map(|key| map.get(key).cloned()).collect(), Some(head(&map))))
+    }
+
+    fn range_with_head(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, Option<u64>)> {
+        let map = self.map.read();
+        Ok((range_of(&map, start, end, reverse, limit), Some(head(&map))))
+    }
+
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
+        Ok(range_of(&self.map.read(), start, end, reverse, limit))
     }
 
     fn flush(&self) -> Result<()> {
@@ -56,5 +62,33 @@ impl Storage for MemoryStorage {
 
     fn size_on_disk(&self) -> Result<u64> {
         Ok(0)
+    }
+}
+
+/// The seq of the map's last log entry (0 when none).
+fn head(map: &BTreeMap<Vec<u8>, Vec<u8>>) -> u64 {
+    let log = [keys::LOG];
+    map.range::<[u8], _>((Bound::Included(&log[..]), Bound::Excluded(&prefix_end(&log)[..])))
+        .next_back()
+        .and_then(|(key, _)| keys::seq_of_log_key(key))
+        .unwrap_or(0)
+}
+
+fn range_of(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    start: &[u8],
+    end: &[u8],
+    reverse: bool,
+    limit: Option<usize>,
+) -> Vec<KeyValue> {
+    if start >= end {
+        return Vec::new();
+    }
+    let iter = map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
+    let take = limit.unwrap_or(usize::MAX);
+    if reverse {
+        iter.rev().take(take).map(|(k, v)| (k.clone(), v.clone())).collect()
+    } else {
+        iter.take(take).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }

@@ -4,11 +4,13 @@
 //! one atomic batch — the fast path measured for sled 0.34.7 (a single-tree `Batch` + flush is
 //! an order of magnitude faster than a multi-tree transaction).
 
+mod coherent;
 mod memory;
 mod overlay;
 mod postgres;
 mod sled_store;
 
+pub use coherent::{CoherentStorage, ReadBarrier};
 pub use memory::MemoryStorage;
 pub use overlay::{refresh_read_cache, OverlayStorage, ReadCache, Unapplied};
 pub use postgres::PostgresStorage;
@@ -37,6 +39,8 @@ impl WriteBatch {
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
+/// Values read, and the log's head they reflect (None from a store that cannot tell).
+pub type ValuesAtHead = (Vec<Option<Vec<u8>>>, Option<u64>);
 
 pub trait Storage: Send + Sync + 'static {
     /// Applies the batch atomically (readers see all of it or none of it).
@@ -45,6 +49,21 @@ pub trait Storage: Send + Sync + 'static {
     /// The values of `keys`, in their order: one round trip on a store across the network.
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         keys.iter().map(|key| self.get(key)).collect()
+    }
+    /// [`Storage::get_many`], with the log's head as of the same read (one snapshot) on a store
+    /// that can tell: the seq the answer reflects.
+    fn get_many_with_head(&self, keys: &[Vec<u8>]) -> Result<ValuesAtHead> {
+        Ok((self.get_many(keys)?, None))
+    }
+    /// [`Storage::range`] of the views (not the log), with the log's head as of the same read.
+    fn range_with_head(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, Option<u64>)> {
+        Ok((self.range(start, end, reverse, limit)?, None))
     }
     /// Entries with `start <= key < end`, ascending, or descending when `reverse`; stops after
     /// `limit` entries when given. Errors are returned, never skipped.
@@ -71,6 +90,14 @@ pub trait Storage: Send + Sync + 'static {
     fn try_lock_named(&self, name: &str) -> Result<Option<WriterLock>> {
         let _ = name;
         Ok(Some(WriterLock(None)))
+    }
+
+    /// Learns of every append committed so far, by any process, before the reads that follow:
+    /// a store that caches reads forgets those another process's appends may have made stale.
+    /// Nothing to do on a store only this process writes. True if the log grew by appends this
+    /// process had not learnt of (another's, or its own not yet accounted for).
+    fn refresh(&self) -> Result<bool> {
+        Ok(false)
     }
 
     /// Calls `wake` whenever another process may have appended to the log: a hint (the log

@@ -1,18 +1,22 @@
-//! The keyspace in a PostgreSQL table: `tidemark_kv (k bytea primary key, v bytea)`, ordered
-//! as sled orders it (bytea compares bytewise), one transaction per batch.
+//! The store in two PostgreSQL tables:
+//! - `tidemark_log (seq bigint primary key, event bytea)`: the change log, append-only;
+//! - `tidemark_kv (k bytea primary key, v bytea)`: the views, keyed as in sled (bytea compares
+//!   bytewise, so its primary key's btree serves every `_since`, listing and permissions scan).
 //!
-//! Log entries are inserted, never upserted: a batch carrying a log key that exists already —
-//! another process appended that seq first — fails whole, so no two writers can both write
-//! seq N, and the engine stops writing (fail-stop) rather than fork the log.
+//! A batch is one call of `tidemark_apply`, one transaction. Its append is a compare-and-set on
+//! the log's head: it lands only if the log ends right before the batch's first seq, and the
+//! primary key refuses a seq taken meanwhile. So no two writers ever both write seq N, no reader
+//! sees N+1 before N, and a writer that lost the race stops writing (fail-stop) rather than
+//! fork the log.
 //!
 //! Several servers may share the database: their writers take turns under a PostgreSQL
-//! advisory lock (`lock_writer`), each commit notifies `tidemark_log`, and every server
+//! advisory lock (`lock_writer`), each append notifies `tidemark_log`, and every server
 //! listens (`follow`) so that it learns of the others' appends and reads them from the log.
 //!
-//! The engine reads synchronously from async tasks, and the `postgres` client cannot run inside
-//! a tokio runtime: each connection lives on a thread of its own, and callers hand it their
-//! query and wait for the answer. A commit is durable when PostgreSQL acknowledges it
-//! (`synchronous_commit`), so `flush` has nothing left to do.
+//! The engine reads synchronously, and the `postgres` client cannot run inside a tokio runtime:
+//! each connection lives on a thread of its own, and callers hand it their query and wait for
+//! the answer. A commit is durable when PostgreSQL acknowledges it (`synchronous_commit`), so
+//! `flush` has nothing left to do.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,9 +25,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, NoTls, Statement};
 
-use super::{KeyValue, Storage, WriteBatch, WriterLock};
+use super::{KeyValue, Storage, ValuesAtHead, WriteBatch, WriterLock};
 use crate::error::{EngineError, Result};
 use crate::keys;
 
@@ -31,17 +35,83 @@ use crate::keys;
 /// writer lock has one more of its own).
 const CONNECTIONS: usize = 4;
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tidemark_kv (k bytea PRIMARY KEY, v bytea NOT NULL)";
+/// Run at every start, under a lock, by one server at a time. A database written before the
+/// log had a table of its own holds its entries among the views: they move to the log.
+const SCHEMA: &str = r"
+SELECT pg_advisory_xact_lock(7235);
+CREATE TABLE IF NOT EXISTS tidemark_kv (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS tidemark_log (seq bigint PRIMARY KEY, event bytea NOT NULL);
+INSERT INTO tidemark_log (seq, event)
+    SELECT ('x' || encode(substring(k FROM 2 FOR 8), 'hex'))::bit(64)::bigint, v
+    FROM tidemark_kv WHERE k >= '\x4c' AND k < '\x4d' AND length(k) = 9;
+DELETE FROM tidemark_kv WHERE k >= '\x4c' AND k < '\x4d';
+CREATE OR REPLACE FUNCTION tidemark_apply(
+    deletes bytea[], ks bytea[], vs bytea[], seqs bigint[], events bytea[], head bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(seqs) > 0 THEN
+        IF (SELECT coalesce(max(seq), 0) FROM tidemark_log) <> head THEN
+            RAISE EXCEPTION 'the log does not end at %', head USING ERRCODE = 'TM409';
+        END IF;
+        INSERT INTO tidemark_log (seq, event) SELECT * FROM unnest(seqs, events);
+        PERFORM pg_notify('tidemark_log', '');
+    END IF;
+    DELETE FROM tidemark_kv WHERE k = ANY(deletes);
+    INSERT INTO tidemark_kv (k, v) SELECT * FROM unnest(ks, vs) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v;
+END $$;
+";
+
+/// The batch: see `tidemark_apply` in [`SCHEMA`].
+const APPLY: &str = "SELECT tidemark_apply($1, $2, $3, $4, $5, $6)";
+const GET: &str = "SELECT v FROM tidemark_kv WHERE k = $1";
+const GET_MANY: &str = "SELECT k, v FROM tidemark_kv WHERE k = ANY($1)";
+const RANGE_ASC: &str = "SELECT k, v FROM tidemark_kv WHERE k >= $1 AND k < $2 ORDER BY k ASC LIMIT $3";
+const RANGE_DESC: &str = "SELECT k, v FROM tidemark_kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3";
+const LOG_GET: &str = "SELECT event FROM tidemark_log WHERE seq = $1";
+const LOG_GET_MANY: &str = "SELECT seq, event FROM tidemark_log WHERE seq = ANY($1)";
+const LOG_RANGE_ASC: &str =
+    "SELECT seq, event FROM tidemark_log WHERE seq >= $1 AND seq < $2 ORDER BY seq ASC LIMIT $3";
+const LOG_RANGE_DESC: &str =
+    "SELECT seq, event FROM tidemark_log WHERE seq >= $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+/// The reads a cache keeps, each with the log's head in the same snapshot (one statement).
+const GET_MANY_AT: &str = "WITH h AS (SELECT coalesce(max(seq), 0) AS head FROM tidemark_log) \
+     SELECT h.head, t.k, t.v FROM h LEFT JOIN tidemark_kv t ON t.k = ANY($1)";
+const RANGE_AT_ASC: &str = "WITH h AS (SELECT coalesce(max(seq), 0) AS head FROM tidemark_log) \
+     SELECT h.head, r.k, r.v FROM h LEFT JOIN LATERAL \
+     (SELECT k, v FROM tidemark_kv WHERE k >= $1 AND k < $2 ORDER BY k ASC LIMIT $3) r ON true ORDER BY r.k ASC";
+const RANGE_AT_DESC: &str = "WITH h AS (SELECT coalesce(max(seq), 0) AS head FROM tidemark_log) \
+     SELECT h.head, r.k, r.v FROM h LEFT JOIN LATERAL \
+     (SELECT k, v FROM tidemark_kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3) r ON true ORDER BY r.k DESC";
+/// The error `tidemark_apply` raises when the log does not end where the batch expects.
+const HEAD_MOVED: &str = "TM409";
 
 /// The advisory lock the writers of one database take turns under ("tidemark" in ASCII).
 const WRITER_LOCK: i64 = 0x7469_6465_6d61_726b;
-/// The channel every commit that appends notifies.
+/// The channel every append notifies (`tidemark_apply` names it too).
 const CHANNEL: &str = "tidemark_log";
 /// A follower wakes its engine at least this often, notified or not (a missed notification
 /// costs at most this much delay).
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
-type Job = Box<dyn FnOnce(&mut Client) + Send>;
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+/// A connection and the statements prepared on it: each query is prepared once per connection,
+/// not once per call (which would cost a round trip of its own every time).
+struct Conn {
+    client: Client,
+    prepared: std::collections::HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).map_err(pg_error)?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
 
 /// The connection threads end when the storage is dropped (their queues close).
 pub struct PostgresStorage {
@@ -60,14 +130,22 @@ impl Drop for PostgresStorage {
     }
 }
 
-/// Runs jobs on `client`, on a thread of its own, until `queue` closes.
-fn serve_jobs(name: String, client: Client, queue: Receiver<Job>) -> Result<()> {
+/// Runs jobs on `client`, on a thread of its own, until `queue` closes. A connection the
+/// server closed (a restart, a failover) is opened again before the next job: the job that met
+/// the closing failed, the ones after it need not.
+fn serve_jobs(name: String, client: Client, config: Config, queue: Receiver<Job>) -> Result<()> {
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let mut client = client;
+            let mut conn = Conn { client, prepared: Default::default() };
             for job in queue {
-                job(&mut client);
+                if conn.client.is_closed() {
+                    match config.connect(NoTls) {
+                        Ok(client) => conn = Conn { client, prepared: Default::default() },
+                        Err(err) => tracing::warn!(error = %err, "reconnecting to PostgreSQL failed"),
+                    }
+                }
+                job(&mut conn);
             }
         })
         .map(|_| ())
@@ -77,7 +155,7 @@ fn serve_jobs(name: String, client: Client, queue: Receiver<Job>) -> Result<()> 
 /// Runs `work` on the connection behind `jobs` and waits for its answer.
 fn run_on<T: Send + 'static>(
     jobs: &Sender<Job>,
-    work: impl FnOnce(&mut Client) -> Result<T> + Send + 'static,
+    work: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let job: Job = Box::new(move |client| {
@@ -93,8 +171,8 @@ struct UnlockNamed(Sender<Job>, String);
 impl Drop for UnlockNamed {
     fn drop(&mut self) {
         let key = std::mem::take(&mut self.1);
-        let unlock: Job = Box::new(move |client| {
-            if let Err(err) = client.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", &[&key]) {
+        let unlock: Job = Box::new(move |conn| {
+            if let Err(err) = conn.client.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", &[&key]) {
                 tracing::error!(error = %err, "releasing a PostgreSQL lock failed");
             }
         });
@@ -107,8 +185,8 @@ struct Unlock(Sender<Job>);
 
 impl Drop for Unlock {
     fn drop(&mut self) {
-        let unlock: Job = Box::new(|client| {
-            if let Err(err) = client.execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]) {
+        let unlock: Job = Box::new(|conn| {
+            if let Err(err) = conn.client.execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]) {
                 tracing::error!(error = %err, "releasing the PostgreSQL writer lock failed");
             }
         });
@@ -117,7 +195,11 @@ impl Drop for Unlock {
 }
 
 fn pg_error(err: postgres::Error) -> EngineError {
-    EngineError::Storage(format!("PostgreSQL: {err}"))
+    // The error's own text is only "db error": the server's message says what went wrong.
+    match err.as_db_error() {
+        Some(db) => EngineError::Storage(format!("PostgreSQL: {} ({})", db.message(), db.code().code())),
+        None => EngineError::Storage(format!("PostgreSQL: {err}")),
+    }
 }
 
 impl PostgresStorage {
@@ -141,17 +223,17 @@ impl PostgresStorage {
         .map_err(|_| EngineError::Storage("connecting to PostgreSQL panicked".into()))??;
         let (lock, lock_queue) = crossbeam_channel::unbounded::<Job>();
         if let Some(client) = clients.pop() {
-            serve_jobs("tidemark-pg-lock".into(), client, lock_queue)?;
+            serve_jobs("tidemark-pg-lock".into(), client, config.clone(), lock_queue)?;
         }
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for (i, client) in clients.into_iter().enumerate() {
-            serve_jobs(format!("tidemark-pg-{i}"), client, queue.clone())?;
+            serve_jobs(format!("tidemark-pg-{i}"), client, config.clone(), queue.clone())?;
         }
         Ok(PostgresStorage { jobs, lock, config, stop: Arc::new(AtomicBool::new(false)) })
     }
 
     /// Runs `work` on a connection and waits for its answer.
-    fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Client) -> Result<T> + Send + 'static) -> Result<T> {
+    fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static) -> Result<T> {
         run_on(&self.jobs, work)
     }
 }
@@ -212,13 +294,80 @@ fn connect_creating(config: &Config) -> Result<Client> {
     }
 }
 
+/// The seq a log key names (`L` and 8 bytes), as the log table stores it.
+fn log_seq(key: &[u8]) -> Option<i64> {
+    if key.len() != 9 || key.first() != Some(&keys::LOG) {
+        return None;
+    }
+    keys::seq_of_log_key(key).and_then(|seq| i64::try_from(seq).ok())
+}
+
+/// The lowest seq whose log key is not below `bound`, a key that starts with `L`.
+fn seq_bound(bound: &[u8]) -> i64 {
+    let tail = bound.get(1..).unwrap_or_default();
+    let mut bytes = [0u8; 8];
+    let n = tail.len().min(8);
+    bytes[..n].copy_from_slice(&tail[..n]);
+    let seq = u64::from_be_bytes(bytes);
+    // A longer bound is past the log key it starts with.
+    let seq = if tail.len() > 8 { seq.saturating_add(1) } else { seq };
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn log_row(row: &postgres::Row) -> KeyValue {
+    let seq: i64 = row.get(0);
+    (keys::log(u64::try_from(seq).unwrap_or_default()), row.get(1))
+}
+
+/// The entries and the head of rows `(head, k, v)`; `k` and `v` are null on the one row of an
+/// answer that found nothing.
+fn with_head(rows: Vec<postgres::Row>) -> (Vec<KeyValue>, Option<u64>) {
+    let head = rows.first().map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or_default());
+    let entries = rows
+        .into_iter()
+        .filter_map(|row| Some((row.get::<_, Option<Vec<u8>>>(1)?, row.get::<_, Option<Vec<u8>>>(2)?)))
+        .collect();
+    (entries, head)
+}
+
+/// Entries with `start <= key < end` as `Storage::range` gives them: the views below the log's
+/// prefix, the log, and the views above it, each part read only if the range meets it.
+fn range_on(conn: &mut Conn, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
+    let (log_start, log_end) = ([keys::LOG], [keys::LOG + 1]);
+    let below = (start, end.min(&log_start[..]));
+    let log = (start.max(&log_start[..]), end.min(&log_end[..]));
+    let above = (start.max(&log_end[..]), end);
+    let parts = if reverse { [above, log, below] } else { [below, log, above] };
+    let mut rows = Vec::new();
+    for (from, to) in parts {
+        let left = limit.map(|l| l.saturating_sub(rows.len()));
+        if from >= to || left == Some(0) {
+            continue;
+        }
+        let left = left.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        if from >= &log_start[..] && to <= &log_end[..] {
+            let low = if from <= &log_start[..] { 0 } else { seq_bound(from) };
+            let high = if to >= &log_end[..] { i64::MAX } else { seq_bound(to) };
+            let statement = conn.statement(if reverse { LOG_RANGE_DESC } else { LOG_RANGE_ASC })?;
+            let found = conn.client.query(&statement, &[&low, &high, &left]).map_err(pg_error)?;
+            rows.extend(found.iter().map(log_row));
+        } else {
+            let statement = conn.statement(if reverse { RANGE_DESC } else { RANGE_ASC })?;
+            let found = conn.client.query(&statement, &[&from, &to, &left]).map_err(pg_error)?;
+            rows.extend(found.into_iter().map(|row| (row.get(0), row.get(1))));
+        }
+    }
+    Ok(rows)
+}
+
 impl Storage for PostgresStorage {
     fn apply(&self, batch: WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.run(move |client| {
-            let mut log = (Vec::new(), Vec::new());
+        self.run(move |conn| {
+            let statement = conn.statement(APPLY)?;
+            let mut log: (Vec<i64>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
             let mut puts = (Vec::new(), Vec::new());
             let mut deletes = Vec::new();
             // A batch may name a key twice (replay's batches do): the last op wins, as in sled.
@@ -227,64 +376,74 @@ impl Storage for PostgresStorage {
                 last.insert(key, value);
             }
             for (key, value) in last {
-                match value {
-                    Some(value) if key.first() == Some(&keys::LOG) => {
-                        log.0.push(key);
+                match (value, log_seq(&key)) {
+                    (Some(value), Some(seq)) => {
+                        log.0.push(seq);
                         log.1.push(value);
                     }
-                    Some(value) => {
+                    (Some(value), None) => {
                         puts.0.push(key);
                         puts.1.push(value);
                     }
-                    None => deletes.push(key),
+                    (None, _) => deletes.push(key),
                 }
             }
-            let mut tx = client.transaction().map_err(pg_error)?;
-            if !deletes.is_empty() {
-                tx.execute("DELETE FROM tidemark_kv WHERE k = ANY($1)", &[&deletes]).map_err(pg_error)?;
-            }
-            if !puts.0.is_empty() {
-                tx.execute(
-                    "INSERT INTO tidemark_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                    &[&puts.0, &puts.1],
-                )
-                .map_err(pg_error)?;
-            }
-            if !log.0.is_empty() {
-                // Delivered at commit, to every server following the log.
-                tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).map_err(pg_error)?;
-                let appended = tx.execute(
-                    "INSERT INTO tidemark_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
-                    &[&log.0, &log.1],
-                );
-                match appended {
-                    Ok(_) => {}
-                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                        return Err(EngineError::Storage(
-                            "another process appended to the log first (the same seq): refusing to fork the log".into(),
-                        ))
-                    }
-                    Err(e) => return Err(pg_error(e)),
+            // Ascending (the map's order): the log must end right before the first.
+            let head = log.0.first().map_or(0, |first| first - 1);
+            match conn.client.execute(&statement, &[&deletes, &puts.0, &puts.1, &log.0, &log.1, &head]) {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                        || e.code().map(SqlState::code) == Some(HEAD_MOVED) =>
+                {
+                    Err(EngineError::Storage(format!(
+                        "another process appended to the log first (it no longer ends at {head}): \
+                         refusing to fork the log"
+                    )))
                 }
+                Err(e) => Err(pg_error(e)),
             }
-            tx.commit().map_err(pg_error)
         })
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let key = key.to_vec();
-        self.run(move |client| {
-            let row = client.query_opt("SELECT v FROM tidemark_kv WHERE k = $1", &[&key]).map_err(pg_error)?;
-            Ok(row.map(|row| row.get(0)))
+        self.run(move |conn| {
+            let row = match log_seq(&key) {
+                Some(seq) => {
+                    let statement = conn.statement(LOG_GET)?;
+                    conn.client.query_opt(&statement, &[&seq])
+                }
+                None => {
+                    let statement = conn.statement(GET)?;
+                    conn.client.query_opt(&statement, &[&key])
+                }
+            };
+            Ok(row.map_err(pg_error)?.map(|row| row.get(0)))
         })
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        let wanted = keys.to_vec();
-        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(move |client| {
-            let rows = client.query("SELECT k, v FROM tidemark_kv WHERE k = ANY($1)", &[&wanted]).map_err(pg_error)?;
-            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        let (mut seqs, mut views) = (Vec::new(), Vec::new());
+        for key in keys {
+            match log_seq(key) {
+                Some(seq) => seqs.push(seq),
+                None => views.push(key.clone()),
+            }
+        }
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(move |conn| {
+            let mut found = std::collections::HashMap::new();
+            if !views.is_empty() {
+                let statement = conn.statement(GET_MANY)?;
+                let rows = conn.client.query(&statement, &[&views]).map_err(pg_error)?;
+                found.extend(rows.into_iter().map(|row| (row.get(0), row.get(1))));
+            }
+            if !seqs.is_empty() {
+                let statement = conn.statement(LOG_GET_MANY)?;
+                let rows = conn.client.query(&statement, &[&seqs]).map_err(pg_error)?;
+                found.extend(rows.iter().map(log_row));
+            }
+            Ok(found)
         })?;
         Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
@@ -294,12 +453,40 @@ impl Storage for PostgresStorage {
             return Ok(Vec::new());
         }
         let (start, end) = (start.to_vec(), end.to_vec());
+        self.run(move |conn| range_on(conn, &start, &end, reverse, limit))
+    }
+
+    fn get_many_with_head(&self, keys: &[Vec<u8>]) -> Result<ValuesAtHead> {
+        if keys.iter().any(|key| log_seq(key).is_some()) {
+            return Ok((self.get_many(keys)?, None));
+        }
+        let wanted = keys.to_vec();
+        let (found, head) = self.run(move |conn| {
+            let statement = conn.statement(GET_MANY_AT)?;
+            let rows = conn.client.query(&statement, &[&wanted]).map_err(pg_error)?;
+            Ok(with_head(rows))
+        })?;
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = found.into_iter().collect();
+        Ok((keys.iter().map(|key| found.get(key).cloned()).collect(), head))
+    }
+
+    fn range_with_head(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, Option<u64>)> {
+        let meets_log = start < &[keys::LOG + 1][..] && end > &[keys::LOG][..];
+        if start >= end || meets_log {
+            return Ok((self.range(start, end, reverse, limit)?, None));
+        }
+        let (start, end) = (start.to_vec(), end.to_vec());
         let limit = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        self.run(move |client| {
-            let order = if reverse { "DESC" } else { "ASC" };
-            let sql = format!("SELECT k, v FROM tidemark_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3");
-            let rows = client.query(&sql, &[&start, &end, &limit]).map_err(pg_error)?;
-            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        self.run(move |conn| {
+            let statement = conn.statement(if reverse { RANGE_AT_DESC } else { RANGE_AT_ASC })?;
+            let rows = conn.client.query(&statement, &[&start, &end, &limit]).map_err(pg_error)?;
+            Ok(with_head(rows))
         })
     }
 
@@ -312,17 +499,19 @@ impl Storage for PostgresStorage {
     }
 
     fn lock_writer(&self) -> Result<WriterLock> {
-        run_on(&self.lock, |client| {
-            client.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK]).map(|_| ()).map_err(pg_error)
+        run_on(&self.lock, |conn| {
+            conn.client.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK]).map(|_| ()).map_err(pg_error)
         })?;
         Ok(WriterLock(Some(Box::new(Unlock(self.lock.clone())))))
     }
 
     fn try_lock_named(&self, name: &str) -> Result<Option<WriterLock>> {
         let key = format!("tidemark:{name}");
-        let taken = run_on(&self.lock, move |client| {
-            let row =
-                client.query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key]).map_err(pg_error)?;
+        let taken = run_on(&self.lock, move |conn| {
+            let row = conn
+                .client
+                .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
+                .map_err(pg_error)?;
             Ok(row.get::<_, bool>(0))
         })?;
         if !taken {
@@ -342,9 +531,14 @@ impl Storage for PostgresStorage {
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        self.run(|client| {
-            let row =
-                client.query_one("SELECT pg_total_relation_size('tidemark_kv')::bigint", &[]).map_err(pg_error)?;
+        self.run(|conn| {
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT (pg_total_relation_size('tidemark_kv') + pg_total_relation_size('tidemark_log'))::bigint",
+                    &[],
+                )
+                .map_err(pg_error)?;
             Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
         })
     }

@@ -9,6 +9,9 @@
 //!
 //! `GET /v1/openid/<name>/login` and `…/token` run the authorization-code flow for browser
 //! clients, as Kinto does.
+//!
+//! Pending logins and verified tokens live in the cache backend (`cache_backend`), so a login
+//! begun on one server ends on another, and a token verified once is trusted by every server.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,16 +26,13 @@ use tidemark_engine::Engine;
 use tidemark_protocol::{ApiError, Location};
 
 use super::{hmac_hex, Identified, Policy};
+use crate::cache::{cache_error, Cache};
 use crate::toolkit::BoxFuture;
 
 /// How long provider metadata and keys are trusted before they are fetched again.
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// A token naming an unknown key refetches the keys at most this often.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
-/// Pending logins kept at most (a flood of `login` calls cannot grow memory without bound).
-const MAX_PENDING_LOGINS: usize = 10_000;
-/// Verified tokens kept at most.
-const MAX_VERIFIED: usize = 100_000;
 
 /// One provider's settings (`multiauth.policy.<name>.*`).
 #[derive(Debug, Clone)]
@@ -107,10 +107,8 @@ pub struct OpenIdPolicy {
     http: reqwest::Client,
     metadata: Mutex<Option<(Metadata, Instant)>>,
     keys: Mutex<Option<Keys>>,
-    /// HMAC of a token → (identity, valid until).
-    verified: Mutex<HashMap<String, (Identified, Instant)>>,
-    /// Login state → (callback, expiry).
-    pending: Mutex<HashMap<String, (String, Instant)>>,
+    /// Verified tokens (by HMAC) and pending logins (by state), with their expiry.
+    cache: Arc<dyn Cache>,
 }
 
 /// A failure to reach the provider: 503, as for any backend the server depends on.
@@ -120,17 +118,14 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> ApiError {
 }
 
 impl OpenIdPolicy {
-    pub fn new(config: OpenIdConfig, hmac_secret: String) -> OpenIdPolicy {
+    pub fn new(config: OpenIdConfig, hmac_secret: String, cache: Arc<dyn Cache>) -> OpenIdPolicy {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-        OpenIdPolicy {
-            config,
-            hmac_secret,
-            http,
-            metadata: Mutex::new(None),
-            keys: Mutex::new(None),
-            verified: Mutex::default(),
-            pending: Mutex::default(),
-        }
+        OpenIdPolicy { config, hmac_secret, http, metadata: Mutex::new(None), keys: Mutex::new(None), cache }
+    }
+
+    /// The cache key of a pending login.
+    fn state_key(&self, state: &str) -> String {
+        format!("openid:{}:state:{state}", self.config.name)
     }
 
     pub fn config(&self) -> &OpenIdConfig {
@@ -241,15 +236,7 @@ impl OpenIdPolicy {
             .authorization_endpoint
             .ok_or_else(|| unavailable("no authorization_endpoint", &self.config.issuer))?;
         let state = hmac_hex(&self.hmac_secret, &tidemark_protocol::ids::uuid4(rand::random()));
-        {
-            let mut pending = self.pending.lock();
-            let now = Instant::now();
-            pending.retain(|_, (_, expires)| *expires > now);
-            if pending.len() >= MAX_PENDING_LOGINS {
-                return Err(ApiError::backend_unavailable(crate::error::RETRY_AFTER_SECONDS));
-            }
-            pending.insert(state.clone(), (callback, now + self.config.state_ttl));
-        }
+        self.cache.set(&self.state_key(&state), callback.as_bytes(), self.config.state_ttl).map_err(cache_error)?;
         let mut query = vec![
             ("client_id", self.config.client_id.clone()),
             ("response_type", "code".to_owned()),
@@ -271,9 +258,9 @@ impl OpenIdPolicy {
         let param = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let invalid = |name: &str, why: &str| ApiError::invalid_one(Location::Querystring, Some(name), why.to_owned());
         let state = param("state").ok_or_else(|| invalid("state", "state in querystring: Required"))?;
-        let callback = match self.pending.lock().remove(&state) {
-            Some((callback, expires)) if expires > Instant::now() => callback,
-            _ => return Err(invalid("state", "Invalid state")),
+        let pending = self.cache.take(&self.state_key(&state)).map_err(cache_error)?;
+        let Some(callback) = pending.and_then(|bytes| String::from_utf8(bytes).ok()) else {
+            return Err(invalid("state", "Invalid state"));
         };
         if let Some(error) = param("error") {
             let description = param("error_description").unwrap_or_default();
@@ -340,11 +327,12 @@ impl Policy for OpenIdPolicy {
                 return Ok(None);
             }
             let token = token.trim();
-            let key = hmac_hex(&self.hmac_secret, token);
-            let now = Instant::now();
-            if let Some((identified, until)) = self.verified.lock().get(&key) {
-                if *until > now {
-                    return Ok(Some(identified.clone()));
+            let key = format!("openid:{}:token:{}", self.config.name, hmac_hex(&self.hmac_secret, token));
+            let remembered = self.cache.get(&key).map_err(cache_error)?;
+            if let Some(identified) = remembered.and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok()) {
+                if let Some(user_id) = identified.get("user_id").and_then(Value::as_str) {
+                    let profile = identified.get("profile").filter(|p| !p.is_null()).cloned();
+                    return Ok(Some(Identified { user_id: user_id.to_owned(), profile }));
                 }
             }
             let Some(identified) = self.verify(token).await? else { return Ok(None) };
@@ -356,14 +344,8 @@ impl Policy for OpenIdPolicy {
                 .and_then(Value::as_u64)
                 .map(|exp| Duration::from_secs(exp.saturating_sub(crate::state::now_ms() / 1000)));
             let ttl = expires_in.map_or(self.config.verification_ttl, |left| left.min(self.config.verification_ttl));
-            let mut verified = self.verified.lock();
-            if verified.len() >= MAX_VERIFIED {
-                verified.retain(|_, (_, until)| *until > now);
-                if verified.len() >= MAX_VERIFIED {
-                    verified.clear();
-                }
-            }
-            verified.insert(key, (identified.clone(), now + ttl));
+            let remembered = json!({"user_id": identified.user_id, "profile": identified.profile});
+            self.cache.set(&key, remembered.to_string().as_bytes(), ttl).map_err(cache_error)?;
             Ok(Some(identified))
         })
     }

@@ -154,9 +154,14 @@ impl Hub {
             stream_error("log head", &err);
             0
         });
+        // The task holds the engine weakly: a server that stops drops its engine, whose bus then
+        // closes, and the task ends with it.
+        let weak = engine.downgrade();
+        drop(engine);
         spawn(async move {
             loop {
                 let received = bus.recv().await;
+                let Some(engine) = weak.upgrade() else { return };
                 let events = match received {
                     Ok(event) if event.seq <= last => continue,
                     Ok(event) if event.seq == last + 1 => vec![event],
