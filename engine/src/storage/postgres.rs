@@ -206,7 +206,8 @@ impl PostgresStorage {
     /// Connects to `url` (`postgresql://user@host:port/database`), creating the database if it
     /// does not exist yet and the table if it is missing.
     pub fn open(url: &str) -> Result<PostgresStorage> {
-        let config: Config = url.parse().map_err(|e| EngineError::Storage(format!("storage_url: {e}")))?;
+        let mut config: Config = url.parse().map_err(|e| EngineError::Storage(format!("storage_url: {e}")))?;
+        with_session_limits(&mut config);
         // Off the caller's thread: the client runs a runtime of its own, which cannot start
         // inside the caller's (an async server's).
         let setup = config.clone();
@@ -236,6 +237,19 @@ impl PostgresStorage {
     fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static) -> Result<T> {
         run_on(&self.jobs, work)
     }
+}
+
+/// Every session of ours: PostgreSQL notices a vanished server (power cut, partition) within
+/// about 25 s rather than the system's two hours, and so frees the writer lock it held; and a
+/// writer waits at most 30 s for that lock (its requests then get 503) rather than forever.
+/// Options given in `storage_url` come after ours, so theirs win.
+fn with_session_limits(config: &mut Config) {
+    let ours = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 -c lock_timeout=30s";
+    let options = match config.get_options() {
+        Some(given) if !given.is_empty() => format!("{ours} {given}"),
+        _ => ours.to_owned(),
+    };
+    config.options(&options);
 }
 
 /// Listens on the commit channel, calling `wake` for each burst of notifications and every
