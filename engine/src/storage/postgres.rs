@@ -250,6 +250,12 @@ fn with_session_limits(config: &mut Config) {
         _ => ours.to_owned(),
     };
     config.options(&options);
+    // And this side notices a vanished database as soon.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
 }
 
 /// Listens on the commit channel, calling `wake` for each burst of notifications and every
