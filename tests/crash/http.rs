@@ -5,10 +5,16 @@
 //! acknowledged write is there with its content (a write in flight at the kill is wholly there
 //! or wholly absent, a batch all or nothing). The subscribers resume from their last cursor; at
 //! the end they have received every change of the collection exactly once, in log order.
+//!
+//! On PostgreSQL (`TM_TEST_BACKEND=postgresql`) a second server shares the database and is
+//! never killed: half the writers and one subscriber use it. It goes on writing while the first
+//! is killed mid-write (and the writer lock that server may hold is freed), and its subscriber
+//! receives every change of both servers once, in order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,19 +86,26 @@ fn content(data: &Value) -> Value {
     data
 }
 
-/// One writer until the server goes away: returns what it had acknowledged, and its write in
-/// flight (ids with their state before and after) when the connection broke.
-async fn writer(
+/// One writer until the server goes away (or `stop` is set): records what it had acknowledged,
+/// and its write in flight (ids with their state before and after) when the connection broke.
+struct Writer {
     client: reqwest::Client,
     base: String,
     t: u64,
     cycle: u64,
-    mut live: BTreeMap<String, Value>,
+    live: BTreeMap<String, Value>,
     book: Arc<Mutex<Book>>,
     seed: u64,
-) {
+    stop: Arc<AtomicBool>,
+}
+
+async fn writer(w: Writer) {
+    let Writer { client, base, t, cycle, mut live, book, seed, stop } = w;
     let mut rng = Rng(seed | 1);
     for n in 0u64.. {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         let pick = rng.next() % 10;
         let existing = (!live.is_empty()).then(|| {
             let index = (rng.next() % live.len() as u64) as usize;
@@ -312,6 +325,8 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
     let book = Arc::new(Mutex::new(Book::default()));
     let streams: Vec<Arc<Mutex<Vec<u64>>>> = (0..2).map(|_| Arc::default()).collect();
     let mut problems = Vec::new();
+    // The server that is never killed, on PostgreSQL: its base URL and process.
+    let mut survivor: Option<(String, Child)> = None;
     for cycle in 0..=cycles {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}/v1");
@@ -322,11 +337,23 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
                 let r = client.put(format!("{base}{path}")).header("Authorization", AUTH).send().await.expect("seed");
                 assert!(r.status().is_success(), "seed {path}: {}", r.status());
             }
+            if postgres.is_some() {
+                let port = free_port();
+                let base = format!("http://127.0.0.1:{port}/v1");
+                let child = spawn(&dir.path().join("data-survivor"), &ini, port);
+                wait_up(&client, &base).await;
+                survivor = Some((base, child));
+            }
         } else {
             let found = all_records(&client, &base).await;
             let mut book = book.lock().unwrap_or_else(|p| p.into_inner());
             problems.extend(check(&mut book, &found, cycle));
         }
+        // Writer t and subscriber n use the survivor when t or n is odd.
+        let base_of = |k: u64| match &survivor {
+            Some((survivor, _)) if k % 2 == 1 => survivor.clone(),
+            _ => base.clone(),
+        };
         let resume: Vec<u64> = streams
             .iter()
             .map(|seen| seen.lock().unwrap_or_else(|p| p.into_inner()).last().copied().unwrap_or(0))
@@ -334,11 +361,12 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
         let subscribers: Vec<_> = streams
             .iter()
             .zip(&resume)
-            .map(|(seen, cursor)| tokio::spawn(subscriber(base.clone(), *cursor, Arc::clone(seen))))
+            .enumerate()
+            .map(|(n, (seen, cursor))| tokio::spawn(subscriber(base_of(n as u64), *cursor, Arc::clone(seen))))
             .collect();
         if cycle == cycles {
             // The last round: no writer. The subscribers catch up (nothing more arrives for a
-            // second), then the server stops.
+            // second), then the servers stop.
             let count = || streams.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum::<usize>();
             let mut last = usize::MAX;
             for _ in 0..60 {
@@ -351,6 +379,10 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
             }
             let _ = child.kill();
             let _ = child.wait();
+            if let Some((_, mut survivor)) = survivor.take() {
+                let _ = survivor.kill();
+                let _ = survivor.wait();
+            }
             for task in subscribers {
                 task.abort();
             }
@@ -372,17 +404,24 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
                 })
                 .collect()
         };
+        let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = live
             .into_iter()
             .enumerate()
             .map(|(t, live)| {
-                let seed = rng.next();
-                tokio::spawn(writer(client.clone(), base.clone(), t as u64, cycle, live, Arc::clone(&book), seed))
+                let (t, seed) = (t as u64, rng.next());
+                let (client, base, book, stop) = (client.clone(), base_of(t), Arc::clone(&book), Arc::clone(&stop));
+                tokio::spawn(writer(Writer { client, base, t, cycle, live, book, seed, stop }))
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(150 + rng.next() % 850)).await;
         let _ = child.kill();
         let _ = child.wait();
+        // The survivor's writers go on a moment with the killed server gone, then stop.
+        if survivor.is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
         for task in writers {
             if let Err(err) = task.await {
                 if err.is_panic() {
@@ -390,8 +429,14 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
                 }
             }
         }
-        for task in subscribers {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        // The killed server's subscriber ends with its socket; the survivor's is stopped, and
+        // resumes from its cursor next cycle.
+        for (n, task) in subscribers.into_iter().enumerate() {
+            if survivor.is_some() && n % 2 == 1 {
+                task.abort();
+            } else {
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
         }
         if let Err(err) = verify(&data, &ini) {
             problems.push(format!("cycle {cycle}: {err}"));
