@@ -481,4 +481,107 @@ mod tests {
             assert!(small.state.lock().bytes <= 4 * ENTRY_OVERHEAD);
         }
     }
+
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    /// Two processes, each with a writer (taking turns under one lock, as the writer lock does)
+    /// and two readers: every "request" (a refresh, then reads) sees every write committed
+    /// before it began, and no read in it answers older than what an earlier one showed.
+    #[test]
+    fn concurrent_requests_see_every_earlier_write_and_never_go_back() {
+        const KEYS: u64 = 6;
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let head_query = head_query();
+        let raw_head = |store: &dyn Storage| {
+            let rows = store.range(&head_query.start, &head_query.end, true, Some(1)).expect("head");
+            rows.first().and_then(|(key, _)| keys::seq_of_log_key(key)).unwrap_or(0)
+        };
+        let key = |k: u64| format!("O/k{k}").into_bytes();
+        let seq_of = |value: Option<Vec<u8>>| value.map_or(0, |v| u64::from_be_bytes(v.try_into().expect("u64")));
+        let turn = Arc::new(Mutex::new(()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // (key read, the seq its value came from, the newest seq the request knew of before).
+        let observed = Arc::new(Mutex::new(Vec::<(u64, u64, u64)>::new()));
+        std::thread::scope(|scope| {
+            let mut writers = Vec::new();
+            for process in 0..2u64 {
+                // A small budget for one of them: the cache starts over now and then.
+                let budget = if process == 0 { 1 << 20 } else { 2048 };
+                let cache = Arc::new(CoherentStorage::new(Arc::clone(&store), budget));
+                let (cache_w, turn) = (Arc::clone(&cache), Arc::clone(&turn));
+                writers.push(scope.spawn(move || {
+                    let mut rng = xorshift(process + 1);
+                    for _ in 0..1000 {
+                        let _turn = turn.lock();
+                        cache_w.refresh().expect("refresh");
+                        let tail = cache_w.range(&[keys::LOG], &prefix_end(&[keys::LOG]), true, Some(1)).expect("tail");
+                        let head = tail.first().and_then(|(k, _)| keys::seq_of_log_key(k)).unwrap_or(0);
+                        let k = rng() % KEYS;
+                        let mut batch = WriteBatch::default();
+                        batch.put(keys::log(head + 1), k.to_be_bytes().to_vec());
+                        batch.put(key(k), (head + 1).to_be_bytes().to_vec());
+                        cache_w.apply(batch).expect("apply");
+                    }
+                }));
+                for reader in 0..2u64 {
+                    let (cache, store, done, observed) =
+                        (Arc::clone(&cache), Arc::clone(&store), Arc::clone(&done), Arc::clone(&observed));
+                    scope.spawn(move || {
+                        let mut rng = xorshift(10 + process * 2 + reader);
+                        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                            let mut newest = raw_head(store.as_ref());
+                            cache.refresh().expect("refresh");
+                            let mut seen = Vec::new();
+                            for _ in 0..4 {
+                                let reads: Vec<(u64, u64)> = if rng().is_multiple_of(2) {
+                                    let k = rng() % KEYS;
+                                    vec![(k, seq_of(cache.get(&key(k)).expect("get")))]
+                                } else {
+                                    let rows = cache.range(b"O/k", b"O/l", false, None).expect("range");
+                                    (0..KEYS)
+                                        .map(|k| {
+                                            (
+                                                k,
+                                                seq_of(
+                                                    rows.iter().find(|(rk, _)| *rk == key(k)).map(|(_, v)| v.clone()),
+                                                ),
+                                            )
+                                        })
+                                        .collect()
+                                };
+                                for (k, seq) in reads.iter().copied() {
+                                    seen.push((k, seq, newest));
+                                }
+                                newest = reads.iter().map(|(_, seq)| *seq).fold(newest, u64::max);
+                            }
+                            observed.lock().extend(seen);
+                        }
+                    });
+                }
+            }
+            for writer in writers {
+                writer.join().expect("writer");
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // Which key each seq wrote, from the log.
+        let log = store.range(&[keys::LOG], &prefix_end(&[keys::LOG]), false, None).expect("log");
+        assert_eq!(log.len(), 2000, "every append landed once");
+        let wrote: Vec<u64> = log.iter().map(|(_, v)| u64::from_be_bytes(v.clone().try_into().expect("u64"))).collect();
+        let observed = observed.lock();
+        assert!(observed.len() > 100, "the readers read: {}", observed.len());
+        for &(k, seq, newest) in observed.iter() {
+            // No write of k after the one read, up to what the request already knew of.
+            let missed = (seq + 1..=newest).find(|s| wrote[(*s - 1) as usize] == k);
+            assert_eq!(missed, None, "key {k} read at seq {seq}, though the request knew of seq {newest}");
+        }
+    }
 }
