@@ -162,7 +162,15 @@ fn run_on<T: Send + 'static>(
         let _ = tx.send(work(client));
     });
     jobs.send(job).map_err(|_| EngineError::Storage("the PostgreSQL connections are closed".into()))?;
-    rx.recv().map_err(|_| EngineError::Storage("a PostgreSQL connection went away".into()))?
+    let answer = move || rx.recv().map_err(|_| EngineError::Storage("a PostgreSQL connection went away".into()));
+    // On a worker of the server's runtime, its other tasks move to another thread meanwhile:
+    // a read the cache cannot answer does not hold up the requests it can.
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(answer)?
+        }
+        _ => answer()?,
+    }
 }
 
 /// Releases a named lock when dropped, on the connection that took it.
