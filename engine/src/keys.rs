@@ -55,9 +55,15 @@ pub fn log(seq: u64) -> Vec<u8> {
     k
 }
 
+/// The seq a log key names; None for any other key (every key has a 9th byte somewhere).
 pub fn seq_of_log_key(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
+    let (&LOG, seq) = key.split_first()? else { return None };
+    Some(u64::from_be_bytes(seq.try_into().ok()?))
+}
+
+/// Whether some key in `start..end` lies in the log.
+pub fn meets_log(start: &[u8], end: &[u8]) -> bool {
+    start < &[LOG + 1][..] && end > &[LOG][..]
 }
 
 fn list_part(prefix: u8, parent: &str, plural: &str) -> Vec<u8> {

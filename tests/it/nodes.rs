@@ -12,26 +12,27 @@ use crate::streams::{changes, connect, subscribe};
 
 const R: &str = "/buckets/b/collections/c/records";
 
-/// Two servers sharing the test configuration and so its database (and its Redis cache).
-async fn two_nodes() -> (Server, Server) {
+/// Two servers sharing the test configuration and so its database (and its Redis cache); None
+/// on the other backends, which one process owns.
+async fn two_nodes() -> Option<(Server, Server)> {
     two_nodes_with(&[]).await
 }
 
-async fn two_nodes_with(overrides: &[(&str, &str)]) -> (Server, Server) {
+async fn two_nodes_with(overrides: &[(&str, &str)]) -> Option<(Server, Server)> {
+    if backend() != "postgresql" {
+        return None;
+    }
     let (settings, dir) = test_settings(overrides);
     let a = tidemark_server::open_engine(&settings).expect("engine a");
     let b = tidemark_server::open_engine(&settings).expect("engine b");
     let a = Server::start_engine(a, settings.clone(), dir).await;
     let b = Server::start_engine(b, settings, tempfile::tempdir().expect("tempdir")).await;
-    (a, b)
+    Some((a, b))
 }
 
 #[tokio::test]
 async fn two_servers_on_one_database_serialise_writes_and_stream_every_change_to_both() {
-    if backend() != "postgresql" {
-        return;
-    }
-    let (a, b) = two_nodes().await;
+    let Some((a, b)) = two_nodes().await else { return };
     a.seed().await;
     let filter = json!({"bucket": "b", "collection": "c"});
     let mut on_a = connect(&a, Some(ALICE)).await;
@@ -91,10 +92,7 @@ async fn two_servers_on_one_database_serialise_writes_and_stream_every_change_to
 
 #[tokio::test]
 async fn preconditions_hold_across_servers() {
-    if backend() != "postgresql" {
-        return;
-    }
-    let (a, b) = two_nodes().await;
+    let Some((a, b)) = two_nodes().await else { return };
     a.seed().await;
     // The same id created on both nodes at once: exactly one 201, the other 412.
     for round in 0..10 {
@@ -126,10 +124,7 @@ async fn preconditions_hold_across_servers() {
 
 #[tokio::test]
 async fn a_plural_deletes_next_page_from_one_server_works_once_on_the_other() {
-    if backend() != "postgresql" {
-        return;
-    }
-    let (a, b) = two_nodes().await;
+    let Some((a, b)) = two_nodes().await else { return };
     a.seed().await;
     for i in 0..4 {
         a.put(&format!("{R}/r{i}"), Some(ALICE), json!({})).await;
@@ -149,10 +144,9 @@ async fn a_plural_deletes_next_page_from_one_server_works_once_on_the_other() {
 
 #[tokio::test]
 async fn a_rate_limit_holds_across_servers() {
-    if backend() != "postgresql" {
+    let Some((a, b)) = two_nodes_with(&[("rate_limit_per_second", "0.01"), ("rate_limit_burst", "3")]).await else {
         return;
-    }
-    let (a, b) = two_nodes_with(&[("rate_limit_per_second", "0.01"), ("rate_limit_burst", "3")]).await;
+    };
     let statuses = [
         a.get("/buckets", Some(ALICE)).await.status.as_u16(),
         b.get("/buckets", Some(ALICE)).await.status.as_u16(),
@@ -171,11 +165,8 @@ async fn a_rate_limit_holds_across_servers() {
 #[tokio::test]
 async fn an_openid_login_begun_on_one_server_ends_on_the_other() {
     use crate::openid::{openid_settings, provider, urlencode};
-    if backend() != "postgresql" {
-        return;
-    }
     let issuer = provider().await;
-    let (a, b) = two_nodes_with(&openid_settings(&issuer)).await;
+    let Some((a, b)) = two_nodes_with(&openid_settings(&issuer)).await else { return };
     let login = format!("/openid/openid/login?callback={}&scope=openid", urlencode("http://app.example/cb#"));
     let sent = a.get(&login, None).await;
     assert_eq!(sent.status, 307, "{}", sent.body);

@@ -27,8 +27,7 @@ use crate::keys;
 
 /// Whether reads of keys in `start..end` may be cached: not if the range meets the metadata.
 fn cacheable(start: &[u8], end: &[u8]) -> bool {
-    let meta = [keys::META];
-    end <= &meta[..] || start >= &prefix_end(&meta)[..]
+    end <= &[keys::META][..] || start >= &[keys::META + 1][..]
 }
 
 /// What a cached entry costs beyond its bytes (map slots, vectors' headers), roughly.
@@ -134,15 +133,13 @@ fn point_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
 
 /// The seqs of the log entries a batch appends, lowest and highest.
 fn appended(batch: &WriteBatch) -> Option<(u64, u64)> {
-    batch
-        .ops
-        .iter()
-        .filter(|(key, value)| value.is_some() && key.len() == 9 && key.first() == Some(&keys::LOG))
-        .filter_map(|(key, _)| keys::seq_of_log_key(key))
-        .fold(None, |span, seq| match span {
+    batch.ops.iter().filter(|(_, value)| value.is_some()).filter_map(|(key, _)| keys::seq_of_log_key(key)).fold(
+        None,
+        |span, seq| match span {
             None => Some((seq, seq)),
             Some((low, high)) => Some((low.min(seq), high.max(seq))),
-        })
+        },
+    )
 }
 
 impl CoherentStorage {
@@ -224,14 +221,12 @@ impl Storage for CoherentStorage {
     }
 
     fn range(&self, start: &[u8], end: &[u8], reverse: bool, limit: Option<usize>) -> Result<Vec<KeyValue>> {
-        let query = RangeQuery { start: start.to_vec(), end: end.to_vec(), reverse, limit };
-        let head = query == head_query();
-        let log = [keys::LOG];
-        let meets_log = start < &prefix_end(&log)[..] && end > &log[..];
+        let head = reverse && limit == Some(1) && start == [keys::LOG] && end == [keys::LOG + 1];
         // The log's other ranges (events, read once each) and metadata are not kept.
-        if !cacheable(start, end) || (meets_log && !head) {
+        if !cacheable(start, end) || (keys::meets_log(start, end) && !head) {
             return self.inner.range(start, end, reverse, limit);
         }
+        let query = RangeQuery { start: start.to_vec(), end: end.to_vec(), reverse, limit };
         let generation = {
             let state = self.state.lock();
             if let Some(rows) = state.ranges.get(&query) {
@@ -303,7 +298,7 @@ impl CoherentStorage {
     }
 }
 
-/// The query for the last log entry (see `replay::read_tail`).
+/// The query for the last log entry (as `replay::read_tail` asks it).
 fn head_query() -> RangeQuery {
     RangeQuery { start: vec![keys::LOG], end: prefix_end(&[keys::LOG]), reverse: true, limit: Some(1) }
 }

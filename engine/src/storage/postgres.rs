@@ -322,11 +322,8 @@ fn connect_creating(config: &Config) -> Result<Client> {
     }
 }
 
-/// The seq a log key names (`L` and 8 bytes), as the log table stores it.
+/// The seq a log key names, as the log table stores it.
 fn log_seq(key: &[u8]) -> Option<i64> {
-    if key.len() != 9 || key.first() != Some(&keys::LOG) {
-        return None;
-    }
     keys::seq_of_log_key(key).and_then(|seq| i64::try_from(seq).ok())
 }
 
@@ -505,8 +502,7 @@ impl Storage for PostgresStorage {
         reverse: bool,
         limit: Option<usize>,
     ) -> Result<(Vec<KeyValue>, Option<u64>)> {
-        let meets_log = start < &[keys::LOG + 1][..] && end > &[keys::LOG][..];
-        if start >= end || meets_log {
+        if start >= end || keys::meets_log(start, end) {
             return Ok((self.range(start, end, reverse, limit)?, None));
         }
         let (start, end) = (start.to_vec(), end.to_vec());
