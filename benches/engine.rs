@@ -240,7 +240,7 @@ fn build_store(dir: &Path) -> Vec<KeyValue> {
 /// Makes the views of the closed store in `dir` exactly `snapshot` (the log is left alone).
 fn reset_views(dir: &Path, snapshot: &[KeyValue]) {
     let storage =
-        SledStorage::open(dir, None, EngineConfig::default().cache_bytes).expect("open the store to reset its views");
+        SledStorage::open(dir, EngineConfig::default().cache_bytes).expect("open the store to reset its views");
     let mut stale = Vec::new();
     non_log_entries(&storage, |entries| stale.extend(entries.into_iter().map(|(k, _)| k)));
     for keys in stale.chunks(CHUNK) {
@@ -293,7 +293,7 @@ fn time_open_of_copies(template: &Path, scratch: &Path, iters: u64, replayed: u6
 /// Opens and closes the sled store in `dir` once, so sled folds its log into a fresh snapshot.
 fn sled_recover_once(dir: &Path) {
     let storage =
-        SledStorage::open(dir, None, EngineConfig::default().cache_bytes).expect("open the store for sled recovery");
+        SledStorage::open(dir, EngineConfig::default().cache_bytes).expect("open the store for sled recovery");
     storage.flush().expect("flush after sled recovery");
 }
 

@@ -145,7 +145,7 @@ pub fn replay(source: &Engine, until: &Until, to: &PathBuf, data: Option<&PathBu
         (None, Some(seq)) => AsOf::Seq(seq),
         (None, None) => bail!("--until or --until-seq is required"),
     };
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    tidemark_engine::disk::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     let target = Engine::open_sled(&to.join("store"), tidemark_engine::EngineConfig::default())?;
     let total = match at {
         AsOf::Seq(seq) => seq.min(source.last_seq()?),
@@ -159,7 +159,9 @@ pub fn replay(source: &Engine, until: &Until, to: &PathBuf, data: Option<&PathBu
     if let Some(data) = data {
         let secret = data.join("userid_hmac_secret");
         if secret.exists() {
-            std::fs::copy(&secret, to.join("userid_hmac_secret")).context("cannot copy the HMAC secret")?;
+            let bytes = std::fs::read(&secret).context("cannot read the HMAC secret")?;
+            tidemark_engine::disk::write_atomic(&to.join("userid_hmac_secret"), &bytes, true)
+                .context("cannot copy the HMAC secret")?;
         }
     }
     Ok(copied)

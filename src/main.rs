@@ -100,9 +100,10 @@ fn load_settings(common: &Common, bind: Option<&str>) -> anyhow::Result<Settings
     Ok(settings)
 }
 
+/// Opens an existing store (maintenance commands never create one).
 fn open(common: &Common) -> anyhow::Result<tidemark_engine::Engine> {
     let settings = load_settings(common, None)?;
-    tidemark_server::open_engine(&settings).map_err(anyhow::Error::msg)
+    tidemark_server::open_existing_engine(&settings).map_err(anyhow::Error::msg)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -163,7 +164,12 @@ fn main() -> anyhow::Result<()> {
                 let mut out = std::io::BufWriter::new(
                     std::fs::File::create(&file).with_context(|| format!("cannot create {}", file.display()))?,
                 );
-                engine.export(&mut out, &mut report)?
+                let count = engine.export(&mut out, &mut report)?;
+                // A backup is one once it is on disk: flushed, synced, and named in its directory.
+                out.into_inner().map_err(|e| e.into_error()).context("cannot write the export")?;
+                tidemark_engine::disk::sync_file_and_dir(&file)
+                    .with_context(|| format!("cannot sync {}", file.display()))?;
+                count
             };
             progress.finish();
             eprintln!("exported {count} events");
@@ -176,13 +182,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Replay { common, until, to } => {
             let settings = load_settings(&common, None)?;
-            let engine = tidemark_server::open_engine(&settings).map_err(anyhow::Error::msg)?;
+            let engine = tidemark_server::open_existing_engine(&settings).map_err(anyhow::Error::msg)?;
             let copied = audit::replay(&engine, &until, &to, Some(&settings.data_dir))?;
             println!("replayed {copied} events into {}", to.display());
             Ok(())
         }
         Command::Import { common, file } => {
-            let engine = open(&common)?;
+            // The one maintenance command that creates a store: into an empty one.
+            let settings = load_settings(&common, None)?;
+            let engine = tidemark_server::open_engine(&settings).map_err(anyhow::Error::msg)?;
             let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
             let mut progress = Progress::new("import", None);
             let count = engine.import(&mut std::io::BufReader::new(input), &mut |done| progress.update(done))?;

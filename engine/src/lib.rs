@@ -18,6 +18,7 @@
 mod applier;
 pub mod bus;
 pub mod clock;
+pub mod disk;
 mod durable;
 pub mod error;
 pub mod event;
@@ -44,7 +45,7 @@ pub use object::{object_uri, split_uri, Acl, RawObject, StoredObject};
 pub use observe::{Health, Observer};
 pub use read::{AsOf, HistoryEntry, ListOrder, ListRange};
 pub use replay::{digest, VerifyReport};
-pub use storage::{MemoryStorage, PostgresStorage, SledStorage, Storage};
+pub use storage::{sled_store_exists, MemoryStorage, PostgresStorage, SledStorage, Storage};
 pub use writer::{Command, Expect, Op};
 
 use writer::{Grant, LeaseOutcome, LeaseRequest, Message, Submission, Writer, WriterState};
@@ -55,14 +56,16 @@ struct Fork {
     journal: Arc<Mutex<Vec<Arc<Event>>>>,
 }
 
-/// When an acknowledged write reaches the disk.
+/// When an acknowledged write reaches the disk ("durable": fsynced, so it survives a power cut).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushPolicy {
-    /// Flush before every acknowledgement (group commit): a 2xx is on disk. The default.
+    /// Durable before every acknowledgement (group commit). The default.
     Always,
-    /// Flush in the background every N ms: a crash may lose the last N ms of acknowledged writes.
+    /// Made durable in the background every N ms: a power cut may lose what was acknowledged
+    /// in the last N ms (plus the duration of one flush).
     IntervalMs(u64),
-    /// Never flush explicitly: a crash may lose any acknowledged write the OS had not written.
+    /// Never made durable explicitly (only at a clean close, and when sled fsyncs for its
+    /// own reasons): a power cut may lose any acknowledged write since then.
     None,
 }
 
@@ -162,6 +165,27 @@ impl Drop for Inner {
     }
 }
 
+/// `FlushPolicy::IntervalMs`: a thread that makes everything applied durable every `every`,
+/// until the engine is gone. A failed flush stops writes (fail-stop), as under `Always`.
+fn start_interval_flush(inner: &Arc<Inner>, every: std::time::Duration) -> Result<()> {
+    let weak = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("tidemark-interval-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.failed.lock().is_some() {
+                return;
+            }
+            if let Err(err) = inner.probe.flush(|| inner.storage.flush()) {
+                durable::fail(&inner.failed, &err);
+                return;
+            }
+        })
+        .map(drop)
+        .map_err(|e| EngineError::Storage(format!("cannot start the interval flush thread: {e}")))
+}
+
 /// A handle on the store; cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Engine {
@@ -181,11 +205,7 @@ impl WeakEngine {
 impl Engine {
     /// Opens the sled store in `dir` (created if missing) and recovers it.
     pub fn open_sled(dir: &Path, config: EngineConfig) -> Result<Engine> {
-        let background = match config.flush {
-            FlushPolicy::IntervalMs(ms) => Some(ms.max(1)),
-            FlushPolicy::Always | FlushPolicy::None => None,
-        };
-        let storage = SledStorage::open(dir, background, config.cache_bytes)?;
+        let storage = SledStorage::open(dir, config.cache_bytes)?;
         Engine::open(Arc::new(storage), config)
     }
 
@@ -273,21 +293,27 @@ impl Engine {
             }))?;
             (submit, Some(handle), None)
         };
-        Ok(Engine {
-            inner: Arc::new(Inner {
-                config,
-                storage,
-                inline,
-                submit,
-                writer: Mutex::new(handle),
-                bus,
-                failed,
-                memberships,
-                opened,
-                probe,
-                barrier: storage::ReadBarrier::default(),
-            }),
-        })
+        let interval = match config.flush {
+            FlushPolicy::IntervalMs(ms) if inline.is_none() => Some(std::time::Duration::from_millis(ms.max(1))),
+            _ => None,
+        };
+        let inner = Arc::new(Inner {
+            config,
+            storage,
+            inline,
+            submit,
+            writer: Mutex::new(handle),
+            bus,
+            failed,
+            memberships,
+            opened,
+            probe,
+            barrier: storage::ReadBarrier::default(),
+        });
+        if let Some(every) = interval {
+            start_interval_flush(&inner, every)?;
+        }
+        Ok(Engine { inner })
     }
 
     pub fn downgrade(&self) -> WeakEngine {

@@ -78,7 +78,7 @@ impl Backend {
     fn storage(&self) -> Arc<dyn crate::Storage> {
         match self {
             Backend::Memory => Arc::new(crate::MemoryStorage::new()),
-            Backend::Sled(dir) => Arc::new(crate::SledStorage::open(dir.path(), None, 1 << 20).expect("open sled")),
+            Backend::Sled(dir) => Arc::new(crate::SledStorage::open(dir.path(), 1 << 20).expect("open sled")),
             Backend::Postgres { server, database } => {
                 Arc::new(crate::PostgresStorage::open(&format!("{server}/{database}")).expect("open postgres"))
             }
@@ -619,15 +619,48 @@ fn what_a_transaction_read_is_carried_to_the_next_only_while_nothing_else_wrote(
 #[test]
 fn reopening_a_store_waits_for_the_previous_handle_to_let_go() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = crate::storage::SledStorage::open(dir.path(), None, crate::EngineConfig::default().cache_bytes)
-        .expect("first open");
+    let first =
+        crate::storage::SledStorage::open(dir.path(), crate::EngineConfig::default().cache_bytes).expect("first open");
     let holder = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         drop(first);
     });
-    let second = crate::storage::SledStorage::open(dir.path(), None, crate::EngineConfig::default().cache_bytes);
+    let second = crate::storage::SledStorage::open(dir.path(), crate::EngineConfig::default().cache_bytes);
     assert!(second.is_ok(), "{:?}", second.err());
     holder.join().expect("holder");
+}
+
+/// sled 0.34.7 lists an interrupted snapshot (`snap.<lsn>.generating`, left by a kill between
+/// its fsync and its rename) with the committed ones, picks the highest name and refuses to
+/// open the store. Opening through the engine sets it aside and opens the store as it was.
+#[test]
+fn an_interrupted_sled_snapshot_is_set_aside_and_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open_sled(dir.path(), EngineConfig::default()).expect("open");
+    seed(&engine);
+    engine.submit_blocking(vec![put(C, "record", "r", json!({"n": 1}))]).expect("write");
+    engine.close();
+    drop(engine);
+    let interrupted = dir.path().join("snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&interrupted, b"torn").expect("plant the interrupted snapshot");
+
+    // The failure this guards against: sled itself will not open the store now.
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(dir.path()).expect("list") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+        }
+    }
+    std::fs::create_dir_all(copy.path().join("blobs")).expect("blobs");
+    assert!(sled::Config::new().path(copy.path()).open().is_err(), "sled opens a store with a torn snapshot");
+
+    let engine = Engine::open_sled(dir.path(), EngineConfig::default()).expect("reopen with the torn snapshot");
+    let record = engine.get(C, "records", "r").expect("read").expect("the record is there");
+    assert_eq!(record.data.get("n"), Some(&json!(1)));
+    assert!(engine.verify(&mut |_| {}).expect("verify").ok());
+    assert!(!interrupted.exists(), "the interrupted snapshot was moved");
+    assert!(dir.path().join(crate::storage::SET_ASIDE_DIR).join("snap.FFFFFFFFFFFFFFFF.generating").exists());
 }
 
 /// A store written before the views followed URIs: its log is rewritten here as the old writer

@@ -31,7 +31,6 @@ mod stream;
 mod summary;
 pub mod toolkit;
 
-use std::path::Path;
 use std::sync::Arc;
 
 pub use http::app;
@@ -40,8 +39,20 @@ pub use state::AppState;
 
 use tidemark_engine::{Engine, EngineConfig, FlushPolicy};
 
-/// Opens the engine the settings name (sled in `data_dir`, or memory).
+/// Opens the engine the settings name (sled in `data_dir`, or memory), creating the store if
+/// there is none yet (`serve`, `import`).
 pub fn open_engine(settings: &Settings) -> Result<Engine, String> {
+    open_engine_with(settings, true)
+}
+
+/// Opens the store the settings name only if it exists: a maintenance command (`verify`,
+/// `log`, `export`, `rebuild`, `replay`) pointed at a mistyped path must say so, not report on
+/// an empty store it just created there.
+pub fn open_existing_engine(settings: &Settings) -> Result<Engine, String> {
+    open_engine_with(settings, false)
+}
+
+fn open_engine_with(settings: &Settings, create: bool) -> Result<Engine, String> {
     let flush = match settings.flush_policy {
         settings::FlushPolicy::Always => FlushPolicy::Always,
         settings::FlushPolicy::IntervalMs(ms) => FlushPolicy::IntervalMs(ms),
@@ -55,9 +66,20 @@ pub fn open_engine(settings: &Settings) -> Result<Engine, String> {
     };
     match settings.storage_backend {
         settings::Backend::Sled => {
-            std::fs::create_dir_all(&settings.data_dir)
+            let store = settings.data_dir.join("store");
+            if !create && !tidemark_engine::sled_store_exists(&store) {
+                return Err(format!(
+                    "no Tidemark store in {} (there is no {}): check --data or data_dir",
+                    settings.data_dir.display(),
+                    store.join("db").display()
+                ));
+            }
+            tidemark_engine::disk::create_dir_all(&settings.data_dir)
                 .map_err(|e| format!("cannot create data directory {}: {e}", settings.data_dir.display()))?;
-            Engine::open_sled(&settings.data_dir.join("store"), config).map_err(|e| e.to_string())
+            Engine::open_sled(&store, config).map_err(|e| e.to_string())
+        }
+        settings::Backend::Memory if !create => {
+            Err("storage_backend is memory: there is no stored data to work on (set data_dir or storage_url)".into())
         }
         settings::Backend::Memory => Engine::open_memory(config).map_err(|e| e.to_string()),
         settings::Backend::Postgresql => {
@@ -74,32 +96,28 @@ pub fn hmac_secret(settings: &Settings) -> Result<String, String> {
     }
     let path = settings.data_dir.join("userid_hmac_secret");
     if let Ok(secret) = std::fs::read_to_string(&path) {
-        return Ok(secret.trim().to_owned());
+        let secret = secret.trim();
+        // Written atomically now; an empty one is a copy or an older version's torn write, and
+        // would silently give every user another id.
+        if secret.is_empty() {
+            return Err(format!(
+                "{} is empty: restore it from a backup, or remove it to generate a new secret (user ids change)",
+                path.display()
+            ));
+        }
+        return Ok(secret.to_owned());
     }
     if settings.storage_backend == settings::Backend::Memory {
         tracing::warn!("userid_hmac_secret is not set: using a random secret for this process");
         return Ok(hex::encode(rand::random::<[u8; 32]>()));
     }
-    std::fs::create_dir_all(&settings.data_dir)
+    tidemark_engine::disk::create_dir_all(&settings.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    write_private(&path, &secret).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tidemark_engine::disk::write_atomic(&path, secret.as_bytes(), true)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     tracing::warn!(path = %path.display(), "userid_hmac_secret is not set: generated one and kept it in the data directory");
     Ok(secret)
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
 }
 
 /// Serves until `shutdown` resolves, then stops the writer after it has committed.

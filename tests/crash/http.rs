@@ -6,6 +6,9 @@
 //! or wholly absent, a batch all or nothing). The subscribers resume from their last cursor; at
 //! the end they have received every change of the collection exactly once, in log order.
 //!
+//! With a power-cut disk (`powercut.rs`), the data directory lives on it and every kill is also
+//! a power cut: whatever was not fsynced is gone before `verify` and the restart.
+//!
 //! On PostgreSQL (`TM_TEST_BACKEND=postgresql`) a second server shares the database and is
 //! never killed: half the writers and one subscriber use it. It goes on writing while the first
 //! is killed mid-write (and the writer lock that server may hold is freed), and its subscriber
@@ -23,7 +26,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::Rng;
+use super::{PowerDisk, Rng};
 
 const AUTH: &str = "Basic YWxpY2U6c2VjcmV0"; // alice:secret
 const C: &str = "/buckets/b/collections/c";
@@ -279,8 +282,9 @@ fn postgres_url() -> Option<String> {
 /// and lists all of it, so a long run moves to a fresh one after this many.
 const CYCLES_PER_STORE: u64 = 25;
 
-/// Runs the cycles; returns (acknowledged writes checked, problems).
-pub fn run(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
+/// Runs the cycles; returns (acknowledged writes checked, problems). With a power-cut disk the
+/// data directory lives on it, and each kill is a power cut.
+pub fn run(cycles: u64, rng: &mut Rng, mut disk: Option<&mut PowerDisk>) -> (usize, Vec<String>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -290,7 +294,7 @@ pub fn run(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
     let mut done = 0;
     while done < cycles {
         let these = CYCLES_PER_STORE.min(cycles - done);
-        let (acked, found) = runtime.block_on(run_store(these, rng));
+        let (acked, found) = runtime.block_on(run_store(these, rng, disk.as_deref_mut()));
         acknowledged += acked;
         problems.extend(found);
         done += these;
@@ -305,9 +309,12 @@ pub fn run(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
 }
 
 /// `cycles` kill cycles on one fresh data directory, then a last round to check the streams.
-async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
+async fn run_store(cycles: u64, rng: &mut Rng, mut disk: Option<&mut PowerDisk>) -> (usize, Vec<String>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let data = dir.path().join("data");
+    let data = match &disk {
+        Some(disk) => disk.path().join(format!("http-{}", rng.next())),
+        None => dir.path().join("data"),
+    };
     let ini = dir.path().join("tidemark.ini");
     let postgres = postgres_url();
     std::fs::write(
@@ -438,11 +445,20 @@ async fn run_store(cycles: u64, rng: &mut Rng) -> (usize, Vec<String>) {
                 let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             }
         }
+        if let Some(disk) = disk.as_deref_mut() {
+            if let Err(err) = disk.power_cut() {
+                problems.push(format!("cycle {cycle}: power cut: {err}"));
+                break;
+            }
+        }
         if let Err(err) = verify(&data, &ini) {
             problems.push(format!("cycle {cycle}: {err}"));
         }
     }
     problems.extend(check_streams(&data, postgres.as_deref(), &streams));
+    if disk.is_some() {
+        let _ = std::fs::remove_dir_all(&data);
+    }
     let acknowledged = book.lock().unwrap_or_else(|p| p.into_inner()).acknowledged;
     (acknowledged, problems)
 }

@@ -121,6 +121,43 @@ fn verify_exits_non_zero_on_a_damaged_log() {
     assert!(out.contains("gap"), "{out}");
 }
 
+/// A mistyped path is not a new, empty store: every command that reads a store says there is
+/// none there, exits non-zero and leaves nothing behind; `import` (and `serve`) create one.
+#[test]
+fn maintenance_commands_on_a_path_with_no_store_fail_and_create_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typo = dir.path().join("typo");
+    let path = typo.display().to_string();
+    let replayed = dir.path().join("replayed").display().to_string();
+    let export = dir.path().join("export.ndjson").display().to_string();
+    let parent = dir.path().display().to_string();
+    let commands: [Vec<&str>; 6] = [
+        vec!["verify", "--data", &path],
+        vec!["log", "--data", &path],
+        vec!["export", "--data", &path, &export],
+        vec!["rebuild", "--data", &path],
+        vec!["replay", "--data", &path, "--until-seq", "1", "--to", &replayed],
+        vec!["verify", "--data", &parent],
+    ];
+    for args in &commands {
+        let (ok, out) = tidemark_with(args, &[("storage_backend".into(), "sled".into())]);
+        assert!(!ok, "{args:?} must fail: {out}");
+        assert!(out.contains("no Tidemark store in"), "{args:?}: {out}");
+    }
+    assert!(!typo.exists(), "nothing was created at the mistyped path");
+    assert!(!dir.path().join("replayed").exists() && !dir.path().join("export.ndjson").exists());
+
+    // import creates its store, and the others then read it.
+    let source = dir.path().join("source");
+    seed(&source);
+    let (ok, out) = tidemark(&["export", "--data", &source.display().to_string(), &export]);
+    assert!(ok, "{out}");
+    let (ok, out) = tidemark(&["import", "--data", &path, &export]);
+    assert!(ok, "{out}");
+    let (ok, out) = tidemark(&["verify", "--data", &path]);
+    assert!(ok && out.contains("problems: none"), "{out}");
+}
+
 /// A Kubernetes pod of a service named `tidemark` has `TIDEMARK_PORT=tcp://…` and friends in its
 /// environment; scripts set `TIDEMARK_HOME`, `TIDEMARK_BIN`. The server starts anyway, says once
 /// which variables it ignored, and still honours the ones that name settings.

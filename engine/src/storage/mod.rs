@@ -14,7 +14,7 @@ pub use coherent::{CoherentStorage, ReadBarrier};
 pub use memory::MemoryStorage;
 pub use overlay::{refresh_read_cache, OverlayStorage, ReadCache, Unapplied};
 pub use postgres::PostgresStorage;
-pub use sled_store::SledStorage;
+pub use sled_store::{sled_store_exists, SledStorage, SET_ASIDE_DIR};
 
 use crate::error::Result;
 

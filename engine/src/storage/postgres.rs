@@ -222,6 +222,7 @@ impl PostgresStorage {
         let mut clients = std::thread::spawn(move || -> Result<Vec<Client>> {
             let mut first = connect_creating(&setup)?;
             first.batch_execute(SCHEMA).map_err(pg_error)?;
+            warn_if_not_durable(&mut first)?;
             let mut clients = vec![first];
             for _ in 0..CONNECTIONS {
                 clients.push(setup.connect(NoTls).map_err(pg_error)?);
@@ -247,12 +248,37 @@ impl PostgresStorage {
     }
 }
 
+/// A 2xx is durable when PostgreSQL's commit is: that needs the server's `fsync` and
+/// `full_page_writes` on (server-wide; said loudly when off) and `synchronous_commit` not
+/// `off` (asked for in every session, see [`with_session_limits`]).
+fn warn_if_not_durable(client: &mut Client) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('fsync'), current_setting('full_page_writes'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .map_err(pg_error)?;
+    let (fsync, full_pages, synchronous): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    for (name, value) in [("fsync", &fsync), ("full_page_writes", &full_pages)] {
+        if value != "on" {
+            tracing::error!(setting = name, value = %value, "PostgreSQL runs without it: acknowledged writes can be lost or the database damaged in a power cut");
+        }
+    }
+    if synchronous == "off" {
+        tracing::warn!("PostgreSQL's synchronous_commit is off for this session: the last acknowledged writes can be lost in a power cut");
+    }
+    Ok(())
+}
+
 /// Every session of ours: PostgreSQL notices a vanished server (power cut, partition) within
-/// about 25 s rather than the system's two hours, and so frees the writer lock it held; and a
-/// writer waits at most 30 s for that lock (its requests then get 503) rather than forever.
+/// about 25 s rather than the system's two hours, and so frees the writer lock it held; a
+/// writer waits at most 30 s for that lock (its requests then get 503) rather than forever;
+/// and a commit is acknowledged once its WAL is flushed (a server configured with
+/// `synchronous_commit = off` would acknowledge earlier).
 /// Options given in `storage_url` come after ours, so theirs win.
 fn with_session_limits(config: &mut Config) {
-    let ours = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 -c lock_timeout=30s";
+    let ours = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 -c lock_timeout=30s \
+                -c synchronous_commit=on";
     let options = match config.get_options() {
         Some(given) if !given.is_empty() => format!("{ours} {given}"),
         _ => ours.to_owned(),
