@@ -3,7 +3,7 @@
 //! directory.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
@@ -139,7 +139,7 @@ pub struct Until {
     until_seq: Option<u64>,
 }
 
-pub fn replay(source: &Engine, until: &Until, to: &PathBuf, data: Option<&PathBuf>) -> anyhow::Result<u64> {
+pub fn replay(source: &Engine, until: &Until, to: &Path, data: Option<&PathBuf>) -> anyhow::Result<u64> {
     let at = match (until.until, until.until_seq) {
         (Some(ts), _) => AsOf::Timestamp(ts),
         (None, Some(seq)) => AsOf::Seq(seq),

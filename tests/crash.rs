@@ -12,6 +12,10 @@
 //!   acknowledged more than the interval (plus a flush's time) before the cut must be there.
 //! - `CRASH_POWER_NONE_CYCLES` (3): power cuts under `none`, the control: the harness must see
 //!   losses there, or it could not see them anywhere.
+//! - `CRASH_SNAPSHOT_CYCLES` (5): kill -9 aimed inside sled's snapshot (its fsync made slow on
+//!   the power-cut disk): the interrupted snapshot is set aside and the store opens.
+//! - `CRASH_FAULT_CYCLES` (12): on the power-cut disk, one write fails, is torn, or one fsync
+//!   fails at a random point; every acknowledged write must survive (and a power cut after).
 //! - `CRASH_HTTP_CYCLES` (25) and `CRASH_HTTP_POWER_CYCLES` (5): the real binary over HTTP
 //!   (`crash/http.rs`), killed, and with power cuts.
 //!
@@ -34,7 +38,7 @@ mod http;
 #[path = "crash/powercut.rs"]
 mod powercut;
 
-use powercut::PowerDisk;
+use powercut::{Fault, PowerDisk};
 
 const C: &str = "/buckets/b/collections/c";
 
@@ -141,9 +145,22 @@ fn set_aside_count(dir: &Path) -> usize {
     std::fs::read_dir(dir.join(tidemark_engine::storage::SET_ASIDE_DIR)).map(|d| d.count()).unwrap_or(0)
 }
 
-/// Runs one cycle: a child writes until killed (and, with a power-cut disk, the power is cut),
-/// then the store is reopened and checked against what the child was told.
-fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng, disk: Option<&mut PowerDisk>) -> Outcome {
+/// How a cycle's crash happens on the power-cut disk.
+struct OnDisk<'a> {
+    disk: &'a mut PowerDisk,
+    /// Cut the power after the kill.
+    cut: bool,
+    /// A fault the disk injects while the child writes.
+    fault: Option<(Fault, u64)>,
+}
+
+/// Runs one cycle: a child writes until killed (on the power-cut disk: after a fault it may
+/// meet, and then the power may be cut), then the store is reopened and checked against what
+/// the child was told.
+fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng, mut on_disk: Option<OnDisk<'_>>) -> Outcome {
+    if let Some(OnDisk { disk, fault: Some(fault), .. }) = on_disk.as_mut() {
+        disk.arm(Some(*fault));
+    }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let mut child = Command::new(exe)
         .env("TM_CRASH_CHILD", dir)
@@ -170,7 +187,7 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng, disk: Option<&mut Powe
         acked
     });
     // Early kills under `always` only: the other policies' figures want writes to judge.
-    let early = policy == "always" && rng.next() % 4 == 0;
+    let early = policy == "always" && rng.next().is_multiple_of(4);
     let delay = if early { rng.next() % 40 } else { 20 + rng.next() % 381 };
     std::thread::sleep(Duration::from_millis(delay));
     let _ = child.kill();
@@ -178,8 +195,9 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng, disk: Option<&mut Powe
     let _ = child.wait();
     let acked = reader.join().unwrap_or_default();
     let mut outcome = Outcome { acked: acked.len(), ..Outcome::default() };
-    if let Some(disk) = disk {
-        if let Err(e) = disk.power_cut() {
+    if let Some(OnDisk { disk, cut, .. }) = on_disk {
+        disk.arm(None);
+        if let Err(e) = if cut { disk.power_cut().map(drop) } else { Ok(()) } {
             outcome.problems.push(format!("power cut: {e}"));
             return outcome;
         }
@@ -256,7 +274,8 @@ fn run(policy: &str, cycles: u64, rng: &mut Rng, mut disk: Option<&mut PowerDisk
             }
             (_keep, dir) = fresh(n, &disk);
         }
-        let outcome = cycle(&dir, policy, n, rng, disk.as_deref_mut());
+        let on_disk = disk.as_deref_mut().map(|disk| OnDisk { disk, cut: true, fault: None });
+        let outcome = cycle(&dir, policy, n, rng, on_disk);
         totals.acked += outcome.acked;
         totals.lost += outcome.lost;
         totals.set_aside += outcome.set_aside;
@@ -271,6 +290,110 @@ fn run(policy: &str, cycles: u64, rng: &mut Rng, mut disk: Option<&mut PowerDisk
         }
     }
     totals
+}
+
+/// Kills aimed inside sled's snapshot: sled writes one while it opens a store that was written
+/// since its last (`snap.<lsn>.generating`, fsynced, then renamed). On the power-cut disk that
+/// fsync is made slow, the child is killed as soon as it begins, and the store must then open
+/// (the interrupted snapshot set aside), verify clean, and keep every record written before.
+/// Returns (cycles, kills that landed in a snapshot's fsync, snapshots set aside, problems).
+fn interrupted_snapshots(disk: &mut PowerDisk, cycles: u64) -> (u64, u64, usize, Vec<String>) {
+    let dir = disk.path().join("snapshots");
+    let (mut landed, mut set_aside, mut problems) = (0, 0, Vec::new());
+    let mut written = 0u64;
+    let write_some = |engine: &Engine, written: &mut u64| {
+        for _ in 0..20 {
+            *written += 1;
+            let record = put(C, "record", &format!("s{written}"), json!({"n": *written}));
+            engine.submit_blocking(vec![record]).unwrap_or_else(|e| panic!("write: {e}"));
+        }
+    };
+    {
+        let engine = Engine::open_sled(&dir, config("always")).unwrap_or_else(|e| panic!("open: {e}"));
+        engine
+            .submit_blocking(vec![put("", "bucket", "b", json!({})), put("/buckets/b", "collection", "c", json!({}))])
+            .unwrap_or_else(|e| panic!("seed: {e}"));
+        write_some(&engine, &mut written);
+        engine.close();
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    for n in 0..cycles {
+        let begun = disk.slow_syncs_begun();
+        disk.slow_snapshot_syncs(Some(Duration::from_millis(300)));
+        let mut child = Command::new(&exe)
+            .env("TM_CRASH_CHILD", &dir)
+            .env("TM_CRASH_POLICY", "always")
+            .env("TM_CRASH_CYCLE", (1_000_000 + n).to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn child: {e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while disk.slow_syncs_begun() == begun && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        disk.slow_snapshot_syncs(None);
+        if disk.slow_syncs_begun() > begun {
+            landed += 1;
+        }
+        let before = set_aside_count(&dir);
+        let engine = match Engine::open_sled(&dir, config("always")) {
+            Ok(engine) => engine,
+            Err(e) => {
+                problems.push(format!("snapshot cycle {n}: reopen failed: {e}"));
+                break;
+            }
+        };
+        set_aside += set_aside_count(&dir).saturating_sub(before);
+        for k in 1..=written {
+            if !matches!(engine.get(C, "records", &format!("s{k}")), Ok(Some(_))) {
+                problems.push(format!("snapshot cycle {n}: record s{k} missing"));
+            }
+        }
+        if !engine.verify(&mut |_| {}).is_ok_and(|report| report.ok()) {
+            problems.push(format!("snapshot cycle {n}: verify failed"));
+        }
+        // Written since the last snapshot: the next open writes one again.
+        write_some(&engine, &mut written);
+        engine.close();
+    }
+    if landed == 0 {
+        problems.push("no kill landed inside a snapshot: sled wrote none while opening".into());
+    }
+    (cycles, landed, set_aside, problems)
+}
+
+/// Disk faults where they happen: the power-cut disk fails one write (EIO), tears one (half of
+/// it lands, then EIO) or fails one fsync (dropping its pages, as Linux does) at a random point
+/// while the child writes; the engine must stop acknowledging (fail-stop), and after the kill —
+/// and, every other cycle, a power cut — every acknowledged write is there and `verify` is
+/// clean. Returns (cycles, faults injected, acknowledged writes, failed cycles).
+fn disk_faults(disk: &mut PowerDisk, cycles: u64, rng: &mut Rng) -> (u64, u64, usize, u64) {
+    let injected_before = disk.faults_injected();
+    let (mut acked, mut failed) = (0, 0);
+    let mut dir = disk.path().join("faults-0");
+    for n in 0..cycles {
+        if n > 0 && n % CYCLES_PER_STORE == 0 {
+            let _ = std::fs::remove_dir_all(&dir);
+            dir = disk.path().join(format!("faults-{n}"));
+        }
+        let fault = [Fault::Write, Fault::TornWrite, Fault::Fsync][(n % 3) as usize];
+        let after = 1 + rng.next() % if fault == Fault::Fsync { 40 } else { 80 };
+        let on_disk = OnDisk { disk: &mut *disk, cut: n % 2 == 1, fault: Some((fault, after)) };
+        let outcome = cycle(&dir, "always", n, rng, Some(on_disk));
+        acked += outcome.acked;
+        if !outcome.problems.is_empty() {
+            failed += 1;
+            eprintln!(
+                "fault cycle {n} ({fault:?} at operation {after}): {} problem(s), first: {}",
+                outcome.problems.len(),
+                outcome.problems[0]
+            );
+        }
+    }
+    (cycles, disk.faults_injected() - injected_before, acked, failed)
 }
 
 fn env_count(name: &str, default: u64) -> u64 {
@@ -334,6 +457,26 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
         tally(power_cycles, &totals);
+        let snapshot_cycles = env_count("CRASH_SNAPSHOT_CYCLES", 5);
+        if snapshot_cycles > 0 {
+            let (cycles, landed, set_aside, problems) = interrupted_snapshots(disk, snapshot_cycles);
+            println!(
+                "kill -9 inside sled's snapshot: {cycles} cycles, {landed} kills during a snapshot's fsync, {set_aside} interrupted snapshots set aside, {} problems",
+                problems.len()
+            );
+            for problem in problems.iter().take(20) {
+                eprintln!("  {problem}");
+            }
+            tally(cycles, &Totals { failed_cycles: u64::from(!problems.is_empty()), ..Totals::default() });
+        }
+        let fault_cycles = env_count("CRASH_FAULT_CYCLES", 12);
+        if fault_cycles > 0 {
+            let (cycles, injected, acked, failed_cycles) = disk_faults(disk, fault_cycles, &mut rng);
+            println!(
+                "disk faults (failed, torn writes and failed fsyncs at random points): {cycles} cycles, {injected} faults injected, {acked} acknowledged writes checked, {failed_cycles} failed cycles"
+            );
+            tally(cycles, &Totals { failed_cycles, ..Totals::default() });
+        }
         if power_interval_cycles > 0 {
             let totals = run("interval:100", power_interval_cycles, &mut rng, Some(disk));
             println!(
@@ -368,7 +511,7 @@ fn main() {
         problems.len(),
         started.elapsed().as_secs_f64()
     );
-    report_http(http_cycles, &problems, &mut passed, &mut failed);
+    report_family(http_cycles, &problems, &mut passed, &mut failed);
     if let (Some(disk), true) = (disk.as_mut(), http_power_cycles > 0) {
         let started = std::time::Instant::now();
         let (acked, problems) = http::run(http_power_cycles, &mut rng, Some(disk));
@@ -377,7 +520,7 @@ fn main() {
             problems.len(),
             started.elapsed().as_secs_f64()
         );
-        report_http(http_power_cycles, &problems, &mut passed, &mut failed);
+        report_family(http_power_cycles, &problems, &mut passed, &mut failed);
     }
     drop(disk);
     println!("{passed} passed, {failed} failed");
@@ -386,8 +529,8 @@ fn main() {
     }
 }
 
-/// The HTTP families count as one cycle each, failed if any problem was found.
-fn report_http(cycles: u64, problems: &[String], passed: &mut u64, failed: &mut u64) {
+/// Families that report problems rather than cycles: every cycle passes, or one counts failed.
+fn report_family(cycles: u64, problems: &[String], passed: &mut u64, failed: &mut u64) {
     for problem in problems.iter().take(20) {
         eprintln!("  {problem}");
     }

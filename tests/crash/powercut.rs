@@ -42,6 +42,8 @@ struct Node {
     content: Content,
     perm: u16,
     mtime: SystemTime,
+    /// The name it was last given (for the slow snapshot sync).
+    name: OsString,
 }
 
 impl Node {
@@ -50,6 +52,7 @@ impl Node {
             content: Content::File { data: Vec::new(), synced: Vec::new(), dirty: BTreeSet::new() },
             perm,
             mtime: SystemTime::now(),
+            name: OsString::new(),
         }
     }
 
@@ -58,8 +61,21 @@ impl Node {
             content: Content::Dir { entries: BTreeMap::new(), synced: BTreeMap::new() },
             perm,
             mtime: SystemTime::now(),
+            name: OsString::new(),
         }
     }
+}
+
+/// A fault the disk injects once, at the `countdown`-th operation of its kind after arming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A write fails with EIO, nothing of it written.
+    Write,
+    /// A write lands halfway, then fails with EIO (a torn write).
+    TornWrite,
+    /// An fsync fails with EIO, and the pages it should have written are dropped from the
+    /// cache as Linux does (a later fsync succeeds without them: retrying is no cure).
+    Fsync,
 }
 
 /// What a power cut threw away.
@@ -83,6 +99,15 @@ struct Disk {
     next_ino: u64,
     next_fh: u64,
     syncs: Syncs,
+    /// When set, an fsync of a file named `*.generating` (a sled snapshot being written) takes
+    /// this long, so a kill can be aimed inside it.
+    slow_snapshot_sync: Option<Duration>,
+    /// How many such slow fsyncs have begun.
+    slow_syncs_begun: u64,
+    /// The armed fault and how many operations of its kind remain before it strikes.
+    fault: Option<(Fault, u64)>,
+    /// Faults injected since the mount.
+    faults_injected: u64,
 }
 
 const ROOT: u64 = 1;
@@ -91,7 +116,16 @@ impl Disk {
     fn new() -> Disk {
         let mut nodes = HashMap::new();
         nodes.insert(ROOT, Node::dir(0o755));
-        Disk { nodes, next_ino: 2, next_fh: 1, syncs: Syncs::default() }
+        Disk {
+            nodes,
+            next_ino: 2,
+            next_fh: 1,
+            syncs: Syncs::default(),
+            slow_snapshot_sync: None,
+            slow_syncs_begun: 0,
+            fault: None,
+            faults_injected: 0,
+        }
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
@@ -131,10 +165,11 @@ impl Disk {
         self.entries(parent)?.get(name).copied().ok_or(Errno::ENOENT)
     }
 
-    fn add(&mut self, parent: u64, name: &OsStr, node: Node) -> Result<FileAttr, Errno> {
+    fn add(&mut self, parent: u64, name: &OsStr, mut node: Node) -> Result<FileAttr, Errno> {
         if self.entries(parent)?.contains_key(name) {
             return Err(Errno::EEXIST);
         }
+        node.name = name.to_owned();
         let ino = self.next_ino;
         self.next_ino += 1;
         self.nodes.insert(ino, node);
@@ -146,7 +181,35 @@ impl Disk {
         matches!(self.nodes.get(&ino).map(|n| &n.content), Some(Content::Dir { entries, .. }) if entries.is_empty())
     }
 
+    /// Whether the armed fault strikes this operation (of one of `kinds`); it strikes once.
+    fn strikes(&mut self, kinds: &[Fault]) -> Option<Fault> {
+        let (fault, left) = self.fault.as_mut()?;
+        if !kinds.contains(fault) {
+            return None;
+        }
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return None;
+        }
+        let fault = *fault;
+        self.fault = None;
+        self.faults_injected += 1;
+        Some(fault)
+    }
+
     fn write(&mut self, ino: u64, offset: usize, bytes: &[u8]) -> Result<(), Errno> {
+        match self.strikes(&[Fault::Write, Fault::TornWrite]) {
+            Some(Fault::TornWrite) => {
+                self.write_through(ino, offset, &bytes[..bytes.len() / 2])?;
+                return Err(Errno::EIO);
+            }
+            Some(_) => return Err(Errno::EIO),
+            None => {}
+        }
+        self.write_through(ino, offset, bytes)
+    }
+
+    fn write_through(&mut self, ino: u64, offset: usize, bytes: &[u8]) -> Result<(), Errno> {
         let node = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         let Content::File { data, dirty, .. } = &mut node.content else { return Err(Errno::EISDIR) };
         let end = offset + bytes.len();
@@ -170,7 +233,15 @@ impl Disk {
     }
 
     fn sync(&mut self, ino: u64) -> Result<(), Errno> {
+        let struck = self.strikes(&[Fault::Fsync]).is_some();
         let node = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+        if struck {
+            // The pages are "written" as far as the cache knows, but not on the disk.
+            if let Content::File { dirty, .. } = &mut node.content {
+                dirty.clear();
+            }
+            return Err(Errno::EIO);
+        }
         match &mut node.content {
             Content::File { data, synced, dirty } => {
                 synced.resize(data.len(), 0);
@@ -346,6 +417,9 @@ impl Filesystem for Fs {
             }
             disk.entries(parent.0)?.remove(name);
             disk.entries(newparent.0)?.insert(newname.to_owned(), ino);
+            if let Some(node) = disk.nodes.get_mut(&ino) {
+                node.name = newname.to_owned();
+            }
             Ok(())
         })();
         done(reply, outcome);
@@ -419,6 +493,18 @@ impl Filesystem for Fs {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let slow = {
+            let mut disk = self.disk();
+            let snapshot = disk.nodes.get(&ino.0).is_some_and(|n| n.name.to_string_lossy().ends_with(".generating"));
+            let slow = disk.slow_snapshot_sync.filter(|_| snapshot);
+            if slow.is_some() {
+                disk.slow_syncs_begun += 1;
+            }
+            slow
+        };
+        if let Some(pause) = slow {
+            std::thread::sleep(pause);
+        }
         let outcome = self.disk().sync(ino.0);
         done(reply, outcome);
     }
@@ -564,6 +650,27 @@ impl PowerDisk {
         let cut = self.disk.lock().unwrap_or_else(|p| p.into_inner()).power_cut();
         self.attach()?;
         Ok(cut)
+    }
+
+    /// Makes every fsync of a sled snapshot being written (`*.generating`) take `pause`
+    /// (None: as fast as the others).
+    pub fn slow_snapshot_syncs(&self, pause: Option<Duration>) {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).slow_snapshot_sync = pause;
+    }
+
+    /// Arms `fault` to strike the `after`-th operation of its kind from now (None: disarm).
+    pub fn arm(&self, fault: Option<(Fault, u64)>) {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).fault = fault.map(|(f, n)| (f, n.max(1)));
+    }
+
+    /// Faults injected since the mount.
+    pub fn faults_injected(&self) -> u64 {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).faults_injected
+    }
+
+    /// How many slow snapshot fsyncs have begun since the mount.
+    pub fn slow_syncs_begun(&self) -> u64 {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).slow_syncs_begun
     }
 
     pub fn syncs(&self) -> Syncs {
