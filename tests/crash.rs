@@ -207,7 +207,19 @@ fn cycle(dir: &Path, policy: &str, n: u64, rng: &mut Rng, mut on_disk: Option<On
     let engine = match Engine::open_sled(dir, config(policy)) {
         Ok(engine) => engine,
         Err(e) => {
-            outcome.problems.push(format!("reopen after the crash: {e}"));
+            // What the store directory holds, to tell which of sled's files is in the way.
+            let listing: Vec<String> = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|entry| entry.ok())
+                        .map(|entry| {
+                            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                            format!("{} ({len} bytes)", entry.file_name().to_string_lossy())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            outcome.problems.push(format!("reopen after the crash: {e}; the store holds {}", listing.join(", ")));
             return outcome;
         }
     };
@@ -441,7 +453,10 @@ fn main() {
         tally(none_cycles, &none);
     }
 
-    let power = power_cycles + power_interval_cycles + power_none_cycles + http_power_cycles;
+    let snapshot_cycles = env_count("CRASH_SNAPSHOT_CYCLES", 5);
+    let fault_cycles = env_count("CRASH_FAULT_CYCLES", 12);
+    let power =
+        power_cycles + power_interval_cycles + power_none_cycles + http_power_cycles + snapshot_cycles + fault_cycles;
     let mut disk = if power > 0 { mount_power_disk() } else { None };
     if let Some(disk) = disk.as_mut() {
         let started = std::time::Instant::now();
@@ -457,7 +472,6 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
         tally(power_cycles, &totals);
-        let snapshot_cycles = env_count("CRASH_SNAPSHOT_CYCLES", 5);
         if snapshot_cycles > 0 {
             let (cycles, landed, set_aside, problems) = interrupted_snapshots(disk, snapshot_cycles);
             println!(
@@ -469,7 +483,6 @@ fn main() {
             }
             tally(cycles, &Totals { failed_cycles: u64::from(!problems.is_empty()), ..Totals::default() });
         }
-        let fault_cycles = env_count("CRASH_FAULT_CYCLES", 12);
         if fault_cycles > 0 {
             let (cycles, injected, acked, failed_cycles) = disk_faults(disk, fault_cycles, &mut rng);
             println!(

@@ -19,10 +19,14 @@ use crate::error::{EngineError, Result};
 /// Where interrupted sled snapshots are moved, inside the store directory.
 pub const SET_ASIDE_DIR: &str = "set-aside";
 
+/// Left in the store directory when a flush failed (see [`rewrite_after_failed_flush`]).
+pub const FAILED_FLUSH_MARKER: &str = "flush-failed";
+
 pub struct SledStorage {
     db: sled::Db,
     tree: sled::Tree,
     files: SledFiles,
+    dir: PathBuf,
 }
 
 /// Whether `dir` holds a sled store (its data file), without creating anything.
@@ -34,7 +38,9 @@ impl SledStorage {
     /// Opens (or creates) the store in `dir`; `cache_bytes`: sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
         disk::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, &e))?;
+        forget_unfinished_creation(dir)?;
         set_aside_interrupted_snapshots(dir)?;
+        rewrite_after_failed_flush(dir)?;
         let config = sled::Config::new().path(dir).flush_every_ms(None).cache_capacity(cache_bytes);
         // A store closed moments ago in this process may still be locked by sled's background
         // threads for a short while: wait for it rather than fail.
@@ -56,8 +62,76 @@ impl SledStorage {
         // sled wrote its `conf`, data file and `blobs` directory without syncing any of them.
         let files = SledFiles::open(dir)?;
         files.sync()?;
-        Ok(SledStorage { db, tree, files })
+        Ok(SledStorage { db, tree, files, dir: dir.to_path_buf() })
     }
+
+    /// After a failed flush or write: leaves the marker that has the next open rewrite the store's files.
+    /// Best effort: the disk is failing, and the engine has stopped writing anyway.
+    fn mark_failed_flush(&self) {
+        let marker = self.dir.join(FAILED_FLUSH_MARKER);
+        if let Err(e) = disk::write_atomic(&marker, b"a flush failed; the next open rewrites the data files\n", false) {
+            tracing::error!(error = %e, path = %marker.display(), "cannot leave the failed-flush marker");
+        }
+    }
+}
+
+/// A failed fsync does not keep the data it could not write dirty: Linux marks those pages
+/// clean (the error is reported once), so they stay readable from the page cache — sled's next
+/// open recovers them and writes a snapshot that counts them — yet no later fsync writes them,
+/// and a power cut then leaves the store torn below its own snapshot, unopenable. So after a
+/// failed flush, before sled opens again, every data file is read and written back whole and
+/// synced: what the process can read is then what the disk holds.
+fn rewrite_after_failed_flush(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let marker = dir.join(FAILED_FLUSH_MARKER);
+    if !marker.exists() {
+        return Ok(());
+    }
+    let mut files = vec![dir.join("db")];
+    if let Ok(blobs) = std::fs::read_dir(dir.join("blobs")) {
+        files.extend(blobs.filter_map(|entry| entry.ok()).map(|entry| entry.path()));
+    }
+    let mut buffer = vec![0u8; 1 << 20];
+    for path in files.iter().filter(|path| path.is_file()) {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_error("cannot open", path, &e))?;
+        let mut offset = 0u64;
+        loop {
+            let read = file.read_at(&mut buffer, offset).map_err(|e| io_error("cannot read", path, &e))?;
+            if read == 0 {
+                break;
+            }
+            file.write_all_at(&buffer[..read], offset).map_err(|e| io_error("cannot rewrite", path, &e))?;
+            offset += read as u64;
+        }
+        file.sync_all().map_err(|e| io_error("cannot sync", path, &e))?;
+    }
+    for directory in [dir.join("blobs"), dir.to_path_buf()] {
+        if directory.is_dir() {
+            disk::sync_dir(&directory).map_err(|e| io_error("cannot sync", &directory, &e))?;
+        }
+    }
+    std::fs::remove_file(&marker).map_err(|e| io_error("cannot remove", &marker, &e))?;
+    disk::sync_dir(dir).map_err(|e| io_error("cannot sync", dir, &e))?;
+    tracing::warn!(store = %dir.display(), files = files.len(), "a flush failed before this start: rewrote and synced the store's data files, so that what is read is what is on disk");
+    Ok(())
+}
+
+/// sled creates a store by writing `conf`, then the data file `db`. A creation cut short
+/// between the two (a failed write, a kill) leaves a `conf` that may be torn — which sled then
+/// refuses — and no data: with no data file the store holds nothing, so it starts afresh.
+fn forget_unfinished_creation(dir: &Path) -> Result<()> {
+    let conf = dir.join("conf");
+    if dir.join("db").exists() || !conf.exists() {
+        return Ok(());
+    }
+    std::fs::remove_file(&conf).map_err(|e| io_error("cannot remove", &conf, &e))?;
+    disk::sync_dir(dir).map_err(|e| io_error("cannot sync", dir, &e))?;
+    tracing::warn!(store = %dir.display(), "the store's creation was cut short before it held any data: creating it afresh");
+    Ok(())
 }
 
 /// sled 0.34.7 writes a snapshot of its page table while it opens a store. One it was writing
@@ -172,7 +246,8 @@ impl Storage for SledStorage {
                 None => sled_batch.remove(key),
             }
         }
-        self.tree.apply_batch(sled_batch)?;
+        // sled reports a failed write of its buffers on a later operation: this may be it.
+        self.tree.apply_batch(sled_batch).inspect_err(|_| self.mark_failed_flush())?;
         Ok(())
     }
 
@@ -205,8 +280,11 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        self.files.sync()
+        let flushed = self.db.flush().map(drop).map_err(EngineError::from).and_then(|()| self.files.sync());
+        if flushed.is_err() {
+            self.mark_failed_flush();
+        }
+        flushed
     }
 
     fn size_on_disk(&self) -> Result<u64> {
