@@ -75,7 +75,14 @@ fn put(parent: &str, resource: &str, id: &str, data: Value) -> EngineCommand {
 
 /// The child: 4 writers, each submitting single writes and atomic batches of 5 until killed.
 fn child(dir: &Path, policy: &str, cycle: u64) {
-    let engine = Engine::open_sled(dir, config(policy)).unwrap_or_else(|e| panic!("child open: {e}"));
+    // A disk fault may strike while the store opens: the child then has nothing to write.
+    let engine = match Engine::open_sled(dir, config(policy)) {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("child could not open the store: {e}");
+            std::process::exit(2);
+        }
+    };
     if engine.get("", "buckets", "b").ok().flatten().is_none() {
         engine
             .submit_blocking(vec![put("", "bucket", "b", json!({})), put("/buckets/b", "collection", "c", json!({}))])

@@ -4,6 +4,8 @@
 //! own headers (Authorization included) overridden by each subrequest's. A 5xx answer aborts
 //! the batch with that error, as Kinto does.
 
+use std::collections::HashMap;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -11,6 +13,7 @@ use tidemark_protocol::body::not_a_mapping;
 use tidemark_protocol::pyrepr::pyrepr;
 use tidemark_protocol::{ApiError, Location};
 
+use crate::auth::Identity;
 use crate::dispatch::dispatch;
 use crate::error::from_engine;
 use crate::request::{decode_segments, ApiRequest};
@@ -130,7 +133,9 @@ fn parse(state: &AppState, body: Value) -> Result<Vec<SubRequest>, ApiError> {
     Ok(parsed)
 }
 
-/// The subrequest, and whether it carries its own `Authorization` (then it must be identified).
+/// The subrequest, and whether it carries an `Authorization` of its own, other than the
+/// batch's (then it must be identified; the batch's own, as kinto-http.js repeats it in the
+/// batch's `defaults`, keeps the batch's identity: one authentication per batch).
 fn sub_request(outer: &ApiRequest, sub: SubRequest, prefix: &str) -> Result<(ApiRequest, bool), ApiError> {
     let (path, query) = split_path(&sub.path, prefix);
     let segments = decode_segments(path).ok_or_else(|| invalid("path", "Invalid URL path."))?;
@@ -143,7 +148,11 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest, prefix: &str) -> Result<(Api
             headers.insert(name, value);
         }
     }
-    let reauthenticate = sub.headers.keys().any(|k| k.eq_ignore_ascii_case("authorization"));
+    let outer_authorization = outer.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    let reauthenticate = sub
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.as_str().map(str::as_bytes) != outer_authorization);
     let body = match &sub.body {
         Some(body) => {
             headers
@@ -161,6 +170,7 @@ fn sub_request(outer: &ApiRequest, sub: SubRequest, prefix: &str) -> Result<(Api
         body,
         base_url: outer.base_url.clone(),
         identity: outer.identity.clone(),
+        client: outer.client,
     })
     .map(|mut req| {
         if reauthenticate {
@@ -221,6 +231,8 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
     };
     let origin = req.headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
     let mut responses = Vec::with_capacity(requests.len());
+    // Each other credential is identified once per batch, however many subrequests carry it.
+    let mut identified: HashMap<Vec<u8>, Identity> = HashMap::new();
     for sub in requests {
         let prefix: &str = &state.prefix;
         let path = format!("{prefix}{}", sub.path.strip_prefix(prefix).unwrap_or(&sub.path));
@@ -229,7 +241,23 @@ pub async fn handle(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, A
         let is_head = sub.method == Method::HEAD;
         let (mut sub_req, reauthenticate) = sub_request(req, sub, prefix)?;
         if reauthenticate {
-            sub_req.identity = state.identify_request(&sub_req.headers).await?;
+            let authorization = sub_req
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            sub_req.identity = match identified.get(&authorization) {
+                Some(identity) => {
+                    let mut identity = identity.clone();
+                    identity.namespace = crate::namespace::of(&sub_req.headers, &state.settings)?;
+                    identity
+                }
+                None => {
+                    let identity = state.identify_request(&sub_req.headers, sub_req.client).await?;
+                    identified.insert(authorization, identity.clone());
+                    identity
+                }
+            };
         } else {
             // A subrequest may name another application than the batch.
             sub_req.identity.namespace = crate::namespace::of(&sub_req.headers, &state.settings)?;

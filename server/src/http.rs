@@ -372,8 +372,9 @@ async fn route_request(
         state.engine.sync_reads().await.map_err(|err| kinto_error(&crate::error::from_engine(err)))?;
     }
     let (mut parts, _) = request.into_parts();
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     if segments == ["ws"] && parts.method == Method::GET {
-        let identity = state.identify_request(&parts.headers).await.map_err(|e| kinto_error(&e))?;
+        let identity = state.identify_request(&parts.headers, peer).await.map_err(|e| kinto_error(&e))?;
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(upgrade) => {
                 let state = state.clone();
@@ -387,7 +388,7 @@ async fn route_request(
         };
     }
     if let (Some((bucket, collection)), &Method::GET) = (stream::sse::parse_path(&segments), &parts.method) {
-        let identity = state.identify_request(&parts.headers).await.map_err(|e| kinto_error(&e))?;
+        let identity = state.identify_request(&parts.headers, peer).await.map_err(|e| kinto_error(&e))?;
         let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
         let query = query.clone().unwrap_or_default();
         return Ok(stream::sse::serve(state.clone(), identity, bucket, collection, &query, last_event_id).await);
@@ -399,19 +400,14 @@ async fn route_request(
         err.message = Some("The server is overloaded, please retry later.".into());
         kinto_error(&err)
     })?;
-    let identity = state.identify_request(&parts.headers).await.map_err(|e| kinto_error(&e))?;
-    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let identity = state.identify_request(&parts.headers, peer).await.map_err(|e| kinto_error(&e))?;
     let principal = match (&identity.user_id, peer) {
         (Some(user), _) => user.clone(),
         (None, Some(ip)) => format!("ip:{ip}"),
         (None, None) => "anonymous".to_owned(),
     };
     if let Err(wait) = state.limits.take(&principal) {
-        let mut err =
-            ApiError::new(429, tidemark_protocol::Errno::Undefined, Some("Too many requests, slow down.".into()))
-                .with_header("Retry-After", wait.to_string());
-        err.error = "Too Many Requests".into();
-        return Err(kinto_error(&err));
+        return Err(kinto_error(&crate::limits::too_many_requests(wait, "Too many requests, slow down.")));
     }
     let api_request = ApiRequest {
         method: parts.method,
@@ -422,6 +418,7 @@ async fn route_request(
         body,
         base_url: base,
         identity,
+        client: peer,
     };
     let is_head = api_request.method == Method::HEAD;
     let caller = crate::summary::wanted().then(|| Caller(api_request.identity.user_id.clone()));

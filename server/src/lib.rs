@@ -140,7 +140,9 @@ pub async fn serve(
     // Started before the first request, so their cursors predate every write they must see.
     let listeners = listeners::start(&engine, &state.settings, &state.registry);
     let header_timeout = state.settings.header_read_timeout;
-    let rate_limited = state.settings.rate_limit_per_second > 0.0;
+    // Only rate limiting and the accounts' failed-login limits read the peer's address.
+    let wants_peer = state.settings.rate_limit_per_second > 0.0
+        || state.settings.auth_policies.iter().any(|p| p.kind == settings::AuthPolicyKind::Account);
     let streams = Arc::clone(&state.shutdown);
     let open_streams = Arc::clone(&state.stream_connections);
     let router = app(state);
@@ -168,8 +170,7 @@ pub async fn serve(
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let mut request = request.map(axum::body::Body::new);
-            // Only rate limiting reads the peer's address.
-            if rate_limited {
+            if wants_peer {
                 request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             }
             router.clone().oneshot(request)

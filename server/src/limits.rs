@@ -50,3 +50,11 @@ impl Limits {
         }
     }
 }
+
+/// Kinto's answer to a client over its limit: 429 errno 999, with when to retry.
+pub fn too_many_requests(wait_seconds: u64, message: &str) -> tidemark_protocol::ApiError {
+    let mut err = tidemark_protocol::ApiError::new(429, tidemark_protocol::Errno::Undefined, Some(message.into()))
+        .with_header("Retry-After", wait_seconds.max(1).to_string());
+    err.error = "Too Many Requests".into();
+    err
+}

@@ -19,6 +19,9 @@ pub struct ApiRequest {
     /// Absolute URL of the API root without trailing slash, e.g. `http://localhost:8888/v1`.
     pub base_url: String,
     pub identity: Identity,
+    /// The client's address, when the request came over a socket (a batch's subrequests
+    /// have their batch's).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl ApiRequest {

@@ -7,7 +7,7 @@ use tidemark_engine::{Command, Context, Engine, EngineError, Event};
 use tidemark_protocol::ApiError;
 
 use crate::auth::openid::{OpenIdConfig, OpenIdPolicy, Providers};
-use crate::auth::{AccountPolicy, Authenticator, BasicPolicy, Identity, Policy, AUTHENTICATED};
+use crate::auth::{AccountLimits, AccountPolicy, Authenticator, BasicPolicy, Identity, Policy, AUTHENTICATED};
 use crate::authz::{Authz, SettingsGrants};
 use crate::error::from_engine;
 use crate::request::ApiRequest;
@@ -92,12 +92,20 @@ impl AppState {
         for policy in &settings.auth_policies {
             match &policy.kind {
                 AuthPolicyKind::Basic => policies.push(Arc::new(BasicPolicy::new(&policy.name, hmac_secret.clone()))),
-                AuthPolicyKind::Account => policies.push(Arc::new(AccountPolicy::new(
-                    &policy.name,
-                    hmac_secret.clone(),
-                    std::time::Duration::from_secs(cache_ttl),
-                    Arc::clone(&cache),
-                ))),
+                AuthPolicyKind::Account => {
+                    let limits = AccountLimits {
+                        cache_ttl: std::time::Duration::from_secs(cache_ttl),
+                        account_failures_per_minute: settings.account_login_failures_per_minute,
+                        client_failures_per_minute: settings.client_login_failures_per_minute,
+                        concurrent_checks: settings.account_password_checks_at_once,
+                    };
+                    policies.push(Arc::new(AccountPolicy::new(
+                        &policy.name,
+                        hmac_secret.clone(),
+                        limits,
+                        Arc::clone(&cache),
+                    )))
+                }
                 // Checked when the settings were loaded.
                 AuthPolicyKind::OpenId => match OpenIdConfig::from_settings(&policy.name, &settings.raw) {
                     Ok(config) => {
@@ -194,17 +202,25 @@ impl Shared {
     /// `system.Authenticated`) as members.
     /// Who is calling, from the request's headers, in the application namespace they name. A
     /// storage or provider failure is an error (503), never a wrong identity.
-    pub async fn identify_request(&self, headers: &axum::http::HeaderMap) -> Result<Identity, ApiError> {
+    pub async fn identify_request(
+        &self,
+        headers: &axum::http::HeaderMap,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Identity, ApiError> {
         let namespace = crate::namespace::of(headers, &self.settings)?;
         let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        let mut identity = self.identify(authorization).await?;
+        let mut identity = self.identify(authorization, client).await?;
         identity.namespace = namespace;
         Ok(identity)
     }
 
     /// A storage or provider failure is an error (503), never a wrong identity.
-    pub async fn identify(&self, authorization: Option<&[u8]>) -> Result<Identity, ApiError> {
-        let mut identity = self.authenticator.authenticate(&self.engine, authorization).await?;
+    pub async fn identify(
+        &self,
+        authorization: Option<&[u8]>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Identity, ApiError> {
+        let mut identity = self.authenticator.authenticate(&self.engine, authorization, client).await?;
         if let Some(user_id) = identity.user_id.clone() {
             for member in [user_id.as_str(), AUTHENTICATED] {
                 for group in self.groups_of(member)? {

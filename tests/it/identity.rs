@@ -128,6 +128,72 @@ async fn accounts_hash_passwords_log_in_and_let_only_admins_reset_them() {
     s.stop().await;
 }
 
+/// What a login costs and who pays it (kinto.js's configuration: `account basicauth`): a
+/// user who is no account goes to Basic Auth at once; a batch authenticates its credentials
+/// once; failed logins are limited per account and per client address (429 errno 999 with
+/// `Retry-After`), before any hash work, while a verified login goes on; a failure is never
+/// remembered as a success. bcrypt work: 2 hashes, 1 successful check, 3 failed checks.
+#[tokio::test]
+async fn failed_logins_are_limited_and_cost_the_next_policy_nothing() {
+    let s = Server::start_with(&[
+        ("includes", "kinto.plugins.accounts"),
+        ("multiauth.policies", "account basicauth"),
+        ("multiauth.policy.account.use", "kinto.plugins.accounts.AccountsPolicy"),
+        ("account_create_principals", "system.Everyone"),
+        ("bucket_create_principals", "system.Authenticated"),
+        ("account_login_failures_per_minute", "2"),
+        ("client_login_failures_per_minute", "3"),
+    ])
+    .await;
+    let (alice, wrong) = ("alice:right-pw", "alice:wrong-pw");
+    assert_eq!(s.put("/accounts/alice", None, json!({"data": {"password": "right-pw"}})).await.status, 201);
+    assert_eq!(s.get("/", Some(alice)).await.body["user"]["id"], "account:alice");
+
+    // Not an account: Basic Auth's user, with no password check in between.
+    assert_eq!(s.get("/", Some(BOB)).await.body["user"]["id"], json!(user_id(BOB)));
+
+    // A batch whose subrequests repeat its credentials (kinto-http.js's `defaults`) is the
+    // batch's user; a subrequest with other credentials is theirs.
+    let requests: Vec<Value> = (0..25).map(|_| json!({"method": "GET", "path": "/"})).collect();
+    let auth = basic(alice);
+    let mut batch = json!({"defaults": {"headers": {"Authorization": auth}}, "requests": requests});
+    batch["requests"][24]["headers"] = json!({"Authorization": basic(BOB)});
+    let answered = s.post("/batch", Some(alice), batch).await;
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    let ids: Vec<Value> =
+        answered.body["responses"].as_array().into_iter().flatten().map(|r| r["body"]["user"]["id"].clone()).collect();
+    assert_eq!(ids.len(), 25);
+    assert!(ids[..24].iter().all(|id| id == "account:alice"), "{ids:?}");
+    assert_eq!(ids[24], json!(user_id(BOB)));
+
+    // A wrong password is no account login, so Basic Auth's user of that password (403 on
+    // alice's bucket); after the account's two failures a minute, 429.
+    assert_eq!(s.put("/buckets/alices", Some(alice), json!({})).await.status, 201);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let tried = s.get("/buckets/alices", Some(wrong)).await;
+        statuses.push(tried.status.as_u16());
+        if tried.status == 429 {
+            assert_eq!(tried.errno(), 999, "{}", tried.body);
+            let retry: u64 = tried.headers["retry-after"].to_str().unwrap_or_default().parse().unwrap_or(0);
+            assert!(retry >= 1, "Retry-After: {retry}");
+        }
+    }
+    assert_eq!(statuses, [403, 403, 429, 429, 429], "two failures a minute, then limited");
+    // The verified login goes on (remembered); a failure was never remembered as a success.
+    assert_eq!(s.get("/buckets/alices", Some(alice)).await.status, 200);
+    assert_eq!(s.get("/buckets/alices", Some(wrong)).await.status, 429);
+
+    // This client's third failure, on another account, locks the client: no login of any
+    // account is checked from it for a while, but a remembered one goes on.
+    assert_eq!(s.put("/accounts/dave", None, json!({"data": {"password": "dave-pw"}})).await.status, 201);
+    assert_eq!(s.get("/", Some("dave:not-it")).await.body["user"]["id"], json!(user_id("dave:not-it")));
+    let locked = s.get("/", Some("dave:dave-pw")).await;
+    assert_eq!((locked.status.as_u16(), locked.errno()), (429, 999), "{}", locked.body);
+    assert_eq!(s.get("/buckets/alices", Some(alice)).await.status, 200);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn group_members_get_what_the_group_is_granted() {
     let s = Server::start().await;

@@ -219,19 +219,21 @@ async fn each_principal_is_rate_limited_on_its_own_bucket() {
 
 #[tokio::test]
 async fn requests_beyond_the_concurrency_bound_are_shed_with_503() {
-    // Logins checked by bcrypt take long enough for requests to overlap.
+    // A wrong password of an account is checked by bcrypt: long enough for requests to overlap.
     let s = Server::start_with(&[
         ("max_concurrent_requests", "1"),
         ("includes", "kinto.plugins.accounts"),
         ("multiauth.policies", "account"),
         ("multiauth.policy.account.use", "kinto.plugins.accounts.AccountsPolicy"),
+        ("account_create_principals", "system.Everyone"),
     ])
     .await;
+    assert_eq!(s.put("/accounts/somebody", None, json!({"data": {"password": "right"}})).await.status, 201);
     let mut calls = Vec::new();
     for _ in 0..8 {
         let (client, url) = (s.client.clone(), format!("{}/buckets", s.base));
         calls.push(tokio::spawn(async move {
-            let reply = client.get(url).basic_auth("nobody", Some("wrong")).send().await.expect("request");
+            let reply = client.get(url).basic_auth("somebody", Some("wrong")).send().await.expect("request");
             let retry = reply.headers().get("retry-after").is_some();
             let status = reply.status().as_u16();
             let body: serde_json::Value = reply.json().await.unwrap_or_default();

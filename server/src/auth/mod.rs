@@ -8,7 +8,8 @@ mod account;
 mod basic;
 pub mod openid;
 
-use std::sync::{Arc, OnceLock};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -16,7 +17,7 @@ use sha2::Sha256;
 use tidemark_engine::Engine;
 use tidemark_protocol::ApiError;
 
-pub use account::AccountPolicy;
+pub use account::{AccountLimits, AccountPolicy};
 pub use basic::BasicPolicy;
 
 use crate::toolkit::BoxFuture;
@@ -86,6 +87,18 @@ pub trait Policy: Send + Sync {
         authorization: &'a str,
     ) -> BoxFuture<'a, Result<Option<Identified>, ApiError>>;
 
+    /// [`Policy::identify`], knowing the client's address: a policy that limits failed logins
+    /// per client uses it.
+    fn identify_from<'a>(
+        &'a self,
+        engine: &'a Engine,
+        authorization: &'a str,
+        client: Option<IpAddr>,
+    ) -> BoxFuture<'a, Result<Option<Identified>, ApiError>> {
+        let _ = client;
+        self.identify(engine, authorization)
+    }
+
     /// The `WWW-Authenticate` challenge a 401 carries for this policy.
     fn challenge(&self) -> Option<String> {
         None
@@ -117,14 +130,20 @@ impl Authenticator {
         &self.policies
     }
 
-    /// Identifies a request from its `Authorization` header (users' principals without groups).
-    pub async fn authenticate(&self, engine: &Engine, authorization: Option<&[u8]>) -> Result<Identity, ApiError> {
+    /// Identifies a request from its `Authorization` header (users' principals without groups),
+    /// sent from `client` when known.
+    pub async fn authenticate(
+        &self,
+        engine: &Engine,
+        authorization: Option<&[u8]>,
+        client: Option<IpAddr>,
+    ) -> Result<Identity, ApiError> {
         // A header that is not text names nobody (Kinto reads latin-1 only inside Basic).
         let Some(header) = authorization.map(|h| String::from_utf8_lossy(h).into_owned()) else {
             return Ok(Identity::anonymous());
         };
         for policy in &self.policies {
-            if let Some(found) = policy.identify(engine, &header).await? {
+            if let Some(found) = policy.identify_from(engine, &header, client).await? {
                 let mut identity = Identity::user(found.user_id);
                 identity.profile = found.profile;
                 return Ok(identity);
@@ -148,15 +167,6 @@ impl Authenticator {
 
 /// Kinto's Basic challenge.
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"Realm\"";
-
-/// A bcrypt hash of nothing anyone knows, for the unknown-user path.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let secret = hex::encode(rand::random::<[u8; 16]>());
-        bcrypt::hash(secret, bcrypt::DEFAULT_COST).unwrap_or_default()
-    })
-}
 
 /// Hashes an account password as Kinto does (`$2b$`, cost 12), off the async workers.
 pub async fn hash_password(password: String) -> Option<String> {
@@ -205,7 +215,7 @@ mod tests {
     async fn basicauth_user_id_matches_kintos_hmac() {
         let auth = basic_only("some-secret");
         let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:secret"));
-        let identity = auth.authenticate(&engine(), Some(header.as_bytes())).await.expect("identity");
+        let identity = auth.authenticate(&engine(), Some(header.as_bytes()), None).await.expect("identity");
         assert_eq!(
             identity.user_id.as_deref(),
             Some("basicauth:2381f1d3ad5dc94b906b5bbcdb1fba17c37cd7f3947bf9451be8cd3f071bf0b7")
@@ -222,7 +232,7 @@ mod tests {
         for header in
             [&b"Basic !!!"[..], b"Bearer x", b"Basic", empty_user.as_bytes(), no_colon.as_bytes(), b"\xff\xfe"]
         {
-            assert_eq!(auth.authenticate(&engine, Some(header)).await.expect("identity"), Identity::anonymous());
+            assert_eq!(auth.authenticate(&engine, Some(header), None).await.expect("identity"), Identity::anonymous());
         }
     }
 }

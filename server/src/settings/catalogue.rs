@@ -77,6 +77,10 @@ const TIDEMARK_KEYS: &[&str] = &[
     "body_read_timeout_seconds",
     "request_timeout_seconds",
     "compression_enabled",
+    // Accounts: failed logins limited, password checks bounded.
+    "account_login_failures_per_minute",
+    "client_login_failures_per_minute",
+    "account_password_checks_at_once",
     // Load shedding and rate limiting.
     "max_concurrent_requests",
     "rate_limit_per_second",

@@ -271,6 +271,12 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long a verified account login is remembered (`account_cache_ttl_seconds`).
     pub account_cache_ttl_seconds: u64,
+    /// Failed account logins allowed per minute for one account, and for one client address,
+    /// before 429 (a burst of as many); 0: unlimited.
+    pub account_login_failures_per_minute: u64,
+    pub client_login_failures_per_minute: u64,
+    /// Password checks run at once at most; the rest wait, then get 503.
+    pub account_password_checks_at_once: usize,
     /// How long a plural DELETE's `Next-Page` token stays usable.
     pub pagination_token_validity_seconds: u64,
     pub streams: StreamSettings,
@@ -376,6 +382,10 @@ impl Settings {
             bind: DEFAULT_BIND.to_owned(),
             max_body_bytes: 2 * 1024 * 1024,
             account_cache_ttl_seconds: 30,
+            account_login_failures_per_minute: 10,
+            client_login_failures_per_minute: 60,
+            // Half the cores: password checks never take all of the CPU from the other requests.
+            account_password_checks_at_once: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             pagination_token_validity_seconds: 600,
             streams: StreamSettings::default(),
             header_read_timeout: std::time::Duration::from_secs(30),
@@ -625,6 +635,15 @@ impl Settings {
         use std::time::Duration;
         if let Some(n) = v.unsigned("account_cache_ttl_seconds")? {
             self.account_cache_ttl_seconds = n;
+        }
+        if let Some(n) = v.unsigned("account_login_failures_per_minute")? {
+            self.account_login_failures_per_minute = n;
+        }
+        if let Some(n) = v.unsigned("client_login_failures_per_minute")? {
+            self.client_login_failures_per_minute = n;
+        }
+        if let Some(n) = v.unsigned("account_password_checks_at_once")? {
+            self.account_password_checks_at_once = usize::try_from(n).unwrap_or(usize::MAX).max(1);
         }
         if let Some(n) = v.unsigned("pagination_token_validity_seconds")? {
             self.pagination_token_validity_seconds = n;

@@ -188,7 +188,7 @@ pub async fn run(socket: WebSocket, state: AppState, identity: Identity) {
                 };
                 let frames = match handle_frame(&mut session, &state, text.as_str(), &mut by_frame) {
                     FrameAction::Send(frames) => frames,
-                    FrameAction::Authenticate(authorization) => match state.identify(Some(authorization.as_bytes())).await {
+                    FrameAction::Authenticate(authorization) => match state.identify(Some(authorization.as_bytes()), None).await {
                         Ok(mut identity) => {
                             // The socket's application is the upgrade's.
                             identity.namespace = std::mem::take(&mut session.identity.namespace);
