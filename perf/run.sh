@@ -7,9 +7,14 @@
 #   2. W7, history: both servers with kinto.plugins.history, the same 2,000 writes in one
 #      bucket, then `GET /buckets/h/history?_limit=100` (W7a, the newest page, kinto-admin's
 #      history tab) and `?record_id=r0042` (W7b, one record's history), interleaved.
-# Writes perf/results/latest.md (date, machine, commit, both tables) and a dated copy.
+# Writes perf/results/latest.md (date, machine, commit, both tables) and a dated copy
+# (accounts-<ACCOUNTS>-latest.md and its copy with ACCOUNTS).
 # Knobs: RUNS (default 3), DURATION (s, default 10), WORKLOADS (W1..W6 subset, e.g. w1,w4a),
-#        SKIP_HISTORY=1, SKIP_COMPARE=1 (W7 only), KIT (default ../shared/perf beside the repository).
+#        SKIP_HISTORY=1, SKIP_COMPARE=1 (W7 only), KIT (default ../shared/perf beside the repository),
+#        ACCOUNTS=account|basic: both servers with the accounts plugin and
+#        `multiauth.policies = account basicauth` (kinto.js's test configuration; Kinto started
+#        here with it), the workloads' user (bench:bench) an account, or a Basic Auth user who
+#        is no account. perf/auth.sh measures logins themselves (batches, floods).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KIT=${KIT:-$ROOT/../shared/perf}
@@ -37,6 +42,14 @@ kinto.bucket_create_principals = system.Authenticated
 kinto.userid_hmac_secret = perf
 multiauth.policies = basicauth
 INI
+ACCOUNTS_SETTINGS="kinto.account_create_principals = system.Everyone
+multiauth.policies = account basicauth
+multiauth.policy.account.use = kinto.plugins.accounts.AccountsPolicy"
+if [ -n "${ACCOUNTS:-}" ]; then
+  sed -i -e 's/^kinto.includes = kinto.plugins.history$/kinto.includes = kinto.plugins.history kinto.plugins.accounts/' \
+    -e '/^multiauth.policies = basicauth$/d' "$WORK/tidemark.ini"
+  echo "$ACCOUNTS_SETTINGS" >>"$WORK/tidemark.ini"
+fi
 TIDEMARK_LOG_FORMAT=text "$ROOT/target/release/tidemark" serve --ini "$WORK/tidemark.ini" --data "$WORK/data" \
   --bind "127.0.0.1:$PORT" 2>"$WORK/tidemark.log" &
 TPID=$!; PIDS+=("$TPID")
@@ -57,8 +70,27 @@ MACHINE="$(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuin
 } > "$WORK/report.md"
 
 if [ -z "${SKIP_COMPARE:-}" ]; then
+KINTO_ARGS=()
+if [ -n "${ACCOUNTS:-}" ]; then
+  # Kinto with the same policies, started here (compare.sh's own has Basic Auth alone).
+  sed -e "s|@PORT@|$KINTO_PORT|; s|@THREADS@|${KINTO_THREADS:-4}|" "$KIT/kinto/kinto.ini.in" \
+    | sed -e 's/^kinto.includes = kinto.plugins.default_bucket$/kinto.includes = kinto.plugins.default_bucket kinto.plugins.accounts/' \
+          -e '/^multiauth.policies = basicauth$/d' >"$WORK/kinto-accounts.ini"
+  printf '%s\n' "$ACCOUNTS_SETTINGS" | sed -i '/^\[app:main\]$/r /dev/stdin' "$WORK/kinto-accounts.ini"
+  setsid "$VENV/bin/kinto" start --ini "$WORK/kinto-accounts.ini" >"$WORK/kinto-accounts.log" 2>&1 </dev/null &
+  KPID=$!; PIDS+=("$KPID"); K=http://127.0.0.1:$KINTO_PORT/v1; wait_up "$K"
+  if [ "$ACCOUNTS" = account ]; then
+    for base in "$T" "$K"; do
+      curl -sf -o /dev/null -X PUT -H 'Content-Type: application/json' -d '{"data":{"password":"bench"}}' \
+        "$base/accounts/bench"
+    done
+  fi
+  KINTO_ARGS=("$K")
+  echo "- policies: \`account basicauth\` on both; the workloads' user is $([ "$ACCOUNTS" = account ] && echo an account || echo 'a Basic Auth user, no account')" >>"$WORK/report.md"
+fi
 echo "# W1..W6 (compare.sh)"
-RESULTS_DIR="$WORK/results" RUNS=$RUNS TIDEMARK_PID=$TPID "$KIT/compare.sh" "$T" | tee "$WORK/compare.txt"
+RESULTS_DIR="$WORK/results" RUNS=$RUNS TIDEMARK_PID=$TPID KINTO_PID=${KPID:-} "$KIT/compare.sh" "$T" "${KINTO_ARGS[@]}" \
+  | tee "$WORK/compare.txt"
 {
   echo "## W1..W6"
   echo
@@ -133,6 +165,7 @@ for name in sorted({n for n, _ in rows}):
 print()
 PY
 fi
-cp "$WORK/report.md" "$OUT/latest.md"
-cp "$WORK/report.md" "$OUT/$STAMP.md"
-cat "$OUT/latest.md"
+NAME=${ACCOUNTS:+accounts-$ACCOUNTS-}
+cp "$WORK/report.md" "$OUT/${NAME}latest.md"
+cp "$WORK/report.md" "$OUT/$NAME$STAMP.md"
+cat "$OUT/${NAME}latest.md"

@@ -7,10 +7,12 @@
 //! - every other check is a bcrypt (a quarter of a second of CPU at Kinto's cost 12), so they
 //!   run `account_password_checks` at once at most, the rest waiting up to
 //!   [`CHECK_WAIT`] before 503 with `Retry-After`;
-//! - failed logins are limited per account (`account_login_failures_per_minute`) and per
-//!   client address (`client_login_failures_per_minute`): past the limit, 429 without any hash
-//!   work until the next is allowed, so a flood of bad passwords cannot take the CPU from valid
-//!   users (whose verified logins are remembered and need no check).
+//! - failed logins are limited per account and client address
+//!   (`account_login_failures_per_minute`) and per client address
+//!   (`client_login_failures_per_minute`): past the limit, 429 without any hash
+//!   work until the next is allowed, answered after [`LOCKED_ANSWER_DELAY`], so a flood of bad
+//!   passwords cannot take the CPU from valid users (whose verified logins are remembered and
+//!   need no check).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ use crate::cache::{cache_error, Cache};
 use crate::error::{from_engine, RETRY_AFTER_SECONDS};
 use crate::kinto::accounts::ACCOUNTS;
 use crate::toolkit::BoxFuture;
+
+/// How long a login refused for too many failures waits before its 429.
+pub const LOCKED_ANSWER_DELAY: Duration = Duration::from_secs(1);
 
 /// How long a password check waits for a place among those running before 503.
 pub const CHECK_WAIT: Duration = Duration::from_secs(2);
@@ -63,13 +68,15 @@ impl AccountPolicy {
         AccountPolicy { name: name.to_owned(), hmac_secret, limits, cache, checks }
     }
 
-    /// The failure buckets a login counts against, with their limits: its account's and its
-    /// client address's.
+    /// The failure buckets a login counts against, with their limits: its account's as tried
+    /// from its client address (so a flood from one address does not lock the account's owner
+    /// out everywhere), and its client address's.
     fn failure_buckets(&self, user: &str, client: Option<IpAddr>) -> Vec<(String, u64)> {
         let mut buckets = Vec::new();
         if self.limits.account_failures_per_minute > 0 {
             let account = hmac_hex(&self.hmac_secret, user);
-            buckets.push((format!("account:{account}"), self.limits.account_failures_per_minute));
+            let from = client.map_or_else(String::new, |ip| format!(":{ip}"));
+            buckets.push((format!("account:{account}{from}"), self.limits.account_failures_per_minute));
         }
         if let Some(ip) = client.filter(|_| self.limits.client_failures_per_minute > 0) {
             buckets.push((format!("client:{ip}"), self.limits.client_failures_per_minute));
@@ -86,6 +93,16 @@ impl AccountPolicy {
             if let Some(until) = until.filter(|until| *until > now) {
                 return Err(crate::limits::too_many_requests(until - now, "Too many failed logins, retry later."));
             }
+        }
+        Ok(())
+    }
+
+    /// [`AccountPolicy::check_not_locked`], answered late: a flood over its limit then costs a
+    /// sleeping task per connection, not a request's CPU per round trip.
+    async fn refuse_if_locked(&self, buckets: &[(String, u64)]) -> Result<(), ApiError> {
+        if let Err(locked) = self.check_not_locked(buckets) {
+            tokio::time::sleep(LOCKED_ANSWER_DELAY).await;
+            return Err(locked);
         }
         Ok(())
     }
@@ -133,7 +150,7 @@ impl AccountPolicy {
             return Ok(None);
         };
         let buckets = self.failure_buckets(user, client);
-        self.check_not_locked(&buckets)?;
+        self.refuse_if_locked(&buckets).await?;
         // bcrypt is slow on purpose: off the async workers, and a bounded number at once.
         let permit = match tokio::time::timeout(CHECK_WAIT, Arc::clone(&self.checks).acquire_owned()).await {
             Ok(Ok(permit)) => permit,
@@ -143,6 +160,13 @@ impl AccountPolicy {
                 return Err(err);
             }
         };
+        // Failures counted while this one waited may have locked it out: its place goes to the
+        // next at once.
+        if let Err(locked) = self.check_not_locked(&buckets) {
+            drop(permit);
+            tokio::time::sleep(LOCKED_ANSWER_DELAY).await;
+            return Err(locked);
+        }
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || {
             let ok = bcrypt::verify(password, &hash).unwrap_or(false);
