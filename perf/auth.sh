@@ -14,21 +14,10 @@
 # Writes perf/results/auth-<date>.md and auth-latest.md.
 # Knobs: DURATION (s, default 6), KIT (default ../shared/perf beside the repository).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KIT=${KIT:-$ROOT/../shared/perf}
 export DURATION=${DURATION:-6}
-VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tidemark-perf/venv}
-[ -d "$KIT" ] || { echo "no perf kit at $KIT (set KIT)" >&2; exit 1; }
-if ! command -v wrk >/dev/null || [ ! -x "$VENV/bin/kinto" ]; then "$KIT/setup.sh"; fi
+WORK_NAME=tidemark-auth
+. "$(dirname "$0")/lib.sh"
 . "$KIT/workloads/lib.sh"
-
-STAMP=$(date -u +%Y%m%d-%H%M%S)
-OUT=$ROOT/perf/results; mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/tidemark-auth.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-wait_up() { for _ in $(seq 1 150); do curl -sf -o /dev/null "$1/" && return 0; sleep 0.2; done; echo "$1 did not start" >&2; exit 1; }
 
 echo "# building the release binary"
 (cd "$ROOT" && cargo build --release --quiet)

@@ -16,22 +16,10 @@
 #        here with it), the workloads' user (bench:bench) an account, or a Basic Auth user who
 #        is no account. perf/auth.sh measures logins themselves (batches, floods).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KIT=${KIT:-$ROOT/../shared/perf}
 RUNS=${RUNS:-3}; export DURATION=${DURATION:-10}
 PORT=${PORT:-18888}; KINTO_PORT=${KINTO_PORT:-28888}; KINTO_HISTORY_PORT=${KINTO_HISTORY_PORT:-28889}
-VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tidemark-perf/venv}
-[ -d "$KIT" ] || { echo "no perf kit at $KIT (set KIT)" >&2; exit 1; }
-if ! command -v wrk >/dev/null || [ ! -x "$VENV/bin/kinto" ]; then "$KIT/setup.sh"; fi
-
-STAMP=$(date -u +%Y%m%d-%H%M%S)
-OUT=$ROOT/perf/results; mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/tidemark-perf.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_up() { for _ in $(seq 1 150); do curl -sf -o /dev/null "$1/" && return 0; sleep 0.2; done; echo "$1 did not start" >&2; exit 1; }
+WORK_NAME=tidemark-perf
+. "$(dirname "$0")/lib.sh"
 
 echo "# building the release binary"
 (cd "$ROOT" && cargo build --release --quiet)

@@ -210,26 +210,24 @@ impl SledFiles {
     fn sync(&self) -> Result<()> {
         let mut synced = self.synced_blobs.lock();
         let entries = std::fs::read_dir(&self.blobs_path).map_err(|e| io_error("cannot list", &self.blobs_path, &e))?;
-        let mut present = Vec::new();
-        let mut grew = false;
+        // The listing as it is now, with each blob synced at its present length.
+        let mut listed = HashMap::with_capacity(synced.len());
         for entry in entries {
             let entry = entry.map_err(|e| io_error("cannot list", &self.blobs_path, &e))?;
-            let name = entry.file_name();
             let Ok(meta) = entry.metadata() else { continue }; // removed meanwhile (sled's GC)
-            if synced.get(&name) != Some(&meta.len()) {
+            if synced.get(&entry.file_name()) != Some(&meta.len()) {
                 match File::open(entry.path()).and_then(|f| f.sync_all()) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(io_error("cannot sync", &entry.path(), &e)),
                 }
-                synced.insert(name.clone(), meta.len());
-                grew = true;
             }
-            present.push(name);
+            listed.insert(entry.file_name(), meta.len());
         }
-        if grew || synced.len() != present.len() {
-            synced.retain(|name, _| present.contains(name));
+        // A name created or removed since the last sync: the directory's entries changed.
+        if listed != *synced {
             self.blobs_dir.sync_all().map_err(|e| io_error("cannot sync", &self.blobs_path, &e))?;
+            *synced = listed;
         }
         self.data.sync_data().map_err(|e| EngineError::Storage(format!("cannot sync sled's data file: {e}")))?;
         self.dir.sync_all().map_err(|e| EngineError::Storage(format!("cannot sync the store directory: {e}")))?;

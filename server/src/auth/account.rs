@@ -62,6 +62,13 @@ fn now_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// A refusal for too many failures, answered late: a flood over its limit then costs a
+/// sleeping task per connection, not a request's CPU per round trip.
+async fn answer_late<T>(locked: ApiError) -> Result<T, ApiError> {
+    tokio::time::sleep(LOCKED_ANSWER_DELAY).await;
+    Err(locked)
+}
+
 impl AccountPolicy {
     pub fn new(name: &str, hmac_secret: String, limits: AccountLimits, cache: Arc<dyn Cache>) -> AccountPolicy {
         let checks = Arc::new(Semaphore::new(limits.concurrent_checks.max(1)));
@@ -93,16 +100,6 @@ impl AccountPolicy {
             if let Some(until) = until.filter(|until| *until > now) {
                 return Err(crate::limits::too_many_requests(until - now, "Too many failed logins, retry later."));
             }
-        }
-        Ok(())
-    }
-
-    /// [`AccountPolicy::check_not_locked`], answered late: a flood over its limit then costs a
-    /// sleeping task per connection, not a request's CPU per round trip.
-    async fn refuse_if_locked(&self, buckets: &[(String, u64)]) -> Result<(), ApiError> {
-        if let Err(locked) = self.check_not_locked(buckets) {
-            tokio::time::sleep(LOCKED_ANSWER_DELAY).await;
-            return Err(locked);
         }
         Ok(())
     }
@@ -150,7 +147,9 @@ impl AccountPolicy {
             return Ok(None);
         };
         let buckets = self.failure_buckets(user, client);
-        self.refuse_if_locked(&buckets).await?;
+        if let Err(locked) = self.check_not_locked(&buckets) {
+            return answer_late(locked).await;
+        }
         // bcrypt is slow on purpose: off the async workers, and a bounded number at once.
         let permit = match tokio::time::timeout(CHECK_WAIT, Arc::clone(&self.checks).acquire_owned()).await {
             Ok(Ok(permit)) => permit,
@@ -164,8 +163,7 @@ impl AccountPolicy {
         // next at once.
         if let Err(locked) = self.check_not_locked(&buckets) {
             drop(permit);
-            tokio::time::sleep(LOCKED_ANSWER_DELAY).await;
-            return Err(locked);
+            return answer_late(locked).await;
         }
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || {
